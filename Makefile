@@ -1,0 +1,44 @@
+# Thin driver over CMake. `make run` and `make test` do all set-up on a fresh Debian 12 machine (as root).
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+JOBS       ?= $(shell nproc)
+FUZZ_SECONDS ?= 60
+CMAKE_FLAGS ?= -DSOCKGATE_WERROR=ON
+
+# Debian packages the build and tests need; only the missing ones are installed.
+DEPS = build-essential cmake pkg-config libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev \
+       libssl-dev clang libclang-rt-14-dev python3 curl procps
+
+.PHONY: all deps build run test sanitize test-sanitize fuzz bench clean
+
+all: build
+
+deps:
+	@./scripts/install-deps.sh $(DEPS)
+
+build: deps
+	cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
+	cmake --build $(BUILD) -j $(JOBS)
+
+# Starts the gateway with every backend embedded on 127.0.0.1:8080 (Ctrl-C stops it).
+run: build
+	$(BUILD)/bin/sockgate --listen $${SOCKGATE_LISTEN:-127.0.0.1:8080}
+
+test: build
+	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+
+sanitize: deps
+	cmake -S . -B $(ASAN_BUILD) -DSOCKGATE_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug $(CMAKE_FLAGS)
+	cmake --build $(ASAN_BUILD) -j $(JOBS)
+
+test-sanitize: sanitize
+	ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS) -LE no-sanitize
+
+fuzz: deps
+	CC=clang cmake -S . -B $(FUZZ_BUILD) -DSOCKGATE_FUZZ=ON -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=Debug
+	cmake --build $(FUZZ_BUILD) -j $(JOBS)
+	./tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

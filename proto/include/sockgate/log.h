@@ -1,0 +1,37 @@
+/* log.h - one line per event on stderr, as text or JSON lines; thread-safe. */
+#ifndef SOCKGATE_LOG_H
+#define SOCKGATE_LOG_H
+
+#include <jansson.h>
+
+enum sg_log_level { SG_LOG_DEBUG, SG_LOG_INFO, SG_LOG_WARN, SG_LOG_ERROR };
+enum sg_log_format { SG_LOG_TEXT, SG_LOG_JSON };
+
+/* Sets the program name, format and lowest level printed (defaults: "sockgate", text, info). */
+void sg_log_init(const char *prog, enum sg_log_format format, enum sg_log_level min_level);
+
+/* Parses "text" or "json" into *out; returns SG_OK or SG_ERR_INVALID. */
+int sg_log_format_parse(const char *text, enum sg_log_format *out);
+
+/* Logs one line: timestamp, level, program, the function, and the message. */
+void sg_log(enum sg_log_level level, const char *func, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/*
+ * Logs one structured event: in JSON format the object's keys join the line;
+ * in text format they follow the message as key=value. fields is borrowed.
+ */
+void sg_log_fields(enum sg_log_level level, const char *msg, const json_t *fields);
+
+/*
+ * Prints "listening on HOST:PORT" for fd's local address: the line tests and
+ * scripts wait for. Call it once the program is ready to serve.
+ */
+void sg_log_listening(int fd);
+
+#define sg_debug(...) sg_log(SG_LOG_DEBUG, __func__, __VA_ARGS__)
+#define sg_info(...) sg_log(SG_LOG_INFO, __func__, __VA_ARGS__)
+#define sg_warn(...) sg_log(SG_LOG_WARN, __func__, __VA_ARGS__)
+#define sg_error(...) sg_log(SG_LOG_ERROR, __func__, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,82 @@
+/* net.h - sockets: addresses, listen, connect, reads and writes with deadlines. */
+#ifndef SOCKGATE_NET_H
+#define SOCKGATE_NET_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+/* Longest text form of an address: "[" v6 "]:" port. */
+#define SG_ADDR_STRLEN 64
+
+/* A resolved socket address. */
+struct sg_addr {
+    struct sockaddr_storage ss;
+    socklen_t len;
+};
+
+/* Returns the monotonic clock in milliseconds. */
+int64_t sg_now_ms(void);
+
+/* Returns the deadline timeout_ms from now, or -1 (none) when timeout_ms < 0. */
+int64_t sg_deadline_after(int64_t timeout_ms);
+
+/*
+ * Parses "HOST:PORT", "[V6]:PORT" or ":PORT" (meaning 127.0.0.1) into out,
+ * resolving HOST with getaddrinfo (so container service names work). Port 0
+ * is allowed (the kernel picks one). Writes why into err on failure.
+ */
+int sg_addr_parse(const char *text, struct sg_addr *out, char *err, size_t errlen);
+
+/* Writes "1.2.3.4:80" or "[::1]:80" for sa into buf (at least SG_ADDR_STRLEN bytes). */
+void sg_addr_format(const struct sockaddr *sa, socklen_t len, char *buf, size_t buflen);
+
+/* Returns the port of sa in host order (0 when not IPv4/IPv6). */
+uint16_t sg_addr_port(const struct sockaddr *sa);
+
+/*
+ * Opens a non-blocking, close-on-exec socket of type (SOCK_STREAM or
+ * SOCK_DGRAM) bound to addr; stream sockets also listen with a large backlog.
+ * Stores the descriptor in *fd.
+ */
+int sg_listen(const struct sg_addr *addr, int type, int *fd, char *err, size_t errlen);
+
+/*
+ * Binds a TCP listener and a UDP socket on the same port of addr. When the
+ * port is 0, the TCP port the kernel picks is reused for UDP (retrying a few
+ * times if that UDP port is taken).
+ */
+int sg_listen_tcp_udp(const struct sg_addr *addr, int *tcp_fd, int *udp_fd, char *err, size_t errlen);
+
+/* Writes the local address of fd as text into buf (at least SG_ADDR_STRLEN bytes). */
+void sg_local_addr(int fd, char *buf, size_t buflen);
+
+/* Returns the local port of fd, 0 on failure. */
+uint16_t sg_local_port(int fd);
+
+/*
+ * Connects a non-blocking, close-on-exec socket of type to addr within
+ * timeout_ms (-1: no limit). Returns SG_OK, SG_ERR_REFUSED, SG_ERR_TIMEOUT or
+ * SG_ERR_SYS; TCP sockets get TCP_NODELAY.
+ */
+int sg_connect(const struct sg_addr *addr, int type, int timeout_ms, int *fd, char *err, size_t errlen);
+
+/* Sets or clears O_NONBLOCK on fd. */
+int sg_set_nonblock(int fd, int on);
+
+/*
+ * Waits until fd is ready for events (POLLIN/POLLOUT) or deadline_ms passes.
+ * Returns SG_OK, SG_ERR_TIMEOUT or SG_ERR_SYS; retries on EINTR.
+ */
+int sg_wait_fd(int fd, short events, int64_t deadline_ms);
+
+/* Writes all len bytes (send with MSG_NOSIGNAL on sockets), waiting as needed until the deadline. */
+int sg_write_all(int fd, const void *buf, size_t len, int64_t deadline_ms);
+
+/* Reads exactly len bytes; SG_ERR_CLOSED when EOF comes first. */
+int sg_read_full(int fd, void *buf, size_t len, int64_t deadline_ms);
+
+/* Reads at least 1 and at most cap bytes into buf (*got); SG_ERR_CLOSED on EOF. */
+int sg_read_some(int fd, void *buf, size_t cap, size_t *got, int64_t deadline_ms);
+
+#endif

@@ -1,0 +1,45 @@
+/* harness.h - start the real sockgate programs on port 0 for integration tests. */
+#ifndef SOCKGATE_TEST_HARNESS_H
+#define SOCKGATE_TEST_HARNESS_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+/* A program started by a test. */
+struct sg_proc {
+    pid_t pid;
+    char log_path[256]; /* its stderr, kept in a file the test may read */
+    char addr[64];      /* "HOST:PORT" from its "listening on" line */
+    char host[48];
+    uint16_t port;
+};
+
+/* Returns the path of a built program: $SOCKGATE_BIN_DIR/prog (static buffer per call site is not kept: copy it). */
+const char *sg_test_bin(const char *prog, char *buf, size_t buflen);
+
+/*
+ * Starts $SOCKGATE_BIN_DIR/argv[0] with argv (NULL-terminated), its stderr to
+ * a log file, and waits up to timeout_ms for "listening on HOST:PORT".
+ * Returns 0 and fills p, or -1 after printing the log (the process is killed).
+ */
+int sg_proc_start(struct sg_proc *p, const char *const argv[], int timeout_ms);
+
+/*
+ * Sends SIGTERM and waits up to timeout_ms for exit (then SIGKILL). Returns
+ * the exit status, 128+signal when killed by a signal, or -1.
+ */
+int sg_proc_stop(struct sg_proc *p, int timeout_ms);
+
+/* Returns the resident memory of pid in KiB (VmRSS), or -1. */
+long sg_proc_rss_kib(pid_t pid);
+
+/* Returns the number of open file descriptors of pid, or -1. */
+int sg_proc_fd_count(pid_t pid);
+
+/* Creates a fresh temporary directory and writes its path into buf. */
+int sg_test_tmpdir(char *buf, size_t buflen);
+
+/* Removes a directory tree (best effort: used for clean-up only). */
+void sg_test_rmtree(const char *path);
+
+#endif
