@@ -8,13 +8,13 @@
 
 #define SG_FRAME_DEFAULT_MAX_HEADER (64u * 1024u)
 #define SG_FRAME_MIN_HEADER 2u             /* "{}" is the shortest header */
-#define SG_FRAME_MAX_DEPTH 32              /* JSON nesting limit of a header */
+#define SG_FRAME_MAX_DEPTH 32 /* JSON nesting limit of a header */
 #define SG_FRAME_MAX_BODY (UINT64_C(1) << 53)
 
 enum sg_frame_event {
     SG_FRAME_NEED_MORE, /* all input consumed; feed more bytes */
     SG_FRAME_HEADER,    /* a header is complete: see sg_frame_decoder_header() */
-    SG_FRAME_BODY,      /* *chunk/*chunk_len hold the next piece of the body */
+    SG_FRAME_BODY,      /* chunk and chunk_len hold the next piece of the body */
     SG_FRAME_END,       /* the frame (header and whole body) is complete */
     SG_FRAME_ERROR      /* protocol error; the decoder stays in error */
 };

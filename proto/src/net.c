@@ -1,0 +1,248 @@
+/* net.c - addresses, listening and connecting sockets (all close-on-exec and non-blocking). */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sockgate/error.h"
+#include "sockgate/net.h"
+
+int64_t sg_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t sg_deadline_after(int64_t timeout_ms)
+{
+    return timeout_ms < 0 ? -1 : sg_now_ms() + timeout_ms;
+}
+
+int sg_addr_parse(const char *text, struct sg_addr *out, char *err, size_t errlen)
+{
+    char host[256];
+    const char *port_text;
+    char *end;
+    long port;
+    struct addrinfo hints, *res = NULL;
+    int rc;
+
+    memset(out, 0, sizeof *out);
+    if (!text || !*text) {
+        snprintf(err, errlen, "empty address (expected HOST:PORT)");
+        return SG_ERR_INVALID;
+    }
+    if (text[0] == '[') {
+        const char *close = strchr(text, ']');
+        if (!close || close[1] != ':' || (size_t)(close - text - 1) >= sizeof host) {
+            snprintf(err, errlen, "bad address '%s' (expected [IPV6]:PORT)", text);
+            return SG_ERR_INVALID;
+        }
+        memcpy(host, text + 1, (size_t)(close - text - 1));
+        host[close - text - 1] = '\0';
+        port_text = close + 2;
+    } else {
+        const char *colon = strrchr(text, ':');
+        if (!colon || (size_t)(colon - text) >= sizeof host || strchr(text, ':') != colon) {
+            snprintf(err, errlen, "bad address '%s' (expected HOST:PORT or [IPV6]:PORT)", text);
+            return SG_ERR_INVALID;
+        }
+        memcpy(host, text, (size_t)(colon - text));
+        host[colon - text] = '\0';
+        port_text = colon + 1;
+    }
+    errno = 0;
+    port = strtol(port_text, &end, 10);
+    if (!*port_text || *end || errno || port < 0 || port > 65535) {
+        snprintf(err, errlen, "bad port in '%s' (expected 0..65535)", text);
+        return SG_ERR_INVALID;
+    }
+    if (!host[0])
+        snprintf(host, sizeof host, "127.0.0.1");
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_flags = AI_NUMERICSERV;
+    hints.ai_socktype = SOCK_STREAM;
+    rc = getaddrinfo(host, port_text, &hints, &res);
+    if (rc != 0 || !res) {
+        snprintf(err, errlen, "cannot resolve '%s': %s", host, gai_strerror(rc));
+        return SG_ERR_INVALID;
+    }
+    memcpy(&out->ss, res->ai_addr, res->ai_addrlen);
+    out->len = res->ai_addrlen;
+    freeaddrinfo(res);
+    return SG_OK;
+}
+
+void sg_addr_format(const struct sockaddr *sa, socklen_t len, char *buf, size_t buflen)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    (void)len;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const void *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+        snprintf(buf, buflen, "%s:%u", host, ntohs(in->sin_port));
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const void *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+        snprintf(buf, buflen, "[%s]:%u", host, ntohs(in6->sin6_port));
+    } else {
+        snprintf(buf, buflen, "unknown");
+    }
+}
+
+uint16_t sg_addr_port(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET)
+        return ntohs(((const struct sockaddr_in *)(const void *)sa)->sin_port);
+    if (sa->sa_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)(const void *)sa)->sin6_port);
+    return 0;
+}
+
+static void set_port(struct sg_addr *a, uint16_t port)
+{
+    if (a->ss.ss_family == AF_INET)
+        ((struct sockaddr_in *)(void *)&a->ss)->sin_port = htons(port);
+    else if (a->ss.ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)(void *)&a->ss)->sin6_port = htons(port);
+}
+
+int sg_listen(const struct sg_addr *addr, int type, int *fd, char *err, size_t errlen)
+{
+    int s, one = 1;
+    char text[SG_ADDR_STRLEN];
+
+    *fd = -1;
+    sg_addr_format((const struct sockaddr *)&addr->ss, addr->len, text, sizeof text);
+    s = socket(addr->ss.ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (s < 0) {
+        snprintf(err, errlen, "socket: %s", strerror(errno));
+        return SG_ERR_SYS;
+    }
+    /* best effort: only shortens restarts after TIME_WAIT */
+    setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (addr->ss.ss_family == AF_INET6)
+        setsockopt(s, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind(s, (const struct sockaddr *)&addr->ss, addr->len) < 0) {
+        snprintf(err, errlen, "bind %s: %s", text, strerror(errno));
+        close(s);
+        return SG_ERR_SYS;
+    }
+    if (type == SOCK_STREAM && listen(s, 4096) < 0) {
+        snprintf(err, errlen, "listen %s: %s", text, strerror(errno));
+        close(s);
+        return SG_ERR_SYS;
+    }
+    *fd = s;
+    return SG_OK;
+}
+
+int sg_listen_tcp_udp(const struct sg_addr *addr, int *tcp_fd, int *udp_fd, char *err, size_t errlen)
+{
+    struct sg_addr a = *addr;
+    int want_any = sg_addr_port((const struct sockaddr *)&addr->ss) == 0;
+    int rc = SG_ERR_SYS;
+
+    *tcp_fd = -1;
+    *udp_fd = -1;
+    /* With port 0 the kernel's TCP pick may be taken for UDP: try a few picks. */
+    for (int attempt = 0; attempt < (want_any ? 20 : 1); attempt++) {
+        int t = -1, u = -1;
+        a = *addr;
+        rc = sg_listen(&a, SOCK_STREAM, &t, err, errlen);
+        if (rc != SG_OK)
+            return rc;
+        set_port(&a, sg_local_port(t));
+        rc = sg_listen(&a, SOCK_DGRAM, &u, err, errlen);
+        if (rc == SG_OK) {
+            *tcp_fd = t;
+            *udp_fd = u;
+            return SG_OK;
+        }
+        close(t);
+    }
+    return rc;
+}
+
+void sg_local_addr(int fd, char *buf, size_t buflen)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0) {
+        snprintf(buf, buflen, "unknown");
+        return;
+    }
+    sg_addr_format((struct sockaddr *)&ss, len, buf, buflen);
+}
+
+uint16_t sg_local_port(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+        return 0;
+    return sg_addr_port((struct sockaddr *)&ss);
+}
+
+int sg_set_nonblock(int fd, int on)
+{
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0)
+        return SG_ERR_SYS;
+    flags = on ? (flags | O_NONBLOCK) : (flags & ~O_NONBLOCK);
+    return fcntl(fd, F_SETFL, flags) < 0 ? SG_ERR_SYS : SG_OK;
+}
+
+int sg_connect(const struct sg_addr *addr, int type, int timeout_ms, int *fd, char *err, size_t errlen)
+{
+    char text[SG_ADDR_STRLEN];
+    int s, rc, one = 1, soerr = 0;
+    socklen_t slen = sizeof soerr;
+
+    *fd = -1;
+    sg_addr_format((const struct sockaddr *)&addr->ss, addr->len, text, sizeof text);
+    s = socket(addr->ss.ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (s < 0) {
+        snprintf(err, errlen, "socket: %s", strerror(errno));
+        return SG_ERR_SYS;
+    }
+    if (type == SOCK_STREAM)
+        setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* best effort */
+    if (connect(s, (const struct sockaddr *)&addr->ss, addr->len) == 0)
+        goto done;
+    if (errno != EINPROGRESS && errno != EINTR) {
+        soerr = errno;
+        goto failed;
+    }
+    rc = sg_wait_fd(s, POLLOUT, sg_deadline_after(timeout_ms));
+    if (rc == SG_ERR_TIMEOUT) {
+        snprintf(err, errlen, "connect %s: timed out after %d ms", text, timeout_ms);
+        close(s);
+        return SG_ERR_TIMEOUT;
+    }
+    if (rc != SG_OK || getsockopt(s, SOL_SOCKET, SO_ERROR, &soerr, &slen) < 0)
+        soerr = errno;
+    if (soerr)
+        goto failed;
+done:
+    *fd = s;
+    return SG_OK;
+failed:
+    snprintf(err, errlen, "connect %s: %s", text, strerror(soerr));
+    close(s);
+    errno = soerr;
+    return (soerr == ECONNREFUSED || soerr == ENETUNREACH || soerr == EHOSTUNREACH ||
+            soerr == ECONNRESET)
+               ? SG_ERR_REFUSED
+               : SG_ERR_SYS;
+}
