@@ -70,6 +70,13 @@ int sg_set_nonblock(int fd, int on);
  */
 int sg_wait_fd(int fd, short events, int64_t deadline_ms);
 
+/*
+ * The reads and writes below wait with poll(2) when the descriptor would
+ * block, so their deadlines hold on non-blocking descriptors (every socket
+ * proto creates is one); on a blocking descriptor the system call itself may
+ * wait past the deadline.
+ */
+
 /* Writes all len bytes (send with MSG_NOSIGNAL on sockets), waiting as needed until the deadline. */
 int sg_write_all(int fd, const void *buf, size_t len, int64_t deadline_ms);
 

@@ -1,0 +1,83 @@
+/* test_net.c - address parsing and formatting, listening on port 0, connect errors, deadlines. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "sockgate/error.h"
+#include "sockgate/net.h"
+
+static void test_parse_and_format(void)
+{
+    struct sg_addr a;
+    char err[256], text[SG_ADDR_STRLEN];
+    CHECK_INT_EQ(sg_addr_parse("127.0.0.1:8080", &a, err, sizeof err), SG_OK);
+    sg_addr_format((struct sockaddr *)&a.ss, a.len, text, sizeof text);
+    CHECK_STR_EQ(text, "127.0.0.1:8080");
+    CHECK_INT_EQ(sg_addr_parse("[::1]:9001", &a, err, sizeof err), SG_OK);
+    sg_addr_format((struct sockaddr *)&a.ss, a.len, text, sizeof text);
+    CHECK_STR_EQ(text, "[::1]:9001");
+    CHECK_INT_EQ(sg_addr_parse(":0", &a, err, sizeof err), SG_OK);
+    sg_addr_format((struct sockaddr *)&a.ss, a.len, text, sizeof text);
+    CHECK_STR_EQ(text, "127.0.0.1:0");
+    CHECK_INT_EQ(sg_addr_parse("localhost:65535", &a, err, sizeof err), SG_OK);
+    CHECK_INT_EQ(sg_addr_port((struct sockaddr *)&a.ss), 65535);
+    CHECK_INT_EQ(sg_addr_parse("127.0.0.1:65536", &a, err, sizeof err), SG_ERR_INVALID);
+    CHECK_INT_EQ(sg_addr_parse("127.0.0.1:-1", &a, err, sizeof err), SG_ERR_INVALID);
+    CHECK_INT_EQ(sg_addr_parse("127.0.0.1:", &a, err, sizeof err), SG_ERR_INVALID);
+    CHECK_INT_EQ(sg_addr_parse("127.0.0.1:80x", &a, err, sizeof err), SG_ERR_INVALID);
+    CHECK_INT_EQ(sg_addr_parse("127.0.0.1", &a, err, sizeof err), SG_ERR_INVALID);
+    CHECK_INT_EQ(sg_addr_parse("::1:80", &a, err, sizeof err), SG_ERR_INVALID); /* v6 needs brackets */
+    CHECK_INT_EQ(sg_addr_parse("[::1:80", &a, err, sizeof err), SG_ERR_INVALID);
+    CHECK_INT_EQ(sg_addr_parse("", &a, err, sizeof err), SG_ERR_INVALID);
+    CHECK(strlen(err) > 0);
+}
+
+static void test_listen_port_zero_tcp_udp(void)
+{
+    struct sg_addr a;
+    char err[256];
+    int t = -1, u = -1;
+    CHECK_INT_EQ(sg_addr_parse("127.0.0.1:0", &a, err, sizeof err), SG_OK);
+    CHECK_INT_EQ(sg_listen_tcp_udp(&a, &t, &u, err, sizeof err), SG_OK);
+    CHECK(sg_local_port(t) != 0);
+    CHECK_INT_EQ(sg_local_port(t), sg_local_port(u));
+    close(t);
+    close(u);
+}
+
+static void test_connect_round_trip(void)
+{
+    struct sg_addr a;
+    char err[256], buf[8];
+    int l = -1, c = -1, s;
+    CHECK_INT_EQ(sg_addr_parse("127.0.0.1:0", &a, err, sizeof err), SG_OK);
+    CHECK_INT_EQ(sg_listen(&a, SOCK_STREAM, &l, err, sizeof err), SG_OK);
+    ((struct sockaddr_in *)(void *)&a.ss)->sin_port = htons(sg_local_port(l));
+    CHECK_INT_EQ(sg_connect(&a, SOCK_STREAM, 1000, &c, err, sizeof err), SG_OK);
+    CHECK_INT_EQ(sg_wait_fd(l, 1 /* POLLIN */, sg_deadline_after(1000)), SG_OK);
+    s = accept(l, NULL, NULL);
+    CHECK(s >= 0);
+    CHECK_INT_EQ(sg_write_all(c, "ping", 4, sg_deadline_after(1000)), SG_OK);
+    CHECK_INT_EQ(sg_read_full(s, buf, 4, sg_deadline_after(1000)), SG_OK);
+    CHECK(memcmp(buf, "ping", 4) == 0);
+    /* Nothing more comes: the deadline ends the wait. */
+    CHECK_INT_EQ(sg_set_nonblock(s, 1), SG_OK);
+    CHECK_INT_EQ(sg_read_full(s, buf, 1, sg_deadline_after(50)), SG_ERR_TIMEOUT);
+    close(c);
+    CHECK_INT_EQ(sg_read_full(s, buf, 1, sg_deadline_after(1000)), SG_ERR_CLOSED);
+    close(s);
+    /* Once the listener is gone the port refuses. */
+    close(l);
+    CHECK_INT_EQ(sg_connect(&a, SOCK_STREAM, 1000, &c, err, sizeof err), SG_ERR_REFUSED);
+    CHECK(strstr(err, "refused") != NULL);
+}
+
+int main(void)
+{
+    RUN_TEST(test_parse_and_format);
+    RUN_TEST(test_listen_port_zero_tcp_udp);
+    RUN_TEST(test_connect_round_trip);
+    return TESTS_DONE();
+}
