@@ -37,7 +37,7 @@ test-sanitize: sanitize
 
 fuzz: deps
 	CC=clang cmake -S . -B $(FUZZ_BUILD) -DSOCKGATE_FUZZ=ON -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=Debug
-	cmake --build $(FUZZ_BUILD) -j $(JOBS)
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzzers
 	./tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
 
 clean:
