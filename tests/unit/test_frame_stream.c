@@ -167,7 +167,7 @@ static void test_header_length_bounds(void)
     {
         /* Exactly max: a header of max_header bytes is accepted. */
         size_t max = 300;
-        char header[301];
+        char header[302];
         uint8_t frame[400];
         struct sg_frame_decoder d;
         struct transcript t = {0};
@@ -182,6 +182,7 @@ static void test_header_length_bounds(void)
         sg_frame_decoder_free(&d);
         header[max - 1] = ' ';
         header[max] = '}';
+        header[max + 1] = '\0';
         sg_frame_decoder_init(&d, max);
         t.len = 0;
         feed(&d, &t, frame, make_frame(frame, header, "")); /* max + 1 */
