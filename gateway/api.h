@@ -1,0 +1,45 @@
+/* api.h - the handlers the route table points at, one group per api_*.c file. */
+#ifndef SOCKGATE_GATEWAY_API_H
+#define SOCKGATE_GATEWAY_API_H
+
+#include <stddef.h>
+
+struct request;
+
+/* api_echo.c: POST /api/v1/echo through the echo backend. */
+int api_echo(struct request *rq);
+
+/* api_time.c: GET /api/v1/time through the UDP time backend. */
+int api_time(struct request *rq);
+
+/* api_exec.c: POST /api/v1/exec through the exec backend. */
+int api_exec(struct request *rq);
+
+/* api_files.c: the file backend's list, stat, download and delete. */
+int api_files_list(struct request *rq);
+int api_files_get(struct request *rq);
+int api_files_head(struct request *rq);
+int api_files_delete(struct request *rq);
+
+/* api_files_put.c: PUT /api/v1/files/{name}, the body streamed (or spooled when chunked) to the backend. */
+int api_files_put_begin(struct request *rq);
+int api_files_put_body(struct request *rq, const char *data, size_t len);
+int api_files_put_finish(struct request *rq);
+
+/* api_files_post.c: POST /api/v1/files, multipart/form-data with one or more files. */
+int api_files_post_begin(struct request *rq);
+int api_files_post_body(struct request *rq, const char *data, size_t len);
+int api_files_post_finish(struct request *rq);
+
+/* api_health.c: liveness, and readiness from a real round trip to each backend. */
+int api_healthz(struct request *rq);
+int api_readyz(struct request *rq);
+
+/* metrics.c: GET /metrics. */
+int api_metrics(struct request *rq);
+
+/* static.c: GET /api/v1/openapi.json, and the page at GET / and its assets. */
+int api_openapi(struct request *rq);
+int api_static(struct request *rq);
+
+#endif

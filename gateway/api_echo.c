@@ -1,0 +1,60 @@
+/* api_echo.c - POST /api/v1/echo: a message through the echo backend's raw TCP protocol. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "server.h"
+#include "sockgate/error.h"
+
+/* The longest message taken; the reply has the same length. */
+#define ECHO_MAX_MESSAGE (64u * 1024u)
+/*
+ * The echo protocol holds at most 16 KiB of replies per connection while the
+ * client is not reading (docs/protocol.md), so longer messages go in pieces.
+ */
+#define ECHO_PIECE 16384u
+
+int api_echo(struct request *rq)
+{
+    struct upstream *up = &rq->gw->backends[BACKEND_ECHO];
+    json_t *in = NULL, *msg, *out;
+    char *reply = NULL, err[384];
+    size_t len;
+    int rc = request_json(rq, &in);
+
+    if (rc != SG_OK)
+        goto out;
+    msg = json_object_get(in, "message");
+    if (!json_is_string(msg)) {
+        rc = request_fail(rq, SG_ERR_INVALID, "the field \"message\" must be a string");
+        goto out;
+    }
+    len = json_string_length(msg);
+    if (len > ECHO_MAX_MESSAGE) {
+        rc = request_fail(rq, SG_ERR_TOO_LARGE, "a message may have at most %u bytes", ECHO_MAX_MESSAGE);
+        goto out;
+    }
+    reply = malloc(len + 1);
+    if (!reply) {
+        rc = request_fail(rq, SG_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    /* The echo protocol is the tutorial's raw bytes: no frame, so no room for the request id. */
+    rc = upstream_exchange_raw(up, json_string_value(msg), reply, len, ECHO_PIECE, request_deadline(rq), err,
+                               sizeof err);
+    if (rc != SG_OK) {
+        request_fail(rq, rc, "%s", err);
+        goto out;
+    }
+    reply[len] = '\0';
+    out = json_pack("{s:s%}", "reply", reply, len);
+    if (!out) {
+        rc = request_fail(rq, upstream_failed(up, SG_ERR_PROTO), "the echo backend's reply is not UTF-8");
+        goto out;
+    }
+    rc = respond_json(rq, 200, out);
+out:
+    json_decref(in);
+    free(reply);
+    return rc;
+}

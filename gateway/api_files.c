@@ -1,0 +1,411 @@
+/* api_files.c - list, stat (HEAD), download (GET with Range and ETag) and delete through the file backend. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "api.h"
+#include "errors.h"
+#include "files.h"
+#include "server.h"
+#include "sockgate/error.h"
+#include "sockgate/frame.h"
+#include "sockgate/log.h"
+
+/* The file list travels as a JSON array in a frame body; past this it is refused rather than held. */
+#define LIST_MAX_BODY (64u << 20)
+/* libmicrohttpd's buffer for a download: one read from the backend fills it. */
+#define DOWNLOAD_BLOCK (256u * 1024u)
+
+/* What the gateway needs of a stored file for its headers. */
+struct file_meta {
+    uint64_t size;
+    int64_t mtime;
+    char sha256[72];
+};
+
+/* A download in progress: the backend connection and how much of its body is still to come. */
+struct get_state {
+    struct request *rq;
+    struct upstream_conn *c;
+    uint64_t left;
+};
+
+void files_url_encode(const char *name, char *out, size_t outlen)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)name; *p && o + 4 <= outlen; p++) {
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-' ||
+            *p == '_' || *p == '.' || *p == '~') {
+            out[o++] = (char)*p;
+        } else {
+            out[o++] = '%';
+            out[o++] = hex[*p >> 4];
+            out[o++] = hex[*p & 15];
+        }
+    }
+    out[o] = '\0';
+}
+
+int files_respond_created(struct request *rq, json_t *result)
+{
+    char location[64 + 3 * sizeof rq->param], enc[3 * sizeof rq->param];
+    const char *name = json_string_value(json_object_get(result, "name"));
+    char *text;
+    struct MHD_Response *resp;
+
+    files_url_encode(name ? name : rq->param, enc, sizeof enc);
+    snprintf(location, sizeof location, "/api/v1/files/%s", enc);
+    text = result ? json_dumps(result, JSON_COMPACT) : NULL;
+    json_decref(result);
+    if (!text)
+        return request_fail(rq, SG_ERR_NOMEM, "out of memory");
+    resp = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(text);
+        return request_fail(rq, SG_ERR_NOMEM, "out of memory");
+    }
+    MHD_add_response_header(resp, "Content-Type", "application/json");
+    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    MHD_add_response_header(resp, "Location", location);
+    rq->bytes_out += strlen(text);
+    return respond(rq, 201, resp);
+}
+
+/* Sends one small operation on rq->param and returns the answer header; errors are recorded in rq. */
+static int file_op(struct request *rq, const char *op, json_t **resp, char **body, size_t *body_len, size_t max)
+{
+    struct upstream *up = &rq->gw->backends[BACKEND_FILE];
+    char err[384] = "";
+    json_t *hdr = json_pack("{s:s,s:s,s:s}", "op", op, "filename", rq->param, "id", rq->id);
+    int rc;
+    if (!hdr)
+        return request_fail(rq, SG_ERR_INVALID_NAME, "the file name is not valid UTF-8");
+    if (strcmp(op, "list") == 0)
+        json_object_del(hdr, "filename");
+    rc = upstream_call(up, hdr, NULL, 0, resp, body, body_len, max, request_deadline(rq), err, sizeof err);
+    json_decref(hdr);
+    if (rc != SG_OK) {
+        json_decref(*resp);
+        *resp = NULL;
+        return request_fail(rq, rc, "%s", err);
+    }
+    return SG_OK;
+}
+
+static int meta_from(struct request *rq, const json_t *h, struct file_meta *m)
+{
+    int64_t size = 0, mtime = 0;
+    const char *sha = sg_header_str(h, "sha256");
+    if (sg_header_int(h, "size", 0, INT64_MAX, &size) != SG_OK || !sha || strlen(sha) >= sizeof m->sha256)
+        return request_fail(rq, SG_ERR_PROTO, "the file backend's answer lacks size or sha256");
+    if (sg_header_int(h, "mtime", 0, INT64_MAX, &mtime) != SG_OK)
+        mtime = 0;
+    m->size = (uint64_t)size;
+    m->mtime = mtime;
+    snprintf(m->sha256, sizeof m->sha256, "%s", sha);
+    return SG_OK;
+}
+
+static int stat_file(struct request *rq, struct file_meta *m)
+{
+    json_t *resp = NULL;
+    int rc = file_op(rq, "stat", &resp, NULL, NULL, 0);
+    if (rc == SG_OK)
+        rc = meta_from(rq, resp, m);
+    json_decref(resp);
+    return rc;
+}
+
+/* Adds the headers every answer about a file carries. */
+static void add_file_headers(struct MHD_Response *resp, const char *name, const struct file_meta *m)
+{
+    char etag[80], date[64], disp[1200], ascii[256], enc[768];
+    struct tm tm;
+    time_t t = (time_t)m->mtime;
+    size_t i;
+
+    snprintf(etag, sizeof etag, "\"%s\"", m->sha256);
+    MHD_add_response_header(resp, "ETag", etag);
+    if (m->mtime > 0 && gmtime_r(&t, &tm)) {
+        strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        MHD_add_response_header(resp, "Last-Modified", date);
+    }
+    /* filename= for old clients (plain ASCII, no quotes), filename*= for the exact UTF-8 name. */
+    for (i = 0; name[i] && i + 1 < sizeof ascii; i++)
+        ascii[i] = ((unsigned char)name[i] < 0x20 || (unsigned char)name[i] > 0x7e || name[i] == '"' ||
+                    name[i] == '\\')
+                       ? '_'
+                       : name[i];
+    ascii[i] = '\0';
+    files_url_encode(name, enc, sizeof enc);
+    snprintf(disp, sizeof disp, "attachment; filename=\"%s\"; filename*=UTF-8''%s", ascii, enc);
+    MHD_add_response_header(resp, "Content-Disposition", disp);
+    MHD_add_response_header(resp, "Content-Type", "application/octet-stream");
+    MHD_add_response_header(resp, "Accept-Ranges", "bytes");
+}
+
+/* Reads an unsigned decimal at *p (advancing it); 0 when there are no digits or it overflows. */
+static int read_u64(const char **p, uint64_t *out)
+{
+    uint64_t v = 0;
+    const char *s = *p;
+    if (*s < '0' || *s > '9')
+        return 0;
+    for (; *s >= '0' && *s <= '9'; s++) {
+        if (v > (UINT64_MAX - 9) / 10)
+            return 0;
+        v = v * 10 + (uint64_t)(*s - '0');
+    }
+    *p = s;
+    *out = v;
+    return 1;
+}
+
+/*
+ * Parses one "bytes=A-B", "bytes=A-" or "bytes=-N" range against size.
+ * Returns 1 with *off and *len, -1 when it cannot be satisfied, 0 to ignore it
+ * (malformed, or several ranges: answered with the whole file, as RFC 9110 allows).
+ */
+static int parse_range(const char *h, uint64_t size, uint64_t *off, uint64_t *len)
+{
+    uint64_t a = 0, b = 0;
+    if (strncmp(h, "bytes=", 6) != 0 || strchr(h, ','))
+        return 0;
+    h += 6;
+    if (*h == '-') {
+        h++;
+        if (!read_u64(&h, &b) || *h)
+            return 0;
+        if (b == 0 || size == 0)
+            return -1;
+        *len = b < size ? b : size;
+        *off = size - *len;
+        return 1;
+    }
+    if (!read_u64(&h, &a) || *h++ != '-')
+        return 0;
+    if (*h == '\0')
+        b = UINT64_MAX;
+    else if (!read_u64(&h, &b) || *h || b < a)
+        return 0;
+    if (a >= size)
+        return -1;
+    if (b >= size)
+        b = size - 1;
+    *off = a;
+    *len = b - a + 1;
+    return 1;
+}
+
+static ssize_t read_download(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct get_state *st = cls;
+    size_t got = 0;
+    int rc;
+    (void)pos;
+    if (st->left == 0 || !st->c)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    rc = upstream_read_body(st->c, buf, st->left < max ? (size_t)st->left : max, &got, request_deadline(st->rq));
+    if (rc != SG_OK) {
+        /* The status line is long gone: all that is left is to cut the response short. */
+        sg_warn("request %s: the file backend broke off the download with %llu bytes to go: %s", st->rq->id,
+                (unsigned long long)st->left, sg_strerror(rc));
+        upstream_failed(st->c->up, rc);
+        upstream_release(st->c, 0);
+        st->c = NULL;
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    }
+    st->left -= got;
+    st->rq->bytes_out += got;
+    if (st->left == 0) {
+        upstream_release(st->c, 1);
+        st->c = NULL;
+    }
+    return (ssize_t)got;
+}
+
+static ssize_t read_nothing(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)cls;
+    (void)pos;
+    (void)buf;
+    (void)max;
+    return MHD_CONTENT_READER_END_WITH_ERROR; /* HEAD: libmicrohttpd never asks for the body */
+}
+
+static void get_free(struct request *rq, int is_complete)
+{
+    struct get_state *st = rq->state;
+    (void)is_complete;
+    upstream_release(st->c, 0); /* still held: the client left before the end */
+    free(st);
+    rq->state = NULL;
+}
+
+/* Answers 304 or 416 for a conditional or ranged GET when that is the answer; returns 1 when it did. */
+static int answer_conditions(struct request *rq, const struct file_meta *m, const char *etag, int *partial,
+                             uint64_t *off, uint64_t *len)
+{
+    const char *inm = request_header(rq, "If-None-Match");
+    const char *range = request_header(rq, "Range");
+    const char *if_range = request_header(rq, "If-Range");
+    struct MHD_Response *resp;
+    json_t *body;
+    char cr[64], *text;
+    int r;
+
+    if (inm && (strcmp(inm, "*") == 0 || strstr(inm, etag))) {
+        resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+        if (resp) {
+            MHD_add_response_header(resp, "ETag", etag);
+            respond(rq, 304, resp);
+        }
+        return 1;
+    }
+    if (!range || (if_range && strcmp(if_range, etag) != 0))
+        return 0;
+    r = parse_range(range, m->size, off, len);
+    if (r > 0)
+        *partial = 1;
+    if (r >= 0)
+        return 0;
+    snprintf(cr, sizeof cr, "bytes */%llu", (unsigned long long)m->size);
+    request_fail(rq, GW_ERR_RANGE, "the range %s is outside the file's %llu bytes", range,
+                 (unsigned long long)m->size);
+    body = http_error_body(GW_ERR_RANGE, rq->errmsg);
+    text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    resp = text ? MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE) : NULL;
+    if (!resp) {
+        free(text);
+        return 1;
+    }
+    MHD_add_response_header(resp, "Content-Type", "application/json");
+    MHD_add_response_header(resp, "Content-Range", cr);
+    rq->bytes_out += strlen(text);
+    respond(rq, 416, resp);
+    return 1;
+}
+
+int api_files_get(struct request *rq)
+{
+    struct upstream *up = &rq->gw->backends[BACKEND_FILE];
+    struct file_meta m = {0};
+    struct get_state *st = NULL;
+    struct MHD_Response *resp;
+    json_t *hdr = NULL, *ans = NULL;
+    char err[384] = "", etag[80], cr[96];
+    uint64_t off = 0, len = 0, size = 0;
+    int partial = 0, rc;
+
+    /* Only a conditional or ranged GET needs the size and sha256 before the download starts. */
+    if (request_header(rq, "Range") || request_header(rq, "If-None-Match")) {
+        rc = stat_file(rq, &m);
+        if (rc != SG_OK)
+            return rc;
+        snprintf(etag, sizeof etag, "\"%s\"", m.sha256);
+        if (answer_conditions(rq, &m, etag, &partial, &off, &len))
+            return rq->has_responded ? SG_OK : SG_ERR_NOMEM;
+    }
+    hdr = json_pack("{s:s,s:s,s:s}", "op", "download", "filename", rq->param, "id", rq->id);
+    if (!hdr)
+        return request_fail(rq, SG_ERR_INVALID_NAME, "the file name is not valid UTF-8");
+    if (partial) {
+        json_object_set_new(hdr, "offset", json_integer((json_int_t)off));
+        json_object_set_new(hdr, "length", json_integer((json_int_t)len));
+    }
+    st = calloc(1, sizeof *st);
+    if (!st) {
+        json_decref(hdr);
+        return request_fail(rq, SG_ERR_NOMEM, "out of memory");
+    }
+    st->rq = rq;
+    rq->state = st;
+    rq->state_free = get_free;
+    rc = upstream_begin(up, hdr, &st->c, request_deadline(rq), err, sizeof err);
+    json_decref(hdr);
+    if (rc != SG_OK)
+        return request_fail(rq, rc, "%s", err);
+    rc = upstream_read_header(st->c, &ans, &size, request_deadline(rq), err, sizeof err);
+    if (rc != SG_OK) {
+        upstream_release(st->c, 0);
+        st->c = NULL;
+        return request_fail(rq, upstream_failed(up, rc), "file backend at %s: %s", up->addr_text, err);
+    }
+    rc = sg_frame_header_error(ans, err, sizeof err);
+    if (rc != SG_OK || (rc = meta_from(rq, ans, &m)) != SG_OK) {
+        json_decref(ans);
+        if (upstream_skip_body(st->c, size, request_deadline(rq)) == SG_OK)
+            upstream_release(st->c, 1);
+        else
+            upstream_release(st->c, 0);
+        st->c = NULL;
+        return request_fail(rq, rc, "%s", err);
+    }
+    json_decref(ans);
+    st->left = size;
+    if (size == 0) {
+        upstream_release(st->c, 1);
+        st->c = NULL;
+    }
+    resp = MHD_create_response_from_callback(size, DOWNLOAD_BLOCK, read_download, st, NULL);
+    if (!resp)
+        return request_fail(rq, SG_ERR_NOMEM, "out of memory");
+    add_file_headers(resp, rq->param, &m);
+    if (partial) {
+        snprintf(cr, sizeof cr, "bytes %llu-%llu/%llu", (unsigned long long)off,
+                 (unsigned long long)(off + size - 1), (unsigned long long)m.size);
+        MHD_add_response_header(resp, "Content-Range", cr);
+    }
+    return respond(rq, partial ? 206 : 200, resp);
+}
+
+int api_files_head(struct request *rq)
+{
+    struct file_meta m = {0};
+    struct MHD_Response *resp;
+    int rc = stat_file(rq, &m);
+    if (rc != SG_OK)
+        return rc;
+    /* A callback response of the right size gives HEAD its Content-Length without any body. */
+    resp = MHD_create_response_from_callback(m.size, 4096, read_nothing, NULL, NULL);
+    if (!resp)
+        return request_fail(rq, SG_ERR_NOMEM, "out of memory");
+    add_file_headers(resp, rq->param, &m);
+    return respond(rq, 200, resp);
+}
+
+int api_files_delete(struct request *rq)
+{
+    json_t *resp = NULL;
+    int rc = file_op(rq, "delete", &resp, NULL, NULL, 0);
+    json_decref(resp);
+    return rc == SG_OK ? respond_empty(rq, 204) : rc;
+}
+
+int api_files_list(struct request *rq)
+{
+    json_t *resp = NULL, *list = NULL;
+    char *body = NULL;
+    size_t len = 0;
+    json_error_t jerr;
+    int rc = file_op(rq, "list", &resp, &body, &len, LIST_MAX_BODY);
+
+    json_decref(resp);
+    if (rc != SG_OK)
+        goto out;
+    list = len > 0 ? json_loadb(body, len, 0, &jerr) : json_array();
+    if (!json_is_array(list)) {
+        json_decref(list);
+        rc = request_fail(rq, upstream_failed(&rq->gw->backends[BACKEND_FILE], SG_ERR_PROTO),
+                          "the file backend's list is not a JSON array");
+        goto out;
+    }
+    rc = respond_json(rq, 200, json_pack("{s:o}", "files", list));
+out:
+    free(body);
+    return rc;
+}

@@ -1,0 +1,127 @@
+/* api_files_put.c - PUT /api/v1/files/{name}: the body streamed to the file backend piece by piece. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "files.h"
+#include "metrics.h"
+#include "server.h"
+#include "sockgate/error.h"
+#include "sockgate/frame.h"
+#include "spool.h"
+
+/*
+ * With a Content-Length the upload frame's header goes out before the first
+ * body byte arrives and every piece libmicrohttpd hands over is written on at
+ * once: memory stays at one piece whatever the size. A chunked body has no
+ * size for the frame header, so it waits in a spool file first.
+ */
+struct put_state {
+    struct upstream_conn *c; /* the backend connection of a streamed upload */
+    uint64_t expected;       /* Content-Length */
+    int is_spooled;
+    struct spool sp;
+};
+
+static void put_free(struct request *rq, int is_complete)
+{
+    struct put_state *st = rq->state;
+    (void)is_complete;
+    /* Still held: the body broke off. Closing makes the backend drop its partial file. */
+    upstream_release(st->c, 0);
+    spool_close(&st->sp);
+    metrics_uploads(-1);
+    free(st);
+    rq->state = NULL;
+}
+
+int api_files_put_begin(struct request *rq)
+{
+    struct upstream *up = &rq->gw->backends[BACKEND_FILE];
+    const char *cl = request_header(rq, "Content-Length");
+    struct put_state *st = calloc(1, sizeof *st);
+    char err[384] = "";
+    json_t *hdr;
+    int rc;
+
+    if (!st)
+        return request_fail(rq, SG_ERR_NOMEM, "out of memory");
+    st->sp.fd = -1;
+    rq->state = st;
+    rq->state_free = put_free;
+    metrics_uploads(1);
+    if (!cl) {
+        st->is_spooled = 1;
+        rc = spool_open(&st->sp, rq->gw->cfg.spool_dir, rq->gw->cfg.max_upload, err, sizeof err);
+        return rc == SG_OK ? SG_OK : request_fail(rq, rc, "%s", err);
+    }
+    st->expected = strtoull(cl, NULL, 10); /* the server checked it is a number */
+    if (st->expected > rq->gw->cfg.max_upload)
+        return request_fail(rq, SG_ERR_TOO_LARGE, "the upload of %llu bytes is over the limit of %llu bytes",
+                            (unsigned long long)st->expected, (unsigned long long)rq->gw->cfg.max_upload);
+    hdr = json_pack("{s:s,s:s,s:I,s:s}", "op", "upload", "filename", rq->param, "total_size",
+                    (json_int_t)st->expected, "id", rq->id);
+    if (!hdr)
+        return request_fail(rq, SG_ERR_INVALID_NAME, "the file name is not valid UTF-8");
+    rc = upstream_begin(up, hdr, &st->c, request_deadline(rq), err, sizeof err);
+    json_decref(hdr);
+    return rc == SG_OK ? SG_OK : request_fail(rq, rc, "%s", err);
+}
+
+int api_files_put_body(struct request *rq, const char *data, size_t len)
+{
+    struct put_state *st = rq->state;
+    char err[384] = "";
+    int rc;
+
+    if (st->is_spooled) {
+        rc = spool_write(&st->sp, data, len, err, sizeof err);
+        if (rc == SG_OK)
+            return SG_OK;
+        spool_close(&st->sp); /* give the disk space back now, not when the client is done sending */
+        return request_fail(rq, rc, "%s", err);
+    }
+    rc = upstream_write(st->c, data, len, request_deadline(rq));
+    if (rc == SG_OK)
+        return SG_OK;
+    rc = upstream_failed_send(st->c, rc, err, sizeof err);
+    upstream_release(st->c, 0);
+    st->c = NULL;
+    return request_fail(rq, rc, "%s", err);
+}
+
+int api_files_put_finish(struct request *rq)
+{
+    struct put_state *st = rq->state;
+    struct upstream *up = &rq->gw->backends[BACKEND_FILE];
+    json_t *resp = NULL, *result = NULL;
+    char err[384] = "";
+    uint64_t size = 0;
+    int rc;
+
+    if (st->is_spooled) {
+        rc = spool_upload(rq, &st->sp, 0, st->sp.size, rq->param, &result);
+        spool_close(&st->sp);
+        if (rc != SG_OK)
+            return rc;
+        return files_respond_created(rq, result);
+    }
+    rc = upstream_read_header(st->c, &resp, &size, request_deadline(rq), err, sizeof err);
+    if (rc == SG_OK)
+        rc = upstream_skip_body(st->c, size, request_deadline(rq));
+    if (rc != SG_OK) {
+        json_decref(resp);
+        return request_fail(rq, upstream_failed(up, rc), "file backend at %s: %s", up->addr_text,
+                            err[0] ? err : sg_strerror(rc));
+    }
+    upstream_release(st->c, 1);
+    st->c = NULL;
+    rc = sg_frame_header_error(resp, err, sizeof err);
+    if (rc == SG_OK)
+        result = upload_result(resp);
+    json_decref(resp);
+    if (rc != SG_OK)
+        return request_fail(rq, rc, "%s", err);
+    return files_respond_created(rq, result);
+}

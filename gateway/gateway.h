@@ -1,0 +1,41 @@
+/* gateway.h - the gateway's settings and the state every module of the gateway shares. */
+#ifndef SOCKGATE_GATEWAY_H
+#define SOCKGATE_GATEWAY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sockgate/log.h"
+#include "upstream.h"
+
+#define GW_DEFAULT_LISTEN "127.0.0.1:8080"
+#define GW_MAX_CORS_ORIGINS 16
+
+/* Everything the flags and environment set; strings are borrowed from argv or the environment. */
+struct gw_config {
+    const char *listen;
+    const char *backend_addr[BACKEND__COUNT]; /* NULL: run that backend embedded */
+    const char *file_root;                    /* the embedded file backend's directory */
+    const char *allow;                        /* the embedded exec backend's allowlist, comma-separated */
+    const char *web_root;                     /* serve the page from here instead of the compiled-in copy */
+    const char *token;                        /* NULL: no authentication */
+    const char *cors_origins[GW_MAX_CORS_ORIGINS];
+    size_t n_cors_origins;
+    const char *spool_dir;                    /* where multipart and chunked bodies wait */
+    uint64_t max_upload;                      /* bytes of one upload (PUT body or multipart total) */
+    uint64_t max_json;                        /* bytes of a JSON request body */
+    unsigned threads;                         /* libmicrohttpd worker threads */
+    unsigned timeout_ms;                      /* deadline of one backend call, or of one I/O step of a stream */
+    unsigned grace_ms;                        /* how long SIGTERM waits for requests in flight */
+    enum sg_log_format log_format;
+};
+
+/* The running gateway: one per process, shared read-only by the worker threads once started. */
+struct gateway {
+    struct gw_config cfg;
+    struct upstream backends[BACKEND__COUNT];
+    unsigned char token_sha256[32]; /* the token is compared by digest, in constant time */
+    int has_token;
+};
+
+#endif

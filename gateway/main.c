@@ -1,0 +1,210 @@
+/* main.c - sockgate: flags and environment into a config, embedded backends, the HTTP server, clean stop. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/sha.h>
+
+#include "embedded.h"
+#include "gateway.h"
+#include "metrics.h"
+#include "router.h"
+#include "server.h"
+#include "sockgate/error.h"
+#include "sockgate/log.h"
+#include "sockgate/opts.h"
+#include "sockgate/service.h"
+
+static const char usage[] =
+    "sockgate [--listen HOST:PORT] [--echo ADDR] [--time ADDR] [--exec ADDR] [--file ADDR] [--chat ADDR]\n"
+    "                [--file-root DIR] [--allow CMD,...] [--web-root DIR] [--token TOKEN]\n"
+    "                [--cors-origin ORIGIN]... [--max-upload BYTES] [--log-format text|json]";
+static const char about[] =
+    "The HTTP/JSON gateway in front of the sockgate backends. Every backend whose address is not\n"
+    "given runs inside this process on a free loopback port, so `sockgate` alone is the whole system.";
+
+/* The string form of every flag, before it is checked and converted into struct gw_config. */
+struct flags {
+    const char *listen, *addr[BACKEND__COUNT], *file_root, *allow, *web_root, *token, *spool_dir;
+    const char *max_upload, *max_json, *threads, *timeout_ms, *grace_ms, *log_format, *print_routes;
+    struct gw_config *cfg;
+};
+
+static int add_cors_origin(const char *value, void *ctx)
+{
+    struct gw_config *cfg = ctx;
+    if (cfg->n_cors_origins >= GW_MAX_CORS_ORIGINS)
+        return -1;
+    /* sg_options_parse frees its copy of a comma list, so keep our own. */
+    cfg->cors_origins[cfg->n_cors_origins] = strdup(value);
+    if (!cfg->cors_origins[cfg->n_cors_origins])
+        return -1;
+    cfg->n_cors_origins++;
+    return 0;
+}
+
+static int parse_number(const char *flag, const char *text, uint64_t min, uint64_t max, int allow_suffix,
+                        uint64_t *out)
+{
+    if (sg_parse_u64(text, min, max, allow_suffix, out) == SG_OK)
+        return 0;
+    fprintf(stderr, "sockgate: --%s '%s' must be a number from %llu to %llu%s\n", flag, text,
+            (unsigned long long)min, (unsigned long long)max, allow_suffix ? " (K, M, G suffixes allowed)" : "");
+    return -1;
+}
+
+/* Parses argv and the environment into cfg; returns 0 to run, 1 to exit 0, 2 to exit 2. */
+static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_routes)
+{
+    struct flags f = {.listen = GW_DEFAULT_LISTEN, .max_upload = "16G", .max_json = "1M", .threads = "8",
+                      .timeout_ms = "10000", .grace_ms = "10000", .log_format = "text", .cfg = cfg};
+    const struct sg_option opts[] = {
+        {"listen", "SOCKGATE_LISTEN", "HOST:PORT", "HTTP address (port 0 picks a free one)", &f.listen, NULL, NULL},
+        {"echo", "SOCKGATE_ECHO", "ADDR", "echo backend (TCP); embedded when not given", &f.addr[BACKEND_ECHO], NULL, NULL},
+        {"time", "SOCKGATE_TIME", "ADDR", "time backend (UDP); embedded when not given", &f.addr[BACKEND_TIME], NULL, NULL},
+        {"exec", "SOCKGATE_EXEC", "ADDR", "exec backend (TCP); embedded when not given", &f.addr[BACKEND_EXEC], NULL, NULL},
+        {"file", "SOCKGATE_FILE", "ADDR", "file backend (TCP); embedded when not given", &f.addr[BACKEND_FILE], NULL, NULL},
+        {"chat", "SOCKGATE_CHAT", "ADDR", "chat backend (TCP); embedded when not given", &f.addr[BACKEND_CHAT], NULL, NULL},
+        {"file-root", "SOCKGATE_FILE_ROOT", "DIR", "directory of the embedded file backend", &f.file_root, NULL, NULL},
+        {"allow", "SOCKGATE_ALLOW", "CMD,...", "commands the embedded exec backend may run", &f.allow, NULL, NULL},
+        {"web-root", "SOCKGATE_WEB_ROOT", "DIR", "serve the page from DIR instead of the built-in copy",
+         &f.web_root, NULL, NULL},
+        {"token", "SOCKGATE_TOKEN", "TOKEN", "require Authorization: Bearer TOKEN on /api/v1", &f.token, NULL, NULL},
+        {"cors-origin", "SOCKGATE_CORS_ORIGIN", "ORIGIN", "allow cross-origin calls from ORIGIN (repeatable, * for any)",
+         NULL, add_cors_origin, cfg},
+        {"max-upload", "SOCKGATE_MAX_UPLOAD", "BYTES", "largest upload (PUT body or multipart total)",
+         &f.max_upload, NULL, NULL},
+        {"max-json", "SOCKGATE_MAX_JSON", "BYTES", "largest JSON request body", &f.max_json, NULL, NULL},
+        {"threads", "SOCKGATE_THREADS", "N", "HTTP worker threads (epoll each)", &f.threads, NULL, NULL},
+        {"timeout-ms", "SOCKGATE_TIMEOUT_MS", "MS", "deadline of a backend call, or of one step of a stream",
+         &f.timeout_ms, NULL, NULL},
+        {"grace-ms", "SOCKGATE_GRACE_MS", "MS", "how long SIGTERM waits for requests in flight", &f.grace_ms, NULL, NULL},
+        {"spool-dir", "SOCKGATE_SPOOL_DIR", "DIR", "where multipart and chunked uploads wait (default $TMPDIR)",
+         &f.spool_dir, NULL, NULL},
+        {"log-format", "SOCKGATE_LOG_FORMAT", "text|json", "log line format", &f.log_format, NULL, NULL},
+        {"print-routes", NULL, NULL, "print every route (METHOD PATH) and exit", &f.print_routes, NULL, NULL},
+        {NULL, NULL, NULL, NULL, NULL, NULL, NULL},
+    };
+    uint64_t v;
+    int rc = sg_options_parse("sockgate", usage, about, opts, argc, argv, NULL);
+    if (rc != 0)
+        return rc;
+    *print_routes = f.print_routes != NULL;
+    cfg->listen = f.listen;
+    for (int i = 0; i < BACKEND__COUNT; i++)
+        cfg->backend_addr[i] = f.addr[i] && *f.addr[i] ? f.addr[i] : NULL;
+    cfg->file_root = f.file_root;
+    cfg->allow = f.allow;
+    cfg->web_root = f.web_root && *f.web_root ? f.web_root : NULL;
+    cfg->token = f.token && *f.token ? f.token : NULL;
+    cfg->spool_dir = f.spool_dir && *f.spool_dir ? f.spool_dir : getenv("TMPDIR");
+    if (!cfg->spool_dir || !*cfg->spool_dir)
+        cfg->spool_dir = "/tmp";
+    if (parse_number("max-upload", f.max_upload, 0, UINT64_C(1) << 50, 1, &cfg->max_upload) ||
+        parse_number("max-json", f.max_json, 2, 256u << 20, 1, &cfg->max_json))
+        return 2;
+    if (parse_number("threads", f.threads, 1, 256, 0, &v))
+        return 2;
+    cfg->threads = (unsigned)v;
+    if (parse_number("timeout-ms", f.timeout_ms, 10, 3600000, 0, &v))
+        return 2;
+    cfg->timeout_ms = (unsigned)v;
+    if (parse_number("grace-ms", f.grace_ms, 0, 3600000, 0, &v))
+        return 2;
+    cfg->grace_ms = (unsigned)v;
+    if (sg_log_format_parse(f.log_format, &cfg->log_format) != SG_OK) {
+        fprintf(stderr, "sockgate: --log-format must be text or json, not '%s'\n", f.log_format);
+        return 2;
+    }
+    return 0;
+}
+
+/* Points every backend given by address at it; the others wait for embedded_start(). */
+static int setup_backends(struct gateway *gw)
+{
+    for (int id = 0; id < BACKEND__COUNT; id++) {
+        char err[256];
+        upstream_init(&gw->backends[id], id, id == BACKEND_TIME ? SOCK_DGRAM : SOCK_STREAM,
+                      (int)gw->cfg.timeout_ms);
+        if (!gw->cfg.backend_addr[id])
+            continue;
+        if (upstream_set_addr(&gw->backends[id], gw->cfg.backend_addr[id], 0, err, sizeof err) != SG_OK) {
+            fprintf(stderr, "sockgate: --%s: %s\n", backend_name(id), err);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int stop_pipe[2] = {-1, -1};
+
+/* Runs on the signal thread: wakes main() up, nothing more. */
+static void on_stop(void *arg)
+{
+    char c = 1;
+    (void)arg;
+    if (write(stop_pipe[1], &c, 1) < 0)
+        sg_warn("cannot wake the main thread: %s", strerror(errno));
+}
+
+int main(int argc, char **argv)
+{
+    static struct gateway gw; /* one per process; static keeps its size off the stack */
+    struct embedded emb;
+    struct server *srv = NULL;
+    char err[512] = "", c;
+    int print_routes = 0, rc, status = 1;
+
+    sg_signals_block();
+    rc = parse_flags(argc, argv, &gw.cfg, &print_routes);
+    if (rc != 0)
+        return rc == 1 ? 0 : 2;
+    if (print_routes) {
+        router_print(stdout);
+        return 0;
+    }
+    sg_log_init("sockgate", gw.cfg.log_format, SG_LOG_INFO);
+    if (gw.cfg.token) {
+        SHA256((const unsigned char *)gw.cfg.token, strlen(gw.cfg.token), gw.token_sha256);
+        gw.has_token = 1;
+    }
+    if (setup_backends(&gw) != 0)
+        return 2;
+    if (metrics_init(ROUTE_N_SLOTS) != SG_OK || pipe2(stop_pipe, O_CLOEXEC) != 0) {
+        sg_error("out of resources at start-up");
+        return 1;
+    }
+    if (embedded_start(&gw, &emb, err, sizeof err) != SG_OK) {
+        sg_error("%s", err);
+        goto out;
+    }
+    if (server_start(&gw, &srv, err, sizeof err) != SG_OK) {
+        sg_error("%s", err);
+        embedded_stop(&emb);
+        goto out;
+    }
+    if (sg_signals_on_stop(on_stop, NULL) != SG_OK) {
+        sg_error("cannot start the signal thread");
+        server_stop(srv, 0);
+        embedded_stop(&emb);
+        goto out;
+    }
+    sg_log_listening(server_listen_fd(srv));
+    while (read(stop_pipe[0], &c, 1) < 0 && errno == EINTR)
+        ;
+    server_stop(srv, gw.cfg.grace_ms);
+    embedded_stop(&emb);
+    status = 0;
+    sg_info("stopped");
+out:
+    for (int id = 0; id < BACKEND__COUNT; id++)
+        upstream_free(&gw.backends[id]);
+    for (size_t i = 0; i < gw.cfg.n_cors_origins; i++)
+        free((char *)gw.cfg.cors_origins[i]);
+    metrics_free();
+    return status;
+}

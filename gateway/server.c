@@ -1,0 +1,627 @@
+/* server.c - libmicrohttpd set-up and each request's life: routing, auth, CORS, headers, access log. */
+#include "server.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+
+#include "api.h"
+#include "errors.h"
+#include "metrics.h"
+#include "router.h"
+#include "sockgate/error.h"
+#include "sockgate/log.h"
+#include "sockgate/net.h"
+#include "sockgate/opts.h"
+
+/*
+ * Per-connection memory of libmicrohttpd: headers and the read buffer that
+ * upload pieces come from. Larger pieces mean fewer upstream writes.
+ */
+#define CONN_MEMORY_LIMIT (256u * 1024u)
+#define CONN_MEMORY_INCREMENT (16u * 1024u)
+/* A client connection with no traffic this long is closed. */
+#define CONN_IDLE_TIMEOUT_S 60u
+
+/* The policy for API answers: nothing in them should ever load or run anything. */
+#define API_CSP "default-src 'none'; frame-ancestors 'none'"
+
+struct server {
+    struct MHD_Daemon *daemon;
+    int listen_fd;
+};
+
+static uint32_t id_prefix;
+static atomic_ullong id_counter;
+
+int64_t request_deadline(const struct request *rq)
+{
+    return sg_now_ms() + rq->gw->cfg.timeout_ms;
+}
+
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int request_fail(struct request *rq, int err, const char *fmt, ...)
+{
+    va_list ap;
+    if (rq->err != SG_OK)
+        return err;
+    rq->err = err;
+    va_start(ap, fmt);
+    vsnprintf(rq->errmsg, sizeof rq->errmsg, fmt, ap);
+    va_end(ap);
+    return err;
+}
+
+const char *request_header(struct request *rq, const char *name)
+{
+    return MHD_lookup_connection_value(rq->conn, MHD_HEADER_KIND, name);
+}
+
+const char *request_query(struct request *rq, const char *name)
+{
+    return MHD_lookup_connection_value(rq->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+/* Takes the client's X-Request-Id when it is short and plain, else makes one up. */
+static void assign_id(struct request *rq)
+{
+    const char *given = request_header(rq, "X-Request-Id");
+    size_t n = given ? strlen(given) : 0;
+    if (n > 0 && n <= REQUEST_ID_MAX && strspn(given, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                                      "0123456789-_.:") == n) {
+        memcpy(rq->id, given, n + 1);
+        return;
+    }
+    snprintf(rq->id, sizeof rq->id, "%08x%016llx", id_prefix,
+             (unsigned long long)atomic_fetch_add_explicit(&id_counter, 1, memory_order_relaxed));
+}
+
+/* Returns the request's Content-Length, or -1 when it has none (or one that is not a number). */
+static int64_t content_length(struct request *rq)
+{
+    const char *cl = request_header(rq, "Content-Length");
+    uint64_t v;
+    if (!cl || sg_parse_u64(cl, 0, INT64_MAX, 0, &v) != SG_OK)
+        return -1;
+    return (int64_t)v;
+}
+
+static struct request *request_new(struct gateway *gw, struct MHD_Connection *conn, const char *url,
+                                   const char *method)
+{
+    const union MHD_ConnectionInfo *info;
+    struct request *rq = calloc(1, sizeof *rq);
+    if (!rq)
+        return NULL;
+    rq->gw = gw;
+    rq->conn = conn;
+    rq->url = url;
+    rq->slot = ROUTE_SLOT_OTHER;
+    rq->start_us = now_us();
+    snprintf(rq->method, sizeof rq->method, "%s", method);
+    assign_id(rq);
+    info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (info && info->client_addr) {
+        socklen_t len = info->client_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                                 : sizeof(struct sockaddr_in);
+        sg_addr_format(info->client_addr, len, rq->remote, sizeof rq->remote);
+    }
+    rq->content_length = content_length(rq);
+    metrics_in_flight(1);
+    return rq;
+}
+
+/* Returns the configured origin equal to origin (or origin itself under "*"), else NULL. */
+static const char *cors_match(const struct gw_config *cfg, const char *origin)
+{
+    if (!origin || !*origin)
+        return NULL;
+    for (size_t i = 0; i < cfg->n_cors_origins; i++) {
+        if (strcmp(cfg->cors_origins[i], "*") == 0)
+            return origin;
+        if (strcmp(cfg->cors_origins[i], origin) == 0)
+            return cfg->cors_origins[i];
+    }
+    return NULL;
+}
+
+static void add_common_headers(struct request *rq, struct MHD_Response *resp)
+{
+    MHD_add_response_header(resp, "X-Request-Id", rq->id);
+    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
+    MHD_add_response_header(resp, "X-Frame-Options", "DENY");
+    if (!MHD_get_response_header(resp, "Content-Security-Policy"))
+        MHD_add_response_header(resp, "Content-Security-Policy", API_CSP);
+    if (rq->gw->cfg.n_cors_origins > 0)
+        MHD_add_response_header(resp, "Vary", "Origin");
+    if (rq->cors_origin) {
+        MHD_add_response_header(resp, "Access-Control-Allow-Origin", rq->cors_origin);
+        MHD_add_response_header(resp, "Access-Control-Expose-Headers",
+                                "X-Request-Id, ETag, Content-Range, Content-Disposition, Content-Length, Location");
+    }
+}
+
+int respond(struct request *rq, unsigned status, struct MHD_Response *resp)
+{
+    enum MHD_Result ok;
+    if (rq->has_responded) {
+        MHD_destroy_response(resp);
+        return SG_OK;
+    }
+    add_common_headers(rq, resp);
+    ok = MHD_queue_response(rq->conn, status, resp);
+    MHD_destroy_response(resp);
+    if (ok != MHD_YES) {
+        sg_warn("request %s: libmicrohttpd refused the %u response", rq->id, status);
+        return SG_ERR_INTERNAL;
+    }
+    rq->status = status;
+    rq->has_responded = 1;
+    return SG_OK;
+}
+
+int respond_json(struct request *rq, unsigned status, json_t *body)
+{
+    struct MHD_Response *resp;
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    size_t len;
+    json_decref(body);
+    if (!text)
+        return SG_ERR_NOMEM;
+    len = strlen(text);
+    resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(text);
+        return SG_ERR_NOMEM;
+    }
+    MHD_add_response_header(resp, "Content-Type", "application/json");
+    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    rq->bytes_out += len;
+    return respond(rq, status, resp);
+}
+
+/* Queues an error with extra headers (name/value pairs, NULL-terminated). */
+static int respond_error_with(struct request *rq, int err, const char *message, const char *const *headers)
+{
+    struct MHD_Response *resp;
+    unsigned status;
+    const char *code;
+    char *text;
+    json_t *body = http_error_body(err, message);
+    http_error(err, &status, &code);
+    text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (!text)
+        return SG_ERR_NOMEM;
+    resp = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(text);
+        return SG_ERR_NOMEM;
+    }
+    MHD_add_response_header(resp, "Content-Type", "application/json");
+    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    for (; headers && headers[0]; headers += 2)
+        MHD_add_response_header(resp, headers[0], headers[1]);
+    if (err == SG_ERR_UNAUTHORIZED)
+        MHD_add_response_header(resp, "WWW-Authenticate", "Bearer realm=\"sockgate\"");
+    rq->bytes_out += strlen(text);
+    if (!rq->err) {
+        rq->err = err; /* for the access log */
+        snprintf(rq->errmsg, sizeof rq->errmsg, "%s", message ? message : "");
+    }
+    return respond(rq, status, resp);
+}
+
+int respond_error(struct request *rq, int err, const char *message)
+{
+    if (!message && rq->err == err)
+        message = rq->errmsg;
+    return respond_error_with(rq, err, message, NULL);
+}
+
+int respond_empty(struct request *rq, unsigned status)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    if (!resp)
+        return SG_ERR_NOMEM;
+    return respond(rq, status, resp);
+}
+
+int respond_method_not_allowed(struct request *rq, const char *allow)
+{
+    char msg[256];
+    const char *headers[] = {"Allow", allow, NULL};
+    snprintf(msg, sizeof msg, "%s is not allowed on %s; allowed: %s", rq->method, rq->url, allow);
+    return respond_error_with(rq, GW_ERR_METHOD, msg, headers);
+}
+
+/* Returns 1 when the request carries "Authorization: Bearer <the token>", compared in constant time. */
+static int is_authorized(struct request *rq)
+{
+    const char *auth = request_header(rq, "Authorization");
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    if (!auth || strncasecmp(auth, "Bearer ", 7) != 0)
+        return 0;
+    auth += 7;
+    while (*auth == ' ')
+        auth++;
+    /* Comparing digests keeps the time independent of the token's length and content. */
+    SHA256((const unsigned char *)auth, strlen(auth), digest);
+    return CRYPTO_memcmp(digest, rq->gw->token_sha256, sizeof digest) == 0;
+}
+
+/* Answers OPTIONS: the methods of the path, and the CORS preflight headers for an allowed origin. */
+static void answer_options(struct request *rq)
+{
+    char allow[128], param[256];
+    int is_known = 0;
+    struct MHD_Response *resp;
+    const struct route *r = router_match("OPTIONS", rq->url, param, sizeof param, &is_known, allow, sizeof allow);
+    if (r || !is_known) {
+        respond_error(rq, SG_ERR_NOT_FOUND, "no such path");
+        return;
+    }
+    resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    if (!resp)
+        return;
+    MHD_add_response_header(resp, "Allow", allow);
+    if (rq->cors_origin && request_header(rq, "Access-Control-Request-Method")) {
+        MHD_add_response_header(resp, "Access-Control-Allow-Methods", allow);
+        MHD_add_response_header(resp, "Access-Control-Allow-Headers",
+                                "Authorization, Content-Type, X-Request-Id, Range, If-None-Match");
+        MHD_add_response_header(resp, "Access-Control-Max-Age", "600");
+    }
+    respond(rq, 204, resp);
+}
+
+/* Returns 1 when Content-Type names JSON (application/json or any +json), ignoring parameters. */
+static int is_json_type(const char *ctype)
+{
+    size_t n;
+    if (!ctype)
+        return 1; /* no type at all: take the body for what the route expects */
+    n = strcspn(ctype, "; \t");
+    if (n == strlen("application/json") && strncasecmp(ctype, "application/json", n) == 0)
+        return 1;
+    return n > 5 && strncasecmp(ctype + n - 5, "+json", 5) == 0;
+}
+
+/* Checks what a route with a body needs before any of the body is read: a length, a type, a size. */
+static int check_body_headers(struct request *rq)
+{
+    const char *cl = request_header(rq, "Content-Length");
+    const char *te = request_header(rq, "Transfer-Encoding");
+    uint64_t len = 0;
+    if (cl && sg_parse_u64(cl, 0, UINT64_MAX, 0, &len) != SG_OK)
+        return request_fail(rq, SG_ERR_INVALID, "Content-Length '%s' is not a number", cl);
+    if (!cl && !(te && strcasestr(te, "chunked")))
+        return request_fail(rq, GW_ERR_LENGTH_REQUIRED,
+                            "%s %s needs a body with a Content-Length header or chunked transfer encoding",
+                            rq->method, rq->url);
+    if (rq->route->flags & ROUTE_JSON_BODY) {
+        if (!is_json_type(request_header(rq, "Content-Type")))
+            return request_fail(rq, GW_ERR_MEDIA_TYPE, "send the body as Content-Type: application/json");
+        if (len > rq->gw->cfg.max_json)
+            return request_fail(rq, SG_ERR_TOO_LARGE, "a JSON body may have at most %llu bytes",
+                                (unsigned long long)rq->gw->cfg.max_json);
+    }
+    return SG_OK;
+}
+
+/*
+ * Returns 1 when the client closed its side before sending the whole body it
+ * announced. libmicrohttpd 0.9.75 in epoll mode misses a FIN that arrives
+ * together with the last bytes (it reads no further after a short read, and
+ * no new edge comes), so the connection would sit until its idle timeout
+ * holding a half-done upload. A peek at the socket after each piece tells.
+ */
+static int has_client_left(struct request *rq)
+{
+    const union MHD_ConnectionInfo *info;
+    char c;
+    if (rq->content_length < 0 || rq->bytes_in >= (uint64_t)rq->content_length)
+        return 0;
+    info = MHD_get_connection_info(rq->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    return info && recv(info->connect_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
+
+/* Returns 1 when a body follows the headers: a non-zero Content-Length or chunked encoding. */
+static int has_body(struct request *rq)
+{
+    const char *cl = request_header(rq, "Content-Length");
+    const char *te = request_header(rq, "Transfer-Encoding");
+    return (cl && strcmp(cl, "0") != 0) || (te && strcasestr(te, "chunked"));
+}
+
+/*
+ * Step one: the headers are in, none of the body. Runs at the first call when
+ * a body follows (so a refusal spares reading it), else at the last. Answers
+ * at once whatever can be decided now.
+ */
+static void request_begin(struct request *rq)
+{
+    char allow[128];
+    int is_known = 0, rc;
+
+    rq->has_begun = 1;
+    rq->cors_origin = cors_match(&rq->gw->cfg, request_header(rq, "Origin"));
+    if (strcmp(rq->method, "OPTIONS") == 0) {
+        answer_options(rq);
+        return;
+    }
+    rq->route = router_match(rq->method, rq->url, rq->param, sizeof rq->param, &is_known, allow, sizeof allow);
+    if (!rq->route) {
+        if (is_known) {
+            respond_method_not_allowed(rq, allow);
+        } else if ((strcmp(rq->method, "GET") == 0 || strcmp(rq->method, "HEAD") == 0) &&
+                   strncmp(rq->url, "/api/", 5) != 0) {
+            rq->slot = ROUTE_SLOT_STATIC; /* answered by static.c once the request is complete */
+        } else {
+            char msg[300];
+            snprintf(msg, sizeof msg, "no route for %s %.200s", rq->method, rq->url);
+            respond_error(rq, SG_ERR_NOT_FOUND, msg);
+        }
+        return;
+    }
+    rq->slot = (unsigned)(rq->route - router_routes);
+    if ((rq->route->flags & ROUTE_AUTH) && rq->gw->has_token && !is_authorized(rq)) {
+        respond_error(rq, SG_ERR_UNAUTHORIZED, "send Authorization: Bearer <token>");
+        return;
+    }
+    rc = SG_OK;
+    if (rq->route->flags & (ROUTE_JSON_BODY | ROUTE_STREAM_BODY))
+        rc = check_body_headers(rq);
+    if (rc == SG_OK && rq->route->begin)
+        rc = rq->route->begin(rq);
+    if (rc != SG_OK)
+        respond_error(rq, rq->err ? rq->err : rc, NULL);
+}
+
+/* Collects a JSON body, never past max_json. */
+static int collect_json(struct request *rq, const char *data, size_t len)
+{
+    size_t max = (size_t)rq->gw->cfg.max_json;
+    if (len > max - rq->body_len)
+        return request_fail(rq, SG_ERR_TOO_LARGE, "a JSON body may have at most %zu bytes", max);
+    if (rq->body_len + len + 1 > rq->body_cap) {
+        size_t cap = rq->body_cap ? rq->body_cap : 1024;
+        char *p;
+        while (cap < rq->body_len + len + 1)
+            cap *= 2;
+        if (cap > max + 1)
+            cap = max + 1;
+        p = realloc(rq->body, cap);
+        if (!p)
+            return request_fail(rq, SG_ERR_NOMEM, "out of memory");
+        rq->body = p;
+        rq->body_cap = cap;
+    }
+    memcpy(rq->body + rq->body_len, data, len);
+    rq->body_len += len;
+    rq->body[rq->body_len] = '\0';
+    return SG_OK;
+}
+
+int request_json(struct request *rq, json_t **out)
+{
+    json_error_t jerr;
+    *out = NULL;
+    if (rq->body_len == 0)
+        return request_fail(rq, SG_ERR_INVALID, "the request needs a JSON object as its body");
+    *out = json_loadb(rq->body, rq->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!*out)
+        return request_fail(rq, SG_ERR_INVALID, "the body is not valid JSON: %s (line %d, column %d)", jerr.text,
+                            jerr.line, jerr.column);
+    if (!json_is_object(*out)) {
+        json_decref(*out);
+        *out = NULL;
+        return request_fail(rq, SG_ERR_INVALID, "the body must be a JSON object");
+    }
+    return SG_OK;
+}
+
+static void request_body(struct request *rq, const char *data, size_t len)
+{
+    int rc = SG_OK;
+    if (!rq->route)
+        return; /* a body on GET of a static asset: ignored */
+    if (rq->route->flags & ROUTE_JSON_BODY)
+        rc = collect_json(rq, data, len);
+    else if (rq->route->body)
+        rc = rq->route->body(rq, data, len);
+    if (rc != SG_OK && rq->err == SG_OK)
+        request_fail(rq, rc, "%s", sg_strerror(rc));
+}
+
+/* The last call: the whole body is in. Answers with the first error, or runs the handler. */
+static void request_finish(struct request *rq)
+{
+    int rc;
+    if (rq->err != SG_OK) {
+        respond_error(rq, rq->err, NULL);
+        return;
+    }
+    rc = rq->route ? rq->route->finish(rq) : api_static(rq);
+    if (rc != SG_OK && !rq->has_responded)
+        respond_error(rq, rq->err ? rq->err : rc, NULL);
+    else if (!rq->has_responded)
+        respond_error(rq, SG_ERR_INTERNAL, "the handler gave no answer");
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                  const char *version, const char *upload_data, size_t *upload_data_size,
+                                  void **req_cls)
+{
+    struct request *rq = *req_cls;
+    (void)version;
+    if (!rq) {
+        rq = request_new(cls, conn, url, method);
+        if (!rq)
+            return MHD_NO;
+        *req_cls = rq;
+        /*
+         * An answer queued now, before the body, makes libmicrohttpd close the
+         * connection afterwards: worth it to refuse a body unread, wasteful for
+         * a request without one, which begins with its last call instead.
+         */
+        if (has_body(rq))
+            request_begin(rq);
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        rq->bytes_in += n;
+        if (has_client_left(rq))
+            return MHD_NO; /* libmicrohttpd closes the connection and reports the request as aborted */
+        /* After an early answer or a failure the rest of the body is read and dropped. */
+        if (!rq->has_responded && rq->err == SG_OK)
+            request_body(rq, upload_data, n);
+        return MHD_YES;
+    }
+    if (!rq->has_begun)
+        request_begin(rq);
+    if (!rq->has_responded)
+        request_finish(rq);
+    return rq->has_responded ? MHD_YES : MHD_NO;
+}
+
+static void access_log(struct request *rq, unsigned status, int is_complete, int64_t duration_us)
+{
+    json_t *f = json_pack("{s:s,s:s,s:s,s:s,s:i,s:I,s:I,s:I,s:s}", "id", rq->id, "method", rq->method, "path",
+                          rq->url, "route", router_slot_name(rq->slot), "status", (int)status, "us",
+                          (json_int_t)duration_us, "in", (json_int_t)rq->bytes_in, "out",
+                          (json_int_t)rq->bytes_out, "remote", rq->remote);
+    if (!f) /* a path that is not UTF-8: log it without the path */
+        f = json_pack("{s:s,s:s,s:s,s:i}", "id", rq->id, "method", rq->method, "route", router_slot_name(rq->slot),
+                      "status", (int)status);
+    if (!f)
+        return;
+    if (rq->err != SG_OK) {
+        unsigned st;
+        const char *code;
+        http_error(rq->err, &st, &code);
+        json_object_set_new(f, "error", json_string(code));
+    }
+    if (!is_complete)
+        json_object_set_new(f, "aborted", json_true());
+    sg_log_fields(SG_LOG_INFO, "request", f);
+    json_decref(f);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    struct request *rq = *req_cls;
+    int is_complete = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK;
+    int64_t duration_us;
+    unsigned status;
+    (void)cls;
+    (void)conn;
+    if (!rq)
+        return;
+    *req_cls = NULL;
+    if (rq->state_free)
+        rq->state_free(rq, is_complete);
+    duration_us = now_us() - rq->start_us;
+    /* No answer at all: the client left first (499, as nginx logs it). */
+    status = rq->status ? rq->status : 499;
+    access_log(rq, status, is_complete, duration_us);
+    metrics_observe(rq->slot, status, duration_us, rq->bytes_in, rq->bytes_out);
+    metrics_in_flight(-1);
+    free(rq->body);
+    free(rq);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512];
+    size_t n;
+    (void)cls;
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    n = strlen(msg);
+    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = '\0';
+    sg_warn("libmicrohttpd: %s", msg);
+}
+
+int server_start(struct gateway *gw, struct server **out, char *err, size_t errlen)
+{
+    struct sg_addr addr;
+    struct server *s;
+    int fd = -1, rc;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+
+    *out = NULL;
+    if (getrandom(&id_prefix, sizeof id_prefix, 0) != (ssize_t)sizeof id_prefix)
+        id_prefix = (uint32_t)time(NULL) ^ (uint32_t)getpid(); /* uniqueness only, not secrecy */
+    rc = sg_addr_parse(gw->cfg.listen, &addr, err, errlen);
+    if (rc != SG_OK)
+        return rc;
+    rc = sg_listen(&addr, SOCK_STREAM, &fd, err, errlen);
+    if (rc != SG_OK)
+        return rc;
+    s = calloc(1, sizeof *s);
+    if (!s) {
+        close(fd);
+        snprintf(err, errlen, "out of memory");
+        return SG_ERR_NOMEM;
+    }
+    s->listen_fd = fd;
+    s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, gw, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+                                 MHD_OPTION_LISTEN_SOCKET, fd,
+                                 MHD_OPTION_THREAD_POOL_SIZE, (unsigned)gw->cfg.threads,
+                                 MHD_OPTION_CONNECTION_TIMEOUT, CONN_IDLE_TIMEOUT_S,
+                                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY_LIMIT,
+                                 MHD_OPTION_CONNECTION_MEMORY_INCREMENT, (size_t)CONN_MEMORY_INCREMENT,
+                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, gw, MHD_OPTION_END);
+    if (!s->daemon) {
+        snprintf(err, errlen, "libmicrohttpd could not start on %s", gw->cfg.listen);
+        close(fd);
+        free(s);
+        return SG_ERR_SYS;
+    }
+    *out = s;
+    return SG_OK;
+}
+
+int server_listen_fd(struct server *s)
+{
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_LISTEN_FD);
+    return info ? info->listen_fd : s->listen_fd;
+}
+
+void server_stop(struct server *s, unsigned grace_ms)
+{
+    int64_t deadline = sg_now_ms() + grace_ms;
+    long left;
+    if (!s)
+        return;
+    MHD_quiesce_daemon(s->daemon); /* no new connections from here on */
+    while ((left = metrics_in_flight_now()) > 0 && sg_now_ms() < deadline)
+        usleep(20 * 1000);
+    if (left > 0)
+        sg_warn("%ld requests still in flight after the %u ms grace period: closing them", left, grace_ms);
+    MHD_stop_daemon(s->daemon);
+    close(s->listen_fd); /* only now: a worker may have used it until the daemon stopped */
+    free(s);
+}

@@ -1,0 +1,129 @@
+/* spool.c - bodies whose size is unknown up front: a nameless temporary file, then forwarded to the file backend. */
+#include "spool.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "server.h"
+#include "sockgate/error.h"
+#include "sockgate/frame.h"
+#include "upstream.h"
+
+int spool_open(struct spool *s, const char *dir, uint64_t max, char *err, size_t errlen)
+{
+    char path[4096];
+    s->size = 0;
+    s->max = max;
+    /* O_TMPFILE: the kernel frees the space when the descriptor closes, even after a crash. */
+    s->fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (s->fd >= 0)
+        return SG_OK;
+    if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) {
+        snprintf(err, errlen, "cannot create a temporary file in %s: %s", dir, strerror(errno));
+        return SG_ERR_SYS;
+    }
+    /* A filesystem without O_TMPFILE: a named file, unlinked at once. */
+    if ((size_t)snprintf(path, sizeof path, "%s/sockgate-spool-XXXXXX", dir) >= sizeof path) {
+        snprintf(err, errlen, "the spool directory's path is too long");
+        return SG_ERR_INVALID;
+    }
+    s->fd = mkostemp(path, O_CLOEXEC);
+    if (s->fd < 0) {
+        snprintf(err, errlen, "cannot create a temporary file in %s: %s", dir, strerror(errno));
+        return SG_ERR_SYS;
+    }
+    unlink(path);
+    return SG_OK;
+}
+
+int spool_write(struct spool *s, const void *buf, size_t len, char *err, size_t errlen)
+{
+    const char *p = buf;
+    if (len > s->max - s->size) {
+        snprintf(err, errlen, "the upload is over the limit of %llu bytes", (unsigned long long)s->max);
+        return SG_ERR_TOO_LARGE;
+    }
+    while (len > 0) {
+        ssize_t n = write(s->fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            int is_full = n < 0 && (errno == ENOSPC || errno == EDQUOT);
+            snprintf(err, errlen, "cannot spool the upload: %s", n < 0 ? strerror(errno) : "short write");
+            return is_full ? SG_ERR_NO_SPACE : SG_ERR_SYS;
+        }
+        p += n;
+        len -= (size_t)n;
+        s->size += (uint64_t)n;
+    }
+    return SG_OK;
+}
+
+void spool_close(struct spool *s)
+{
+    if (s->fd >= 0)
+        close(s->fd);
+    s->fd = -1;
+}
+
+json_t *upload_result(const json_t *resp)
+{
+    json_t *out = json_object();
+    const char *keys[] = {"name", "size", "sha256"};
+    if (!out)
+        return NULL;
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        json_t *v = json_object_get(resp, keys[i]);
+        if (v)
+            json_object_set(out, keys[i], v);
+    }
+    return out;
+}
+
+int spool_upload(struct request *rq, const struct spool *s, uint64_t off, uint64_t len, const char *name,
+                 json_t **result)
+{
+    struct upstream *up = &rq->gw->backends[BACKEND_FILE];
+    struct upstream_conn *c = NULL;
+    json_t *hdr, *resp = NULL;
+    char err[384] = "";
+    uint64_t size = 0;
+    int rc;
+
+    *result = NULL;
+    hdr = json_pack("{s:s,s:s,s:I,s:s}", "op", "upload", "filename", name, "total_size", (json_int_t)len, "id",
+                    rq->id);
+    if (!hdr)
+        return request_fail(rq, SG_ERR_INVALID, "the file name is not valid UTF-8");
+    rc = upstream_begin(up, hdr, &c, request_deadline(rq), err, sizeof err);
+    json_decref(hdr);
+    if (rc != SG_OK)
+        return request_fail(rq, rc, "%s", err);
+    rc = upstream_sendfile(c, s->fd, off, len, (int)rq->gw->cfg.timeout_ms);
+    if (rc != SG_OK) {
+        rc = upstream_failed_send(c, rc, err, sizeof err);
+        upstream_release(c, 0);
+        return request_fail(rq, rc, "%s", err);
+    }
+    rc = upstream_read_header(c, &resp, &size, request_deadline(rq), err, sizeof err);
+    if (rc == SG_OK)
+        rc = upstream_skip_body(c, size, request_deadline(rq));
+    if (rc != SG_OK) {
+        upstream_release(c, 0);
+        json_decref(resp);
+        return request_fail(rq, upstream_failed(up, rc), "file backend at %s: %s", up->addr_text,
+                            err[0] ? err : sg_strerror(rc));
+    }
+    upstream_release(c, 1);
+    rc = sg_frame_header_error(resp, err, sizeof err);
+    if (rc == SG_OK)
+        *result = upload_result(resp);
+    json_decref(resp);
+    if (rc != SG_OK)
+        return request_fail(rq, rc, "%s", err);
+    return *result ? SG_OK : request_fail(rq, SG_ERR_NOMEM, "out of memory");
+}

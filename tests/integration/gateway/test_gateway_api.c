@@ -1,0 +1,608 @@
+/* test_gateway_api.c - the gateway with every backend embedded: each API row, the errors, headers, docs. */
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "check.h"
+#include "gwtest.h"
+
+static struct gw g;
+
+static json_t *ok_json(struct http_resp *r, long status)
+{
+    if (r->status != status)
+        fprintf(stderr, "expected %ld, got %ld: %.300s\n", status, r->status, r->body);
+    CHECK_INT_EQ(r->status, status);
+    return http_json(r);
+}
+
+static void test_echo(void)
+{
+    struct http_resp *r = gw_post_json(&g, "/api/v1/echo", "{\"message\": \"hi there\"}");
+    json_t *j = ok_json(r, 200);
+    CHECK_STR_EQ(json_string_value(json_object_get(j, "reply")), "HI THERE");
+    json_decref(j);
+    http_free(r);
+
+    /* Only ASCII letters change: the UTF-8 bytes of é pass through untouched. */
+    r = gw_post_json(&g, "/api/v1/echo", "{\"message\": \"h\\u00e9llo 42\"}");
+    j = ok_json(r, 200);
+    CHECK_STR_EQ(json_string_value(json_object_get(j, "reply")), "H\xc3\xa9LLO 42");
+    json_decref(j);
+    http_free(r);
+
+    r = gw_post_json(&g, "/api/v1/echo", "{\"message\": \"\"}");
+    j = ok_json(r, 200);
+    CHECK_STR_EQ(json_string_value(json_object_get(j, "reply")), "");
+    json_decref(j);
+    http_free(r);
+}
+
+static void test_echo_long_message(void)
+{
+    /* 40000 bytes cross the echo protocol's 16 KiB window in pieces and come back whole. */
+    size_t n = 40000;
+    char *msg = malloc(n + 1), *body = malloc(n + 32), *want = malloc(n + 1);
+    struct http_resp *r;
+    json_t *j;
+    CHECK(msg && body && want);
+    for (size_t i = 0; i < n; i++) {
+        msg[i] = (char)('a' + i % 26);
+        want[i] = (char)('A' + i % 26);
+    }
+    msg[n] = want[n] = '\0';
+    snprintf(body, n + 32, "{\"message\":\"%s\"}", msg);
+    r = gw_post_json(&g, "/api/v1/echo", body);
+    j = ok_json(r, 200);
+    CHECK_STR_EQ(json_string_value(json_object_get(j, "reply")), want);
+    json_decref(j);
+    http_free(r);
+    free(msg);
+    free(body);
+    free(want);
+}
+
+static void test_echo_errors(void)
+{
+    const char *text_plain[] = {"Content-Type: text/plain", NULL};
+    const char *json_type[] = {"Content-Type: application/json", NULL};
+    struct http_resp *r = gw_post_json(&g, "/api/v1/echo", "{\"message\": ");
+    char *big;
+    check_error(r, 400, "invalid_request");
+    http_free(r);
+    r = gw_post_json(&g, "/api/v1/echo", "{\"msg\": \"x\"}");
+    check_error(r, 400, "invalid_request");
+    http_free(r);
+    r = gw_post_json(&g, "/api/v1/echo", "[1, 2]");
+    check_error(r, 400, "invalid_request");
+    http_free(r);
+    r = gw_post_json(&g, "/api/v1/echo", "");
+    check_error(r, 400, "invalid_request");
+    http_free(r);
+    /* POST with neither Content-Length nor chunked encoding. */
+    r = gw_do(&g, "POST", "/api/v1/echo", json_type, NULL);
+    check_error(r, 411, "length_required");
+    http_free(r);
+    r = gw_do(&g, "POST", "/api/v1/echo", text_plain, "{\"message\": \"x\"}");
+    check_error(r, 415, "unsupported_media_type");
+    http_free(r);
+    /* Over the default --max-json of 1 MiB: refused from its Content-Length, before any byte is read. */
+    big = malloc(2u << 20);
+    CHECK(big);
+    memset(big, ' ', (2u << 20) - 1);
+    big[(2u << 20) - 1] = '\0';
+    r = gw_post_json(&g, "/api/v1/echo", big);
+    check_error(r, 413, "too_large");
+    http_free(r);
+    free(big);
+}
+
+static void test_time(void)
+{
+    struct http_resp *r = gw_do(&g, "GET", "/api/v1/time?format=%25Y", NULL, NULL);
+    json_t *j = ok_json(r, 200);
+    char year[16];
+    time_t now = time(NULL);
+    struct tm tm;
+    localtime_r(&now, &tm);
+    snprintf(year, sizeof year, "%d", tm.tm_year + 1900);
+    CHECK_STR_EQ(json_string_value(json_object_get(j, "time")), year);
+    CHECK_STR_EQ(json_string_value(json_object_get(j, "format")), "%Y");
+    json_decref(j);
+    http_free(r);
+
+    r = gw_do(&g, "GET", "/api/v1/time", NULL, NULL);
+    j = ok_json(r, 200);
+    CHECK_STR_EQ(json_string_value(json_object_get(j, "format")), "%Y-%m-%d %X");
+    /* "2024-05-01 12:34:56": the tutorial's default format. */
+    CHECK_INT_EQ(strlen(json_string_value(json_object_get(j, "time"))), 19);
+    json_decref(j);
+    http_free(r);
+}
+
+static void test_time_errors(void)
+{
+    char path[1200] = "/api/v1/time?format=";
+    struct http_resp *r;
+    size_t n = strlen(path);
+    for (int i = 0; i < 300; i++)
+        path[n++] = 'x';
+    path[n] = '\0';
+    r = gw_do(&g, "GET", path, NULL, NULL);
+    check_error(r, 400, "invalid_request");
+    http_free(r);
+}
+
+static void test_exec(void)
+{
+    struct http_resp *r = gw_post_json(&g, "/api/v1/exec", "{\"argv\": [\"echo\", \"a\", \"b\"]}");
+    json_t *j = ok_json(r, 200);
+    CHECK_INT_EQ(json_integer_value(json_object_get(j, "exit_code")), 0);
+    CHECK_STR_EQ(json_string_value(json_object_get(j, "stdout")), "a b\n");
+    CHECK_STR_EQ(json_string_value(json_object_get(j, "stderr")), "");
+    CHECK(json_is_false(json_object_get(j, "timed_out")));
+    CHECK(json_is_false(json_object_get(j, "truncated")));
+    CHECK(json_is_integer(json_object_get(j, "duration_ms")));
+    json_decref(j);
+    http_free(r);
+
+    /* A command line is split with shell quoting, and no shell runs it: ';' is a plain word. */
+    r = gw_post_json(&g, "/api/v1/exec", "{\"command\": \"echo 'a  b' ; c\"}");
+    j = ok_json(r, 200);
+    CHECK_STR_EQ(json_string_value(json_object_get(j, "stdout")), "a  b ; c\n");
+    json_decref(j);
+    http_free(r);
+
+    r = gw_post_json(&g, "/api/v1/exec", "{\"argv\": [\"cat\"], \"stdin\": \"from stdin\"}");
+    j = ok_json(r, 200);
+    CHECK_STR_EQ(json_string_value(json_object_get(j, "stdout")), "from stdin");
+    json_decref(j);
+    http_free(r);
+
+    r = gw_post_json(&g, "/api/v1/exec", "{\"argv\": [\"false\"]}");
+    j = ok_json(r, 200);
+    CHECK_INT_EQ(json_integer_value(json_object_get(j, "exit_code")), 1);
+    json_decref(j);
+    http_free(r);
+}
+
+static void test_exec_binary_output(void)
+{
+    /* 0xff 0xfe is not UTF-8: it comes back as base64 instead of text. */
+    struct http_resp *r = gw_post_json(&g, "/api/v1/exec", "{\"argv\": [\"printf\", \"\\\\377\\\\376\"]}");
+    json_t *j = ok_json(r, 200);
+    CHECK(json_object_get(j, "stdout") == NULL);
+    CHECK_STR_EQ(json_string_value(json_object_get(j, "stdout_base64")), "//4=");
+    CHECK_STR_EQ(json_string_value(json_object_get(j, "stderr")), "");
+    json_decref(j);
+    http_free(r);
+}
+
+static void test_exec_timeout(void)
+{
+    struct http_resp *r = gw_post_json(&g, "/api/v1/exec", "{\"argv\": [\"sleep\", \"30\"], \"timeout_ms\": 300}");
+    json_t *j = ok_json(r, 200);
+    CHECK(json_is_true(json_object_get(j, "timed_out")));
+    json_decref(j);
+    http_free(r);
+}
+
+static void test_exec_errors(void)
+{
+    struct http_resp *r = gw_post_json(&g, "/api/v1/exec", "{\"argv\": [\"rm\", \"-rf\", \"x\"]}");
+    check_error(r, 403, "command_not_allowed");
+    http_free(r);
+    r = gw_post_json(&g, "/api/v1/exec", "{\"argv\": [\"echo\"], \"command\": \"echo\"}");
+    check_error(r, 400, "invalid_request");
+    http_free(r);
+    r = gw_post_json(&g, "/api/v1/exec", "{\"argv\": []}");
+    check_error(r, 400, "invalid_request");
+    http_free(r);
+    r = gw_post_json(&g, "/api/v1/exec", "{\"command\": \"echo 'unterminated\"}");
+    check_error(r, 400, "invalid_request");
+    http_free(r);
+    r = gw_post_json(&g, "/api/v1/exec", "{\"argv\": [\"echo\"], \"timeout_ms\": -5}");
+    check_error(r, 400, "invalid_request");
+    http_free(r);
+}
+
+static struct http_resp *put_bytes(const char *name, const void *data, size_t len)
+{
+    const char *octet[] = {"Content-Type: application/octet-stream", NULL};
+    char url[512];
+    snprintf(url, sizeof url, "%s/api/v1/files/%s", g.base, name);
+    return http_do("PUT", url, octet, data, len);
+}
+
+static void test_files(void)
+{
+    unsigned char data[5000];
+    char want[65], got[65], *h;
+    struct http_resp *r;
+    json_t *j, *list;
+    size_t i;
+    int seen = 0;
+
+    fill_pattern(data, sizeof data, 1);
+    sha256_hex(data, sizeof data, want);
+    r = put_bytes("hello%20world.bin", data, sizeof data);
+    j = ok_json(r, 201);
+    CHECK_STR_EQ(json_string_value(json_object_get(j, "name")), "hello world.bin");
+    CHECK_INT_EQ(json_integer_value(json_object_get(j, "size")), sizeof data);
+    CHECK_STR_EQ(json_string_value(json_object_get(j, "sha256")), want);
+    h = http_header(r, "Location");
+    CHECK_STR_EQ(h, "/api/v1/files/hello%20world.bin");
+    free(h);
+    json_decref(j);
+    http_free(r);
+
+    r = gw_do(&g, "GET", "/api/v1/files", NULL, NULL);
+    j = ok_json(r, 200);
+    list = json_object_get(j, "files");
+    CHECK(json_is_array(list));
+    for (i = 0; i < json_array_size(list); i++) {
+        json_t *f = json_array_get(list, i);
+        if (strcmp(json_string_value(json_object_get(f, "name")), "hello world.bin") != 0)
+            continue;
+        seen = 1;
+        CHECK_INT_EQ(json_integer_value(json_object_get(f, "size")), sizeof data);
+        CHECK_STR_EQ(json_string_value(json_object_get(f, "sha256")), want);
+        CHECK(json_integer_value(json_object_get(f, "mtime")) > 0);
+    }
+    CHECK(seen);
+    json_decref(j);
+    http_free(r);
+
+    r = gw_do(&g, "GET", "/api/v1/files/hello%20world.bin", NULL, NULL);
+    CHECK_INT_EQ(r->status, 200);
+    CHECK_INT_EQ(r->len, sizeof data);
+    sha256_hex(r->body, r->len, got);
+    CHECK_STR_EQ(got, want);
+    h = http_header(r, "Content-Disposition");
+    CHECK(h && strstr(h, "attachment") && strstr(h, "hello world.bin"));
+    free(h);
+    http_free(r);
+
+    r = gw_do(&g, "HEAD", "/api/v1/files/hello%20world.bin", NULL, NULL);
+    CHECK_INT_EQ(r->status, 200);
+    CHECK_INT_EQ(r->len, 0);
+    h = http_header(r, "Content-Length");
+    CHECK_STR_EQ(h, "5000");
+    free(h);
+    h = http_header(r, "ETag");
+    CHECK(h && strlen(h) == 66 && strncmp(h + 1, want, 64) == 0);
+    free(h);
+    http_free(r);
+
+    r = gw_do(&g, "DELETE", "/api/v1/files/hello%20world.bin", NULL, NULL);
+    CHECK_INT_EQ(r->status, 204);
+    http_free(r);
+    r = gw_do(&g, "GET", "/api/v1/files/hello%20world.bin", NULL, NULL);
+    check_error(r, 404, "not_found");
+    http_free(r);
+    r = gw_do(&g, "DELETE", "/api/v1/files/hello%20world.bin", NULL, NULL);
+    check_error(r, 404, "not_found");
+    http_free(r);
+}
+
+static void test_files_errors(void)
+{
+    struct http_resp *r = put_bytes(".hidden", "x", 1);
+    check_error(r, 400, "invalid_name");
+    http_free(r);
+    r = gw_do(&g, "PUT", "/api/v1/files/empty-put", NULL, NULL);
+    check_error(r, 411, "length_required");
+    http_free(r);
+    /* An explicitly empty body is a legitimate empty file. */
+    r = put_bytes("empty", "", 0);
+    CHECK_INT_EQ(r->status, 201);
+    http_free(r);
+    r = gw_do(&g, "GET", "/api/v1/files/empty", NULL, NULL);
+    CHECK_INT_EQ(r->status, 200);
+    CHECK_INT_EQ(r->len, 0);
+    http_free(r);
+}
+
+static void test_routing_errors(void)
+{
+    struct http_resp *r = gw_do(&g, "GET", "/api/v1/nothing-here", NULL, NULL);
+    char *h;
+    check_error(r, 404, "not_found");
+    http_free(r);
+    r = gw_do(&g, "PATCH", "/api/v1/files/x", NULL, NULL);
+    check_error(r, 405, "method_not_allowed");
+    h = http_header(r, "Allow");
+    CHECK_STR_EQ(h, "GET, HEAD, PUT, DELETE, OPTIONS");
+    free(h);
+    http_free(r);
+    r = gw_do(&g, "GET", "/api/v1/echo", NULL, NULL);
+    check_error(r, 405, "method_not_allowed");
+    h = http_header(r, "Allow");
+    CHECK_STR_EQ(h, "POST, OPTIONS");
+    free(h);
+    http_free(r);
+    r = gw_do(&g, "OPTIONS", "/api/v1/files", NULL, NULL);
+    CHECK_INT_EQ(r->status, 204);
+    h = http_header(r, "Allow");
+    CHECK_STR_EQ(h, "GET, HEAD, POST, OPTIONS");
+    free(h);
+    http_free(r);
+}
+
+static void test_request_id(void)
+{
+    const char *given[] = {"X-Request-Id: test-id-42", NULL};
+    const char *bad[] = {"X-Request-Id: has spaces and \"quotes\"", NULL};
+    struct http_resp *r = gw_do(&g, "GET", "/healthz", given, NULL);
+    char *h = http_header(r, "X-Request-Id"), *h2, line[4096];
+    FILE *log;
+    int logged = 0;
+    CHECK_STR_EQ(h, "test-id-42");
+    free(h);
+    http_free(r);
+
+    /* A plain id the client did not send, or sent malformed, is replaced by a fresh one each time. */
+    r = gw_do(&g, "GET", "/healthz", bad, NULL);
+    h = http_header(r, "X-Request-Id");
+    http_free(r);
+    r = gw_do(&g, "GET", "/healthz", NULL, NULL);
+    h2 = http_header(r, "X-Request-Id");
+    http_free(r);
+    CHECK(h && h2 && *h && *h2 && strcmp(h, h2) != 0 && !strchr(h, ' '));
+    free(h);
+    free(h2);
+
+    /* The access log has one line for the request, with its id. */
+    log = fopen(g.proc.log_path, "r");
+    CHECK(log);
+    while (fgets(line, sizeof line, log))
+        if (strstr(line, "test-id-42") && strstr(line, "/healthz") && strstr(line, "200"))
+            logged++;
+    fclose(log);
+    CHECK_INT_EQ(logged, 1);
+}
+
+static void test_security_headers(void)
+{
+    struct http_resp *r = gw_do(&g, "GET", "/healthz", NULL, NULL);
+    char *h = http_header(r, "X-Content-Type-Options");
+    CHECK_STR_EQ(h, "nosniff");
+    free(h);
+    h = http_header(r, "Content-Security-Policy");
+    CHECK(h && strstr(h, "default-src 'none'"));
+    free(h);
+    http_free(r);
+}
+
+static void test_page(void)
+{
+    char path[600], *want = NULL, *h;
+    const char *src = getenv("SOCKGATE_SOURCE_DIR");
+    struct http_resp *r = gw_do(&g, "GET", "/", NULL, NULL);
+    FILE *f;
+    long n = 0;
+
+    snprintf(path, sizeof path, "%s/web/index.html", src ? src : ".");
+    f = fopen(path, "rb");
+    if (!f) {
+        /* Built without a page: / is simply not there. */
+        check_error(r, 404, "not_found");
+        http_free(r);
+        return;
+    }
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    rewind(f);
+    want = malloc((size_t)n + 1);
+    CHECK(want && fread(want, 1, (size_t)n, f) == (size_t)n);
+    fclose(f);
+    CHECK_INT_EQ(r->status, 200);
+    CHECK_INT_EQ(r->len, n);
+    CHECK(memcmp(r->body, want, (size_t)n) == 0);
+    h = http_header(r, "Content-Type");
+    CHECK(h && strncmp(h, "text/html", 9) == 0);
+    free(h);
+    h = http_header(r, "Content-Security-Policy");
+    CHECK(h && strstr(h, "default-src 'self'") && strstr(h, "frame-ancestors 'none'"));
+    free(h);
+    free(want);
+    http_free(r);
+    r = gw_do(&g, "GET", "/no-such-asset.js", NULL, NULL);
+    check_error(r, 404, "not_found");
+    http_free(r);
+}
+
+static void test_web_root(void)
+{
+    struct gw w;
+    const char *args[] = {"--web-root", NULL, NULL};
+    char dir[300], file[400];
+    struct http_resp *r;
+    FILE *f;
+    CHECK(sg_test_tmpdir(dir, sizeof dir) == 0);
+    snprintf(file, sizeof file, "%s/index.html", dir);
+    f = fopen(file, "w");
+    CHECK(f);
+    fputs("<p>from the web root</p>\n", f);
+    fclose(f);
+    args[1] = dir;
+    gw_start(&w, args);
+    r = gw_do(&w, "GET", "/", NULL, NULL);
+    CHECK_INT_EQ(r->status, 200);
+    CHECK_STR_EQ(r->body, "<p>from the web root</p>\n");
+    http_free(r);
+    r = gw_do(&w, "GET", "/.secret", NULL, NULL);
+    check_error(r, 404, "not_found");
+    http_free(r);
+    gw_stop(&w);
+    sg_test_rmtree(dir);
+}
+
+static void test_health(void)
+{
+    struct http_resp *r = gw_do(&g, "GET", "/healthz", NULL, NULL);
+    json_t *j = ok_json(r, 200), *b;
+    const char *names[] = {"echo", "time", "exec", "file"};
+    CHECK_STR_EQ(json_string_value(json_object_get(j, "status")), "ok");
+    json_decref(j);
+    http_free(r);
+
+    r = gw_do(&g, "GET", "/readyz", NULL, NULL);
+    j = ok_json(r, 200);
+    CHECK(json_is_true(json_object_get(j, "ready")));
+    b = json_object_get(j, "backends");
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        json_t *one = json_object_get(b, names[i]);
+        CHECK(json_is_true(json_object_get(one, "ok")));
+        CHECK(json_is_true(json_object_get(one, "embedded")));
+        CHECK(strncmp(json_string_value(json_object_get(one, "address")), "127.0.0.1:", 10) == 0);
+    }
+    json_decref(j);
+    http_free(r);
+}
+
+static void test_metrics(void)
+{
+    struct http_resp *r = gw_do(&g, "GET", "/metrics", NULL, NULL);
+    char *h = http_header(r, "Content-Type");
+    CHECK_INT_EQ(r->status, 200);
+    CHECK(h && strncmp(h, "text/plain", 10) == 0);
+    free(h);
+    /* Earlier tests made these: answered requests, by route and status. */
+    CHECK(strstr(r->body, "sockgate_http_requests_total{route=\"echo\",status=\"200\"} "));
+    CHECK(strstr(r->body, "sockgate_http_requests_total{route=\"exec\",status=\"403\"} "));
+    CHECK(strstr(r->body, "sockgate_http_requests_total{route=\"files_put\",status=\"201\"} "));
+    CHECK(strstr(r->body, "sockgate_http_request_duration_seconds_bucket{route=\"echo\",le=\"+Inf\"} "));
+    CHECK(strstr(r->body, "sockgate_http_request_duration_seconds_count{route=\"time\"} "));
+    CHECK(strstr(r->body, "sockgate_http_bytes_total{route=\"files_put\",direction=\"in\"} "));
+    CHECK(strstr(r->body, "sockgate_backend_errors_total{backend=\"file\"} "));
+    CHECK(strstr(r->body, "sockgate_uploads_in_flight 0\n"));
+    /* This very request is in flight while the text is made. */
+    CHECK(strstr(r->body, "sockgate_http_requests_in_flight 1\n"));
+    http_free(r);
+}
+
+/* Lower-cases an HTTP method for an OpenAPI operation key. */
+static void lower(char *s)
+{
+    for (; *s; s++)
+        if (*s >= 'A' && *s <= 'Z')
+            *s = (char)(*s - 'A' + 'a');
+}
+
+static void test_openapi(void)
+{
+    struct http_resp *r = gw_do(&g, "GET", "/api/v1/openapi.json", NULL, NULL);
+    json_t *doc = ok_json(r, 200), *paths = json_object_get(doc, "paths"), *ops;
+    char cmd[600], bin[512], method[16], path[256];
+    const char *key;
+    size_t n_routes = 0, n_ops = 0;
+    FILE *p;
+
+    CHECK(strncmp(json_string_value(json_object_get(doc, "openapi")), "3.", 2) == 0);
+    CHECK(json_is_object(paths));
+    snprintf(cmd, sizeof cmd, "%s --print-routes", sg_test_bin("sockgate", bin, sizeof bin));
+    p = popen(cmd, "r");
+    CHECK(p);
+    while (fscanf(p, "%15s %255s", method, path) == 2) {
+        json_t *item = json_object_get(paths, path);
+        lower(method);
+        if (!json_object_get(item, method))
+            fprintf(stderr, "docs/openapi.json lacks %s %s\n", method, path);
+        CHECK(json_object_get(item, method) != NULL);
+        n_routes++;
+    }
+    CHECK_INT_EQ(pclose(p), 0);
+    CHECK(n_routes >= 14);
+    /* And the other way round: the document promises nothing the router does not serve. */
+    json_object_foreach(paths, key, ops)
+    {
+        const char *m;
+        json_t *op;
+        json_object_foreach(ops, m, op)
+        {
+            if (strcmp(m, "parameters") == 0)
+                continue;
+            n_ops++;
+        }
+    }
+    CHECK_INT_EQ(n_ops, n_routes);
+    json_decref(doc);
+    http_free(r);
+}
+
+struct slow_call {
+    struct gw *g;
+    long status;
+};
+
+static void *run_slow_exec(void *arg)
+{
+    struct slow_call *c = arg;
+    struct http_resp *r = gw_post_json(c->g, "/api/v1/exec", "{\"command\": \"sleep 1\"}");
+    c->status = r->status;
+    http_free(r);
+    return NULL;
+}
+
+static long in_flight(struct gw *gw)
+{
+    struct http_resp *r = gw_do(gw, "GET", "/metrics", NULL, NULL);
+    const char *at = strstr(r->body, "\nsockgate_http_requests_in_flight ");
+    long n = at ? atol(at + strlen("\nsockgate_http_requests_in_flight ")) : -1;
+    http_free(r);
+    return n;
+}
+
+static void test_sigterm_waits_for_requests(void)
+{
+    struct slow_call c = {.g = &g};
+    pthread_t t;
+    int polls = 0;
+    CHECK(pthread_create(&t, NULL, run_slow_exec, &c) == 0);
+    /* Wait (bounded) until the slow request is in flight besides this /metrics call. */
+    while (in_flight(&g) < 2 && polls++ < 500)
+        usleep(10 * 1000);
+    CHECK(polls < 500);
+    /* SIGTERM now: the in-flight command still gets its answer, then the gateway exits 0. */
+    gw_untrack(&g.proc);
+    CHECK_INT_EQ(sg_proc_stop(&g.proc, 15000), 0);
+    pthread_join(t, NULL);
+    CHECK_INT_EQ(c.status, 200);
+    sg_test_rmtree(g.dir);
+}
+
+int main(void)
+{
+    const char *args[] = {"--allow", "echo,cat,printf,sleep,false", NULL};
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    gw_start(&g, args);
+    RUN_TEST(test_echo);
+    RUN_TEST(test_echo_long_message);
+    RUN_TEST(test_echo_errors);
+    RUN_TEST(test_time);
+    RUN_TEST(test_time_errors);
+    RUN_TEST(test_exec);
+    RUN_TEST(test_exec_binary_output);
+    RUN_TEST(test_exec_timeout);
+    RUN_TEST(test_exec_errors);
+    RUN_TEST(test_files);
+    RUN_TEST(test_files_errors);
+    RUN_TEST(test_routing_errors);
+    RUN_TEST(test_request_id);
+    RUN_TEST(test_security_headers);
+    RUN_TEST(test_page);
+    RUN_TEST(test_web_root);
+    RUN_TEST(test_health);
+    RUN_TEST(test_metrics);
+    RUN_TEST(test_openapi);
+    RUN_TEST(test_sigterm_waits_for_requests);
+    curl_global_cleanup();
+    return TESTS_DONE();
+}

@@ -1,0 +1,403 @@
+/* test_gateway_backends.c - the gateway in front of separately started backends: failures and recovery. */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "check.h"
+#include "gwtest.h"
+#include "sockgate/net.h"
+
+static struct gw g;
+static struct sg_proc echo_p, time_p, exec_p, file_p;
+static char file_root[400];
+
+static void start_backend(struct sg_proc *p, const char *const argv[])
+{
+    CHECK(sg_proc_start(p, argv, 10000) == 0);
+    gw_track(p);
+}
+
+static void start_file_backend(const char *listen)
+{
+    const char *argv[] = {"sockgate-file", "--listen", listen, "--root", file_root, NULL};
+    start_backend(&file_p, argv);
+}
+
+/* SIGKILL: the backend dies as a crash would, with connections open and nothing flushed. */
+static void kill_backend(struct sg_proc *p)
+{
+    CHECK(p->pid > 0);
+    kill(p->pid, SIGKILL);
+    waitpid(p->pid, NULL, 0);
+    gw_untrack(p);
+    unlink(p->log_path);
+    p->pid = 0;
+}
+
+static void stop_backend(struct sg_proc *p)
+{
+    gw_untrack(p);
+    CHECK_INT_EQ(sg_proc_stop(p, 10000), 0);
+}
+
+static json_t *ok_json(struct http_resp *r, long status)
+{
+    if (r->status != status)
+        fprintf(stderr, "expected %ld, got %ld: %.300s\n", status, r->status, r->body);
+    CHECK_INT_EQ(r->status, status);
+    return http_json(r);
+}
+
+static void test_ready_with_separate_backends(void)
+{
+    struct http_resp *r = gw_do(&g, "GET", "/readyz", NULL, NULL);
+    json_t *j = ok_json(r, 200), *b = json_object_get(j, "backends");
+    const char *names[] = {"echo", "time", "exec", "file"};
+    const struct sg_proc *procs[] = {&echo_p, &time_p, &exec_p, &file_p};
+    for (size_t i = 0; i < 4; i++) {
+        json_t *one = json_object_get(b, names[i]);
+        CHECK(json_is_true(json_object_get(one, "ok")));
+        CHECK(json_is_false(json_object_get(one, "embedded")));
+        CHECK_STR_EQ(json_string_value(json_object_get(one, "address")), procs[i]->addr);
+    }
+    json_decref(j);
+    http_free(r);
+}
+
+static void test_every_row(void)
+{
+    const char *octet[] = {"Content-Type: application/octet-stream", NULL};
+    struct http_resp *r = gw_post_json(&g, "/api/v1/echo", "{\"message\": \"separate\"}");
+    json_t *j = ok_json(r, 200);
+    char url[300];
+    CHECK_STR_EQ(json_string_value(json_object_get(j, "reply")), "SEPARATE");
+    json_decref(j);
+    http_free(r);
+
+    r = gw_do(&g, "GET", "/api/v1/time?format=%25H", NULL, NULL);
+    j = ok_json(r, 200);
+    CHECK_INT_EQ(json_string_length(json_object_get(j, "time")), 2);
+    json_decref(j);
+    http_free(r);
+
+    r = gw_post_json(&g, "/api/v1/exec", "{\"command\": \"echo separate\"}");
+    j = ok_json(r, 200);
+    CHECK_STR_EQ(json_string_value(json_object_get(j, "stdout")), "separate\n");
+    json_decref(j);
+    http_free(r);
+
+    snprintf(url, sizeof url, "%s/api/v1/files/sep.txt", g.base);
+    r = http_do("PUT", url, octet, "separate file", 13);
+    CHECK_INT_EQ(r->status, 201);
+    http_free(r);
+    r = gw_do(&g, "GET", "/api/v1/files/sep.txt", NULL, NULL);
+    CHECK_INT_EQ(r->status, 200);
+    CHECK_STR_EQ(r->body, "separate file");
+    http_free(r);
+    r = gw_do(&g, "GET", "/api/v1/files", NULL, NULL);
+    j = ok_json(r, 200);
+    CHECK_INT_EQ(json_array_size(json_object_get(j, "files")), 1);
+    json_decref(j);
+    http_free(r);
+}
+
+/* An upload whose read callback kills the file backend after kill_at bytes. */
+struct killer {
+    uint64_t total, sent, kill_at;
+    struct sg_proc *victim;
+};
+
+static size_t feed_and_kill(char *buf, size_t size, size_t nmemb, void *ctx)
+{
+    struct killer *k = ctx;
+    size_t n = size * nmemb;
+    if (k->sent >= k->kill_at && k->victim->pid > 0)
+        kill_backend(k->victim);
+    if (n > k->total - k->sent)
+        n = (size_t)(k->total - k->sent);
+    memset(buf, 'k', n);
+    k->sent += n;
+    return n;
+}
+
+static size_t discard(char *ptr, size_t size, size_t nmemb, void *ctx)
+{
+    (void)ptr;
+    (void)ctx;
+    return size * nmemb;
+}
+
+static void test_file_backend_killed_during_upload(void)
+{
+    struct killer k = {.total = 64u << 20, .kill_at = 4u << 20, .victim = &file_p};
+    char url[300], listen[64];
+    CURL *c = curl_easy_init();
+    struct http_resp *r;
+    long status = 0;
+
+    snprintf(listen, sizeof listen, "%s", file_p.addr);
+    snprintf(url, sizeof url, "%s/api/v1/files/doomed.bin", g.base);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+    curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)k.total);
+    curl_easy_setopt(c, CURLOPT_READFUNCTION, feed_and_kill);
+    curl_easy_setopt(c, CURLOPT_READDATA, &k);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
+    CHECK(curl_easy_perform(c) == CURLE_OK);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(c);
+    /* The backend broke off in the middle: a bad gateway, said once the body is in. */
+    CHECK_INT_EQ(status, 502);
+
+    /* Nobody listens now: unavailable. */
+    r = gw_do(&g, "GET", "/api/v1/files", NULL, NULL);
+    check_error(r, 503, "unavailable");
+    http_free(r);
+    r = gw_do(&g, "GET", "/readyz", NULL, NULL);
+    CHECK_INT_EQ(r->status, 503);
+    http_free(r);
+
+    /* Back on the same address: used again without restarting the gateway, and the torn upload is gone. */
+    start_file_backend(listen);
+    r = gw_do(&g, "GET", "/api/v1/files/doomed.bin", NULL, NULL);
+    check_error(r, 404, "not_found");
+    http_free(r);
+    r = gw_do(&g, "GET", "/api/v1/files/sep.txt", NULL, NULL);
+    CHECK_INT_EQ(r->status, 200);
+    CHECK_STR_EQ(r->body, "separate file");
+    http_free(r);
+}
+
+struct reader {
+    uint64_t got;
+    struct sg_proc *victim;
+};
+
+static size_t read_and_kill(char *ptr, size_t size, size_t nmemb, void *ctx)
+{
+    struct reader *rd = ctx;
+    (void)ptr;
+    rd->got += size * nmemb;
+    if (rd->got >= (1u << 20) && rd->victim->pid > 0)
+        kill_backend(rd->victim);
+    return size * nmemb;
+}
+
+static void test_file_backend_killed_during_download(void)
+{
+    static char body[32u << 20];
+    const char *octet[] = {"Content-Type: application/octet-stream", NULL};
+    struct reader rd = {.victim = &file_p};
+    char url[300], listen[64];
+    struct http_resp *r;
+    CURL *c;
+    CURLcode rc;
+    long status = 0;
+
+    snprintf(listen, sizeof listen, "%s", file_p.addr);
+    memset(body, 'd', sizeof body);
+    snprintf(url, sizeof url, "%s/api/v1/files/big-download.bin", g.base);
+    r = http_do("PUT", url, octet, body, sizeof body);
+    CHECK_INT_EQ(r->status, 201);
+    http_free(r);
+
+    c = curl_easy_init();
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, read_and_kill);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &rd);
+    /* A small receive buffer keeps the gateway from having sent everything before the kill. */
+    curl_easy_setopt(c, CURLOPT_BUFFERSIZE, 16384L);
+    rc = curl_easy_perform(c);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(c);
+    /* The status line went out before the backend died: the only honest signal left is a cut body. */
+    CHECK_INT_EQ(status, 200);
+    CHECK(rc == CURLE_PARTIAL_FILE || rc == CURLE_RECV_ERROR);
+    CHECK(rd.got < sizeof body);
+
+    start_file_backend(listen);
+    r = gw_do(&g, "HEAD", "/api/v1/files/big-download.bin", NULL, NULL);
+    CHECK_INT_EQ(r->status, 200);
+    http_free(r);
+}
+
+static void test_echo_backend_gone_and_back(void)
+{
+    char listen[64];
+    const char *argv[] = {"sockgate-echo", "--listen", listen, NULL};
+    struct http_resp *r;
+    json_t *j;
+    snprintf(listen, sizeof listen, "%s", echo_p.addr);
+    stop_backend(&echo_p);
+    r = gw_post_json(&g, "/api/v1/echo", "{\"message\": \"anyone?\"}");
+    check_error(r, 503, "unavailable");
+    http_free(r);
+    start_backend(&echo_p, argv);
+    r = gw_post_json(&g, "/api/v1/echo", "{\"message\": \"back\"}");
+    j = ok_json(r, 200);
+    CHECK_STR_EQ(json_string_value(json_object_get(j, "reply")), "BACK");
+    json_decref(j);
+    http_free(r);
+}
+
+/* A backend that accepts connections and never answers, or answers garbage. */
+struct fake {
+    int tcp_fd, udp_fd;
+    int is_garbage;
+    atomic_int stop;
+    pthread_t thread;
+    char addr[SG_ADDR_STRLEN];
+};
+
+static void *fake_main(void *arg)
+{
+    struct fake *f = arg;
+    int conns[64], n = 0;
+    while (!atomic_load(&f->stop)) {
+        struct pollfd p = {.fd = f->tcp_fd, .events = POLLIN};
+        if (poll(&p, 1, 50) <= 0)
+            continue;
+        int fd = accept(f->tcp_fd, NULL, NULL);
+        if (fd < 0)
+            continue;
+        if (f->is_garbage) {
+            /* What an HTTP server would say to a stranger: not a frame. */
+            const char junk[] = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n";
+            if (write(fd, junk, sizeof junk - 1) < 0)
+                fprintf(stderr, "fake backend: write: %s\n", strerror(errno));
+        }
+        if (n < 64)
+            conns[n++] = fd; /* held open and silent */
+        else
+            close(fd);
+    }
+    for (int i = 0; i < n; i++)
+        close(conns[i]);
+    return NULL;
+}
+
+static void fake_start(struct fake *f, int is_garbage)
+{
+    struct sg_addr a;
+    char err[256];
+    memset(f, 0, sizeof *f);
+    f->is_garbage = is_garbage;
+    CHECK(sg_addr_parse("127.0.0.1:0", &a, err, sizeof err) == 0);
+    CHECK(sg_listen_tcp_udp(&a, &f->tcp_fd, &f->udp_fd, err, sizeof err) == 0);
+    sg_local_addr(f->tcp_fd, f->addr, sizeof f->addr);
+    CHECK(pthread_create(&f->thread, NULL, fake_main, f) == 0);
+}
+
+static void fake_stop(struct fake *f)
+{
+    atomic_store(&f->stop, 1);
+    pthread_join(f->thread, NULL);
+    close(f->tcp_fd);
+    close(f->udp_fd);
+}
+
+static void test_silent_backend_times_out(void)
+{
+    struct fake f;
+    struct gw slow;
+    struct http_resp *r;
+    fake_start(&f, 0);
+    {
+        /* The UDP socket on the same port never answers either: the time backend's silence. */
+        const char *args[] = {"--echo", f.addr, "--time", f.addr, "--exec", f.addr, "--file", f.addr,
+                              "--timeout-ms", "500", NULL};
+        gw_start(&slow, args);
+    }
+    r = gw_post_json(&slow, "/api/v1/echo", "{\"message\": \"hello?\"}");
+    check_error(r, 504, "timeout");
+    http_free(r);
+    r = gw_do(&slow, "GET", "/api/v1/time", NULL, NULL);
+    check_error(r, 504, "timeout");
+    http_free(r);
+    r = gw_do(&slow, "GET", "/api/v1/files", NULL, NULL);
+    check_error(r, 504, "timeout");
+    http_free(r);
+    r = gw_do(&slow, "GET", "/api/v1/files/x", NULL, NULL);
+    check_error(r, 504, "timeout");
+    http_free(r);
+    r = gw_do(&slow, "GET", "/readyz", NULL, NULL);
+    CHECK_INT_EQ(r->status, 503);
+    {
+        json_t *j = http_json(r);
+        CHECK(json_is_false(json_object_get(j, "ready")));
+        CHECK(json_is_false(json_object_get(json_object_get(json_object_get(j, "backends"), "file"), "ok")));
+        json_decref(j);
+    }
+    http_free(r);
+    r = gw_do(&slow, "GET", "/metrics", NULL, NULL);
+    CHECK(strstr(r->body, "sockgate_backend_errors_total{backend=\"file\"} 0\n") == NULL);
+    http_free(r);
+    gw_stop(&slow);
+    fake_stop(&f);
+}
+
+static void test_garbage_backend_is_bad_gateway(void)
+{
+    struct fake f;
+    struct gw bad;
+    struct http_resp *r;
+    fake_start(&f, 1);
+    {
+        const char *args[] = {"--exec", f.addr, "--file", f.addr, "--timeout-ms", "2000", NULL};
+        gw_start(&bad, args);
+    }
+    r = gw_do(&bad, "GET", "/api/v1/files", NULL, NULL);
+    check_error(r, 502, "protocol_error");
+    http_free(r);
+    r = gw_post_json(&bad, "/api/v1/exec", "{\"argv\": [\"echo\"]}");
+    check_error(r, 502, "protocol_error");
+    http_free(r);
+    gw_stop(&bad);
+    fake_stop(&f);
+}
+
+int main(void)
+{
+    const char *echo_argv[] = {"sockgate-echo", "--listen", "127.0.0.1:0", NULL};
+    const char *time_argv[] = {"sockgate-time", "--listen", "127.0.0.1:0", NULL};
+    const char *exec_argv[] = {"sockgate-exec", "--listen", "127.0.0.1:0", "--allow", "echo", NULL};
+    char dir[300];
+
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    CHECK(sg_test_tmpdir(dir, sizeof dir) == 0);
+    snprintf(file_root, sizeof file_root, "%s/root", dir);
+    start_backend(&echo_p, echo_argv);
+    start_backend(&time_p, time_argv);
+    start_backend(&exec_p, exec_argv);
+    start_file_backend("127.0.0.1:0");
+    {
+        const char *args[] = {"--echo", echo_p.addr, "--time", time_p.addr, "--exec", exec_p.addr,
+                              "--file", file_p.addr, "--timeout-ms", "3000", NULL};
+        gw_start(&g, args);
+    }
+    RUN_TEST(test_ready_with_separate_backends);
+    RUN_TEST(test_every_row);
+    RUN_TEST(test_file_backend_killed_during_upload);
+    RUN_TEST(test_file_backend_killed_during_download);
+    RUN_TEST(test_echo_backend_gone_and_back);
+    RUN_TEST(test_silent_backend_times_out);
+    RUN_TEST(test_garbage_backend_is_bad_gateway);
+    gw_stop(&g);
+    stop_backend(&echo_p);
+    stop_backend(&time_p);
+    stop_backend(&exec_p);
+    stop_backend(&file_p);
+    sg_test_rmtree(dir);
+    curl_global_cleanup();
+    return TESTS_DONE();
+}
