@@ -45,7 +45,7 @@
         sg_tests_passed_++;                           \
     } while (0)
 
-static int sg_tests_passed_;
+static int sg_tests_passed_ __attribute__((unused));
 
 /* Prints the closing line ctest logs and returns the exit status for main(). */
 #define TESTS_DONE()                                                   \

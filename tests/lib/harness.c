@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -89,6 +90,9 @@ int sg_proc_start(struct sg_proc *p, const char *const argv[], int timeout_ms)
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
+        /* A test that fails and exits must not leave its servers running (and holding ctest's pipes). */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        dup2(fd, 1);
         dup2(fd, 2);
         execv(bin, (char *const *)argv);
         fprintf(stderr, "exec %s: %s\n", bin, strerror(errno));
