@@ -1,0 +1,84 @@
+/* main.c - sockgate-echo: the tutorial's upper-casing echo server over TCP and UDP on one port. */
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/resource.h>
+
+#include "server.h"
+#include "sockgate/error.h"
+#include "sockgate/log.h"
+#include "sockgate/opts.h"
+#include "sockgate/service.h"
+
+/* Raises the soft descriptor limit to the hard one: each client costs one descriptor. */
+static void raise_fd_limit(unsigned max_conns)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl); /* best effort: the check below reports the outcome */
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)max_conns + 16)
+        sg_warn("the descriptor limit (%llu) is below --max-conns (%u); accepts will pause when it is reached",
+                (unsigned long long)rl.rlim_cur, max_conns);
+}
+
+int main(int argc, char **argv)
+{
+    struct echo_config cfg;
+    const char *listen = ECHO_DEFAULT_LISTEN, *mode = "upper", *max_conns = "16384", *idle = "0";
+    const char *log_format = "text";
+    enum sg_log_format fmt;
+    uint64_t n;
+    char err[256];
+    void *srv = NULL;
+    int rc;
+    const struct sg_option opts[] = {
+        {"listen", "SOCKGATE_ECHO_LISTEN", "HOST:PORT", "TCP and UDP address to serve (port 0: any)", &listen, NULL, NULL},
+        {"mode", "SOCKGATE_ECHO_MODE", "upper|plain", "upper-case ASCII letters, or echo bytes unchanged", &mode, NULL, NULL},
+        {"max-conns", "SOCKGATE_ECHO_MAX_CONNS", "N", "TCP connections served at once; more are closed at once",
+         &max_conns, NULL, NULL},
+        {"idle-timeout", "SOCKGATE_ECHO_IDLE_TIMEOUT", "S", "close TCP connections silent for S seconds (0: never)",
+         &idle, NULL, NULL},
+        {"log-format", "SOCKGATE_LOG_FORMAT", "text|json", "log line format on stderr", &log_format, NULL, NULL},
+        {NULL, NULL, NULL, NULL, NULL, NULL, NULL},
+    };
+
+    sg_signals_block();
+    rc = sg_options_parse("sockgate-echo",
+                          "sockgate-echo [--listen HOST:PORT] [--mode upper|plain] [--max-conns N] [--idle-timeout S]",
+                          "Answers every byte sent over TCP or UDP with the same byte, ASCII letters upper-cased.",
+                          opts, argc, argv, NULL);
+    if (rc != 0)
+        return rc == 1 ? 0 : 2;
+    if (sg_log_format_parse(log_format, &fmt) != SG_OK) {
+        fprintf(stderr, "sockgate-echo: --log-format must be text or json, not '%s'\n", log_format);
+        return 2;
+    }
+    sg_log_init("sockgate-echo", fmt, SG_LOG_INFO);
+    echo_config_defaults(&cfg);
+    cfg.listen = listen;
+    if (echo_mode_parse(mode, &cfg.mode) != SG_OK) {
+        fprintf(stderr, "sockgate-echo: --mode must be upper or plain, not '%s'\n", mode);
+        return 2;
+    }
+    if (sg_parse_u64(max_conns, 1, 1000000, 0, &n) != SG_OK) {
+        fprintf(stderr, "sockgate-echo: --max-conns must be a number from 1 to 1000000, not '%s'\n", max_conns);
+        return 2;
+    }
+    cfg.max_conns = (unsigned)n;
+    if (sg_parse_u64(idle, 0, 86400 * 365, 0, &n) != SG_OK) {
+        fprintf(stderr, "sockgate-echo: --idle-timeout must be seconds from 0 to 31536000, not '%s'\n", idle);
+        return 2;
+    }
+    cfg.idle_timeout_s = (unsigned)n;
+    raise_fd_limit(cfg.max_conns);
+    rc = echo_server_create(&cfg, &srv, err, sizeof err);
+    if (rc != SG_OK) {
+        fprintf(stderr, "sockgate-echo: %s\n", err);
+        return rc == SG_ERR_INVALID ? 2 : 1; /* a bad --listen is a usage error; a busy port is not */
+    }
+    return sg_service_main(&echo_service_ops, srv);
+}

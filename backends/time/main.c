@@ -1,0 +1,46 @@
+/* main.c - sockgate-time: the tutorial's UDP time server (a datagram is a strftime format). */
+#include <stdio.h>
+
+#include "server.h"
+#include "sockgate/error.h"
+#include "sockgate/log.h"
+#include "sockgate/opts.h"
+#include "sockgate/service.h"
+
+int main(int argc, char **argv)
+{
+    struct time_config cfg;
+    const char *listen = TIME_DEFAULT_LISTEN, *utc = NULL, *log_format = "text";
+    enum sg_log_format fmt;
+    char err[256];
+    void *srv = NULL;
+    int rc;
+    const struct sg_option opts[] = {
+        {"listen", "SOCKGATE_TIME_LISTEN", "HOST:PORT", "UDP address to serve (port 0: any)", &listen, NULL, NULL},
+        {"utc", "SOCKGATE_TIME_UTC", NULL, "answer in UTC instead of the local time zone (TZ)", &utc, NULL, NULL},
+        {"log-format", "SOCKGATE_LOG_FORMAT", "text|json", "log line format on stderr", &log_format, NULL, NULL},
+        {NULL, NULL, NULL, NULL, NULL, NULL, NULL},
+    };
+
+    sg_signals_block();
+    rc = sg_options_parse("sockgate-time", "sockgate-time [--listen HOST:PORT] [--utc]",
+                          "Answers each UDP datagram, a strftime format (empty: %Y-%m-%d %X), with the current "
+                          "time in that format.",
+                          opts, argc, argv, NULL);
+    if (rc != 0)
+        return rc == 1 ? 0 : 2;
+    if (sg_log_format_parse(log_format, &fmt) != SG_OK) {
+        fprintf(stderr, "sockgate-time: --log-format must be text or json, not '%s'\n", log_format);
+        return 2;
+    }
+    sg_log_init("sockgate-time", fmt, SG_LOG_INFO);
+    time_config_defaults(&cfg);
+    cfg.listen = listen;
+    cfg.utc = utc != NULL;
+    rc = time_server_create(&cfg, &srv, err, sizeof err);
+    if (rc != SG_OK) {
+        fprintf(stderr, "sockgate-time: %s\n", err);
+        return rc == SG_ERR_INVALID ? 2 : 1; /* a bad --listen is a usage error; a busy port is not */
+    }
+    return sg_service_main(&time_service_ops, srv);
+}
