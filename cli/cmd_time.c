@@ -1,0 +1,124 @@
+/* cmd_time.c - `sockgate-cli time`: the tutorial's time client over UDP, with a timeout and retries. */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "commands.h"
+#include "common.h"
+#include "sockgate/error.h"
+#include "sockgate/opts.h"
+#include "udp_request.h"
+
+#define UDP_MAX_PAYLOAD 65507u
+#define REPLY_CAP 65536u
+
+/* Replaces control characters so the server's text prints as one line. */
+static void one_line(char *text)
+{
+    for (unsigned char *p = (unsigned char *)text; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            *p = '?';
+}
+
+/* Joins argv[0..argc) with single spaces into buf (cap bytes); returns the length, or -1 when too long. */
+static long join_args(int argc, char **argv, char *buf, size_t cap)
+{
+    size_t off = 0;
+    for (int i = 0; i < argc; i++) {
+        size_t n = strlen(argv[i]);
+        if (off + n + (i > 0) > cap)
+            return -1;
+        if (i > 0)
+            buf[off++] = ' ';
+        memcpy(buf + off, argv[i], n);
+        off += n;
+    }
+    return (long)off;
+}
+
+int cmd_time(int argc, char **argv)
+{
+    const char *timeout = "1000", *retries = "2";
+    char *format = NULL, *reply = NULL;
+    uint64_t v;
+    long len = 0;
+    size_t got = 0;
+    int first = 0, fd = -1, rc, timeout_ms, nretries, status = CLI_EXIT_FAIL;
+    const struct sg_option opts[] = {
+        {"timeout", "SOCKGATE_CLI_TIMEOUT_MS", "MS", "how long to wait for each reply", &timeout, NULL, NULL},
+        {"retries", "SOCKGATE_CLI_RETRIES", "N", "how many times to ask again when no reply comes", &retries, NULL, NULL},
+        {NULL, NULL, NULL, NULL, NULL, NULL, NULL},
+    };
+
+    rc = sg_options_parse("sockgate-cli time", "sockgate-cli time [--timeout MS] [--retries N] ADDR [FORMAT]",
+                          "Asks a time server for the current time in a strftime FORMAT "
+                          "(none: the server's default, %Y-%m-%d %X) over UDP.",
+                          opts, argc, argv, &first);
+    if (rc != 0)
+        return rc == 1 ? 0 : CLI_EXIT_USAGE;
+    if (first >= argc) {
+        cli_error("time: missing ADDR (see sockgate-cli time --help)");
+        return CLI_EXIT_USAGE;
+    }
+    if (sg_parse_u64(timeout, 1, 3600 * 1000, 0, &v) != SG_OK) {
+        cli_error("time: --timeout must be milliseconds from 1 to 3600000, not '%s'", timeout);
+        return CLI_EXIT_USAGE;
+    }
+    timeout_ms = (int)v;
+    if (sg_parse_u64(retries, 0, 100, 0, &v) != SG_OK) {
+        cli_error("time: --retries must be a number from 0 to 100, not '%s'", retries);
+        return CLI_EXIT_USAGE;
+    }
+    nretries = (int)v;
+    format = malloc(UDP_MAX_PAYLOAD);
+    reply = malloc(REPLY_CAP + 1);
+    if (!format || !reply) {
+        cli_error("out of memory");
+        goto out;
+    }
+    len = join_args(argc - first - 1, argv + first + 1, format, UDP_MAX_PAYLOAD);
+    if (len < 0) {
+        cli_error("time: FORMAT does not fit in one UDP datagram (%u bytes at most)", UDP_MAX_PAYLOAD);
+        status = CLI_EXIT_USAGE;
+        goto out;
+    }
+    fd = cli_connect(argv[first], SOCK_DGRAM, timeout_ms);
+    if (fd < 0)
+        goto out;
+    rc = udp_request(fd, format, (size_t)len, reply, REPLY_CAP, &got, UDP_ANY_LENGTH, timeout_ms, nretries);
+    if (rc == SG_ERR_TIMEOUT) {
+        cli_error("%s: no reply after %d attempts of %d ms (timeout)", argv[first], nretries + 1, timeout_ms);
+        goto out;
+    }
+    if (rc == SG_ERR_REFUSED) {
+        cli_error("%s: refused (nothing listens on that UDP port)", argv[first]);
+        goto out;
+    }
+    if (rc != SG_OK) {
+        cli_error("%s: %s", argv[first], strerror(errno));
+        goto out;
+    }
+    reply[got] = '\0';
+    if (got >= strlen("ERROR: ") && memcmp(reply, "ERROR: ", strlen("ERROR: ")) == 0) {
+        one_line(reply);
+        cli_error("%s: the server says %s", argv[first], reply);
+        goto out;
+    }
+    fwrite(reply, 1, got, stdout);
+    putchar('\n');
+    if (fflush(stdout) != 0) {
+        cli_error("writing the reply: %s", strerror(errno));
+        goto out;
+    }
+    status = 0;
+out:
+    if (fd >= 0)
+        close(fd);
+    free(format);
+    free(reply);
+    return status;
+}

@@ -1,0 +1,39 @@
+/* common.c - connecting and one-line errors for sockgate-cli. */
+#include "common.h"
+
+#include <stdarg.h>
+#include <unistd.h>
+
+#include "sockgate/error.h"
+#include "sockgate/net.h"
+
+void cli_error(const char *fmt, ...)
+{
+    va_list ap;
+    fputs("sockgate-cli: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+int cli_connect(const char *addr_text, int type, int timeout_ms)
+{
+    struct sg_addr addr;
+    char err[256];
+    int fd = -1;
+    if (sg_addr_parse(addr_text, &addr, err, sizeof err) != SG_OK) {
+        cli_error("%s", err);
+        return -1;
+    }
+    if (sg_connect(&addr, type, timeout_ms, &fd, err, sizeof err) != SG_OK) {
+        cli_error("%s: %s", addr_text, err);
+        return -1;
+    }
+    return fd;
+}
+
+int cli_interactive(void)
+{
+    return isatty(STDIN_FILENO) && isatty(STDERR_FILENO);
+}

@@ -1,0 +1,24 @@
+/* common.h - what every sockgate-cli subcommand shares: connecting and failing with one line. */
+#ifndef SOCKGATE_CLI_COMMON_H
+#define SOCKGATE_CLI_COMMON_H
+
+#include <stdio.h>
+
+/* Exit status for a usage error, and for a failure of the exchange (refused, timeout, protocol). */
+#define CLI_EXIT_USAGE 2
+#define CLI_EXIT_FAIL 1
+
+/* Prints "sockgate-cli: MESSAGE" on stderr as one line. */
+void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/*
+ * Connects a socket of type (SOCK_STREAM or SOCK_DGRAM) to addr_text
+ * ("HOST:PORT") within timeout_ms. Returns the descriptor, or -1 after
+ * printing a one-line error.
+ */
+int cli_connect(const char *addr_text, int type, int timeout_ms);
+
+/* Returns 1 when stdin and stderr are terminals (prompts and progress bars go there). */
+int cli_interactive(void);
+
+#endif
