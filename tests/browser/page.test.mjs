@@ -1,0 +1,400 @@
+// End-to-end test of the web page in headless Chromium against a real sockgate on a free port.
+
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+import {
+  assert, expectNetworkError, expectedConsoleCount, hasFailures, step, summary, unexpectedConsoleProblems, watchPage,
+} from './lib/check.mjs';
+import { chatSteps } from './lib/chat_steps.mjs';
+import { startGateway } from './lib/gateway.mjs';
+import { tokenSteps } from './lib/token_steps.mjs';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const ARTIFACTS = path.join(HERE, 'artifacts');
+const CHROMIUM = process.env.SOCKGATE_CHROMIUM || '/usr/bin/chromium';
+// The flags the issue names, plus --disable-quic so nothing tries UDP to any host.
+const CHROMIUM_FLAGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync', '--disable-quic',
+];
+
+/**
+ * Starts Chromium with exactly CHROMIUM_FLAGS and a fresh profile in `profileDir`: playwright's
+ * own default flags are switched off, leaving only the two it cannot work without (the
+ * DevTools pipe it drives the browser through, and the profile folder).
+ */
+export function launchChromium(profileDir, viewport) {
+  return chromium.launchPersistentContext(profileDir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    ignoreDefaultArgs: true,
+    args: [...CHROMIUM_FLAGS, '--remote-debugging-pipe', `--user-data-dir=${profileDir}`, 'about:blank'],
+    viewport,
+    acceptDownloads: true,
+  });
+}
+const DESKTOP = { width: 1280, height: 900 };
+const PHONE = { width: 375, height: 812 };
+const MiB = 1024 * 1024;
+const BIG_SIZE = 24 * MiB;
+const CANCEL_SIZE = 16 * MiB;
+// Upload speed while the cancel step runs: slow enough that a cancel lands midway.
+const CANCEL_THROUGHPUT = 512 * 1024;
+const ALLOWED = 'echo,ls,sleep';
+
+/** Writes `size` random bytes to `file` in 1 MiB pieces and returns their sha256 in hex. */
+function writeRandomFile(file, size) {
+  const hash = crypto.createHash('sha256');
+  const fd = fs.openSync(file, 'w');
+  try {
+    for (let left = size; left > 0;) {
+      const piece = crypto.randomBytes(Math.min(left, MiB));
+      fs.writeSync(fd, piece);
+      hash.update(piece);
+      left -= piece.length;
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+  return hash.digest('hex');
+}
+
+function sha256File(file) {
+  return crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
+}
+
+async function apiFiles(gw) {
+  const response = await fetch(`${gw.url}/api/v1/files`);
+  assert.equal(response.status, 200, 'GET /api/v1/files from the test itself');
+  const body = await response.json();
+  return new Map(body.files.map((f) => [f.name, f]));
+}
+
+// Polls `fn` until it returns a truthy value or `ms` pass; `what` (text or a function giving
+// it) explains a failure.
+async function eventually(fn, ms, what) {
+  const end = Date.now() + ms;
+  let value;
+  for (;;) {
+    value = await fn();
+    if (value) return value;
+    if (Date.now() > end) throw new Error(`not true within ${ms} ms: ${typeof what === 'function' ? await what() : what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+async function textOf(locator) {
+  return (await locator.textContent()) || '';
+}
+
+async function waitForText(locator, pattern, ms = 15000) {
+  return eventually(async () => pattern.test(await textOf(locator)), ms,
+    async () => `${locator} to match ${pattern}, it reads ${JSON.stringify(await textOf(locator).catch(() => '?'))}`);
+}
+
+// Every form control needs a name a screen reader can say: a <label>, aria-label or its text.
+async function unlabelledControls(page) {
+  return page.evaluate(() => {
+    const bad = [];
+    for (const node of document.querySelectorAll('input, select, textarea, button, a[href]')) {
+      if (node.closest('[hidden]')) continue;
+      const labelled = (node.labels && node.labels.length > 0)
+        || node.getAttribute('aria-label') || node.getAttribute('aria-labelledby')
+        || (node.tagName !== 'INPUT' && node.textContent.trim());
+      if (!labelled) bad.push(node.outerHTML.slice(0, 120));
+    }
+    return bad;
+  });
+}
+
+async function main() {
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sockgate-browser-'));
+  const fileRoot = path.join(tmp, 'files');
+  const inputs = path.join(tmp, 'inputs');
+  const downloads = path.join(tmp, 'downloads');
+  for (const dir of [fileRoot, inputs, downloads]) fs.mkdirSync(dir);
+
+  const small = { name: 'notes small.txt', path: path.join(inputs, 'notes small.txt') };
+  fs.writeFileSync(small.path, `sockgate browser test\n${'line of text\n'.repeat(3000)}`);
+  small.sha256 = sha256File(small.path);
+  small.size = fs.statSync(small.path).size;
+  const big = { name: 'big.bin', path: path.join(inputs, 'big.bin'), size: BIG_SIZE };
+  big.sha256 = writeRandomFile(big.path, BIG_SIZE);
+  const cancelled = { name: 'cancelled.bin', path: path.join(inputs, 'cancelled.bin'), size: CANCEL_SIZE };
+  writeRandomFile(cancelled.path, CANCEL_SIZE);
+
+  let gw = null;
+  let context = null;
+  let page = null;
+  const stopAll = async () => {
+    if (context) await context.close().catch(() => {});
+    context = null;
+    if (gw) {
+      const how = await gw.stop();
+      gw = null;
+      return how;
+    }
+    return null;
+  };
+
+  try {
+    const started = await step('gateway starts on a free port', async () => {
+      gw = await startGateway(['--file-root', fileRoot, '--allow', ALLOWED]);
+    });
+    if (!started) return;
+
+    const launched = await step('chromium starts', async () => {
+      context = await launchChromium(path.join(tmp, 'profile'), DESKTOP);
+      page = context.pages()[0] || await context.newPage();
+      watchPage(page, 'page');
+    });
+    if (!launched) return;
+
+    await step('page loads with every backend up', async () => {
+      const response = await page.goto(gw.url + '/');
+      assert.equal(response.status(), 200);
+      assert.match(response.headers()['content-security-policy'] || '', /default-src 'self'/);
+      for (const name of ['echo', 'time', 'exec', 'file']) {
+        const item = page.locator(`#status li[data-backend="${name}"]`);
+        await item.waitFor({ timeout: 15000 });
+        await eventually(async () => (await item.getAttribute('class')).includes('is-up'), 15000, `${name} shown up`);
+      }
+      await waitForText(page.locator('#file-list-status'), /No files stored yet/);
+    });
+
+    await step('every control has a label', async () => {
+      assert.deepEqual(await unlabelledControls(page), []);
+    });
+
+    await step('echo with the keyboard', async () => {
+      await page.locator('#echo-input').focus();
+      await page.keyboard.type('hello, sockgate');
+      await page.keyboard.press('Enter');
+      await waitForText(page.locator('#echo-reply'), /^HELLO, SOCKGATE$/);
+    });
+
+    await step('time with a typed format and with an example', async () => {
+      await page.locator('#time-format').fill('%Y');
+      await page.getByRole('button', { name: 'Ask', exact: true }).click();
+      await waitForText(page.locator('#time-answer'), /^\d{4}$/);
+      const year = Number(await textOf(page.locator('#time-answer')));
+      const now = new Date().getFullYear();
+      assert.ok(year === now || year === now - 1 || year === now + 1, `year ${year} is not around ${now}`);
+      await page.locator('[data-format="%H:%M:%S"]').click();
+      await waitForText(page.locator('#time-answer'), /^\d\d:\d\d:\d\d$/);
+      assert.equal(await page.locator('#time-format').inputValue(), '%H:%M:%S');
+    });
+
+    await step('exec of an allowed command', async () => {
+      await page.locator('#exec-command').fill('echo hello from the page');
+      await page.getByRole('button', { name: 'Run', exact: true }).click();
+      await waitForText(page.locator('#exec-status'), /Exit code 0/);
+      assert.equal(await textOf(page.locator('#exec-stdout')), 'hello from the page\n');
+      assert.equal(await textOf(page.locator('#exec-stderr')), '');
+      assert.equal(await page.locator('#exec-result').isVisible(), true);
+      assert.equal(await page.locator('#exec-status.is-error').count(), 0);
+    });
+
+    await step('exec stopped at its time limit says so', async () => {
+      await page.locator('#exec-command').fill('sleep 30');
+      await page.getByLabel('Time limit (ms)').fill('300');
+      await page.getByRole('button', { name: 'Run', exact: true }).click();
+      await waitForText(page.locator('#exec-status'), /^Timed out/, 20000);
+      assert.equal(await page.locator('#exec-status.is-error').count(), 1);
+      await page.getByLabel('Time limit (ms)').fill('');
+    });
+
+    expectNetworkError('exec of a refused command', 403, /^\/api\/v1\/exec$/);
+    await step('exec of a refused command', async () => {
+      await page.locator('#exec-command').fill('uname -a');
+      await page.getByRole('button', { name: 'Run', exact: true }).click();
+      await waitForText(page.locator('#exec-status'), /not on the gateway's allow list.*403/);
+      assert.equal(await page.locator('#exec-status.is-error').count(), 1);
+      assert.equal(await page.locator('#exec-result').isVisible(), false);
+    });
+
+    await step('two uploads through the file input reach 100% and are listed', async () => {
+      // Records every byte count the page's progress handler shows, to see the bars move by
+      // themselves (the final "Uploaded" state alone could be set without any progress).
+      await page.evaluate(() => {
+        window.sentLog = {};
+        new MutationObserver((records) => {
+          for (const r of records) {
+            const name = r.target.dataset.name;
+            (window.sentLog[name] = window.sentLog[name] || []).push(Number(r.target.dataset.sent));
+          }
+        }).observe(document.getElementById('uploads'), { subtree: true, attributeFilter: ['data-sent'] });
+      });
+      await page.locator('#file-input').setInputFiles([small.path, big.path]);
+      for (const f of [small, big]) {
+        const item = page.locator(`#uploads li[data-name="${f.name}"]`);
+        await item.waitFor({ timeout: 10000 });
+        await eventually(async () => (await item.getAttribute('data-state')) !== 'running', 60000, `${f.name} finished`);
+        assert.equal(await item.getAttribute('data-state'), 'done', await textOf(item));
+        assert.equal(await item.locator('progress').evaluate((bar) => bar.value), 100);
+        assert.match(await textOf(item.locator('.upload-state')), /Uploaded 100%/);
+        const sent = await page.evaluate((name) => window.sentLog[name] || [], f.name);
+        // Chromium sends no upload progress event for a body that goes out in one piece.
+        if (f === small && sent.length === 0) continue;
+        assert.ok(sent.length > 0, `${f.name}: no progress was shown`);
+        assert.equal(sent[sent.length - 1], f.size, `${f.name}: progress ended at ${sent[sent.length - 1]}`);
+        assert.deepEqual(sent, [...sent].sort((a, b) => a - b), `${f.name}: progress went backwards`);
+      }
+      for (const f of [small, big]) await page.locator(`#file-list li[data-name="${f.name}"]`).waitFor({ timeout: 10000 });
+      const stored = await apiFiles(gw);
+      for (const f of [small, big]) {
+        assert.ok(stored.has(f.name), `${f.name} in GET /api/v1/files`);
+        assert.equal(stored.get(f.name).size, f.size, `${f.name} size`);
+        assert.equal(stored.get(f.name).sha256, f.sha256, `${f.name} sha256`);
+        assert.equal(sha256File(path.join(fileRoot, f.name)), f.sha256, `${f.name} bytes in the file root`);
+      }
+      await waitForText(page.locator('#file-list-status'), /^2 files/);
+    });
+
+    await step('screenshots at desktop and phone width', async () => {
+      await page.screenshot({ path: path.join(ARTIFACTS, 'desktop.png'), fullPage: true });
+      await page.setViewportSize(PHONE);
+      // Against clientWidth: desktop Chromium's 15px scrollbar leaves 360px of layout, narrower
+      // than the phone itself, whose scrollbars overlay the page.
+      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+      assert.ok(overflow <= 0, `the page is ${overflow}px wider than a ${PHONE.width}px phone`);
+      await page.screenshot({ path: path.join(ARTIFACTS, 'phone.png'), fullPage: true });
+      await page.setViewportSize(DESKTOP);
+    });
+
+    await step('download gives the same bytes', async () => {
+      const row = page.locator(`#file-list li[data-name="${big.name}"]`);
+      const [download] = await Promise.all([
+        page.waitForEvent('download', { timeout: 30000 }),
+        row.getByRole('link', { name: `Download ${big.name}` }).click(),
+      ]);
+      assert.equal(download.suggestedFilename(), big.name);
+      const saved = path.join(downloads, big.name);
+      await download.saveAs(saved);
+      assert.equal(fs.statSync(saved).size, big.size);
+      assert.equal(sha256File(saved), big.sha256);
+    });
+
+    await step('delete asks first; Keep or Escape keeps the file', async () => {
+      const row = page.locator(`#file-list li[data-name="${small.name}"]`);
+      await row.getByRole('button', { name: `Delete ${small.name}` }).click();
+      await row.getByRole('group', { name: `Confirm deleting ${small.name}` }).waitFor();
+      await row.getByRole('button', { name: `Keep ${small.name}` }).click();
+      await row.getByRole('button', { name: `Delete ${small.name}` }).waitFor();
+      // The same with the keyboard: Enter asks, focus lands on Keep, Escape backs out.
+      const focused = () => page.evaluate(() => document.activeElement.getAttribute('aria-label'));
+      await row.getByRole('button', { name: `Delete ${small.name}` }).focus();
+      await page.keyboard.press('Enter');
+      assert.equal(await focused(), `Keep ${small.name}`);
+      await page.keyboard.press('Escape');
+      assert.equal(await focused(), `Delete ${small.name}`);
+      assert.ok((await apiFiles(gw)).has(small.name));
+    });
+
+    await step('delete after confirming removes the file', async () => {
+      const row = page.locator(`#file-list li[data-name="${big.name}"]`);
+      await row.getByRole('button', { name: `Delete ${big.name}` }).click();
+      await row.getByRole('button', { name: `Yes, delete ${big.name}` }).click();
+      await page.locator(`#file-list li[data-name="${big.name}"]`).waitFor({ state: 'detached', timeout: 15000 });
+      assert.equal((await apiFiles(gw)).has(big.name), false);
+      assert.equal(fs.existsSync(path.join(fileRoot, big.name)), false);
+      await waitForText(page.locator('#file-list-status'), /^1 file,/);
+    });
+
+    await step('an upload cancelled midway leaves nothing behind', async () => {
+      const cdp = await context.newCDPSession(page);
+      await cdp.send('Network.enable');
+      await cdp.send('Network.emulateNetworkConditions', {
+        offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: CANCEL_THROUGHPUT,
+      });
+      try {
+        await page.locator('#file-input').setInputFiles([cancelled.path]);
+        const item = page.locator(`#uploads li[data-name="${cancelled.name}"]`);
+        await eventually(async () => {
+          const value = await item.locator('progress').evaluate((bar) => bar.value).catch(() => 0);
+          return value >= 5;
+        }, 30000, 'the upload to get going');
+        const before = await item.locator('progress').evaluate((bar) => bar.value);
+        assert.ok(before < 100, `progress ${before} is midway`);
+        await item.getByRole('button', { name: `Cancel upload of ${cancelled.name}` }).click();
+        await eventually(async () => (await item.getAttribute('data-state')) === 'cancelled', 10000, 'cancelled state');
+        assert.match(await textOf(item.locator('.upload-state')), /Cancelled/);
+      } finally {
+        await cdp.send('Network.emulateNetworkConditions', {
+          offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1,
+        });
+        await cdp.detach();
+      }
+      // The gateway learns of the disconnect and the backend removes its partial file. The
+      // root's hidden .meta folder is the file backend's own checksum cache, not a file.
+      const visible = () => fs.readdirSync(fileRoot).filter((n) => n !== '.meta');
+      await eventually(async () => {
+        const left = visible();
+        return left.length === 1 && left[0] === small.name;
+      }, 15000, () => `the file root to hold only ${small.name}, it holds ${JSON.stringify(visible())}`
+        + ' (an .upload-* left means the gateway has not noticed that the browser closed the connection)');
+      const meta = path.join(fileRoot, '.meta');
+      const records = fs.existsSync(meta) ? fs.readdirSync(meta) : [];
+      assert.equal(records.includes(cancelled.name), false, `.meta holds ${JSON.stringify(records)}`);
+      const stored = await apiFiles(gw);
+      assert.deepEqual([...stored.keys()], [small.name]);
+      await page.getByRole('button', { name: 'Refresh list', exact: true }).click();
+      await waitForText(page.locator('#file-list-status'), /^1 file,/);
+      assert.equal(await page.locator(`#file-list li[data-name="${cancelled.name}"]`).count(), 0);
+    });
+
+    await step('a file dropped on the panel is uploaded', async () => {
+      const text = 'dropped on the files panel by the test\n';
+      await page.evaluate((content) => {
+        const data = new DataTransfer();
+        data.items.add(new File([content], 'dropped.txt', { type: 'text/plain' }));
+        const target = document.querySelector('#files .hint');
+        for (const type of ['dragenter', 'dragover', 'drop']) {
+          target.dispatchEvent(new DragEvent(type, { dataTransfer: data, bubbles: true, cancelable: true }));
+        }
+      }, text);
+      const item = page.locator('#uploads li[data-name="dropped.txt"]');
+      await waitForText(item.locator('.upload-state'), /Uploaded 100%/, 30000);
+      await page.locator('#file-list li[data-name="dropped.txt"]').waitFor({ timeout: 10000 });
+      const stored = (await apiFiles(gw)).get('dropped.txt');
+      assert.ok(stored, 'dropped.txt in GET /api/v1/files');
+      assert.equal(stored.sha256, crypto.createHash('sha256').update(text).digest('hex'));
+      assert.equal(await page.locator('#files.is-dropping').count(), 0, 'the drop highlight is cleared');
+    });
+
+    await chatSteps(page, gw);
+
+    await step('the gateway stops cleanly on SIGTERM', async () => {
+      await context.close();
+      context = null;
+      const how = await gw.stop();
+      gw = null;
+      assert.ok(how.clean, `sockgate exit: ${JSON.stringify(how)}`);
+    });
+
+    await tokenSteps({ launch: launchChromium, viewport: DESKTOP, tmp, inputs: { small, big }, artifacts: ARTIFACTS });
+
+    await step('no console errors anywhere', async () => {
+      const problems = unexpectedConsoleProblems();
+      console.log(`  (${expectedConsoleCount()} expected "Failed to load resource" lines from refused requests)`);
+      assert.deepEqual(problems, []);
+    });
+  } finally {
+    if (gw && hasFailures()) console.log(`gateway log:\n${gw.log()}`);
+    await stopAll();
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+await main().catch((err) => {
+  console.log(`FAIL - the test itself: ${err && err.stack ? err.stack : err}`);
+  process.exitCode = 1;
+});
+const code = summary();
+process.exitCode = process.exitCode || code;

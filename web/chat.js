@@ -1,0 +1,195 @@
+// The chat panel: live messages from UDP chat clients grouped by peer, and the operator's reply.
+
+import { api, authHeader, describeError, el } from './api.js';
+
+// How many messages each peer's thread keeps on the page; older ones scroll away.
+const THREAD_LIMIT = 200;
+
+let stateNode;
+let bodyNode;
+let threadsNode;
+let form;
+let toSelect;
+let textInput;
+let replyStatus;
+let source = null;
+let phase = 'idle';
+// After a failed attempt the page waits this long before asking again, so a gateway whose
+// readiness says "up" while the chat routes fail is not asked (and logged) every few seconds.
+const RETRY_MS = 60000;
+let retryAt = 0;
+const threads = new Map();
+// Sequence numbers already shown, so a replay after a reconnect never shows a message twice.
+const seen = new Set();
+
+/** Wires the chat panel; it stays in "checking" until chatOnReadiness tells it more. */
+export function chatInit() {
+  stateNode = document.getElementById('chat-state');
+  bodyNode = document.getElementById('chat-body');
+  threadsNode = document.getElementById('chat-threads');
+  form = document.getElementById('chat-form');
+  toSelect = document.getElementById('chat-to');
+  textInput = document.getElementById('chat-text');
+  replyStatus = document.getElementById('chat-reply-status');
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    sendReply();
+  });
+  setState('Checking whether this gateway has a chat service…', false);
+}
+
+function setState(text, isError) {
+  stateNode.textContent = text;
+  stateNode.classList.toggle('is-error', Boolean(isError));
+}
+
+/**
+ * Takes the backends' states from /readyz (null when /readyz did not list them) and connects,
+ * or says why chat is unavailable, without requests that would fail: a browser logs every
+ * failed request to its console, so the page only asks for chat routes once chat is known up.
+ */
+export function chatOnReadiness(backends) {
+  if (phase === 'connecting' || phase === 'live') return;
+  if (backends && (!backends.has('chat') || !backends.get('chat').configured)) {
+    showUnavailable('Chat unavailable: this gateway runs no chat service.');
+    return;
+  }
+  if (backends && !backends.get('chat').ok) {
+    showUnavailable('Chat unavailable: the chat backend is down. The page connects when it is back.');
+    return;
+  }
+  if (Date.now() < retryAt) return;
+  connect();
+}
+
+function showUnavailable(text) {
+  phase = 'unavailable';
+  bodyNode.hidden = true;
+  setState(text, false);
+}
+
+async function connect() {
+  phase = 'connecting';
+  setState('Connecting to chat…', false);
+  let body;
+  try {
+    body = await api('GET', '/api/v1/chat/peers');
+  } catch (err) {
+    phase = 'unavailable';
+    retryAt = Date.now() + RETRY_MS;
+    bodyNode.hidden = true;
+    setState(err.status === 404 || err.status === 503
+      ? 'Chat unavailable on this gateway right now.'
+      : `Chat unavailable: ${describeError(err)}`, false);
+    return;
+  }
+  for (const peer of peerList(body)) ensureThread(peer.addr, peer.last);
+  bodyNode.hidden = false;
+  openStream();
+}
+
+function peerList(body) {
+  const raw = body && (Array.isArray(body.peers) ? body.peers : Array.isArray(body) ? body : []);
+  return raw.map((p) => (typeof p === 'string'
+    ? { addr: p, last: null }
+    : { addr: String(p.addr || p.address || p.peer || p.from || ''), last: p.last_seen || p.last || null }))
+    .filter((p) => p.addr);
+}
+
+// EventSource cannot send an Authorization header; with a token the stream depends on the
+// gateway accepting another proof (a session cookie), and the state line says what happens.
+function openStream() {
+  if (source) source.close();
+  source = new EventSource('/api/v1/chat/events');
+  source.addEventListener('open', () => {
+    phase = 'live';
+    setState('Live: new messages appear below.', false);
+  });
+  source.addEventListener('message', (event) => receive(event));
+  source.addEventListener('error', () => {
+    if (source.readyState === EventSource.CLOSED) {
+      phase = 'unavailable';
+      retryAt = Date.now() + RETRY_MS;
+      setState(authHeader()
+        ? 'Chat stream refused: a browser cannot send the token on an event stream, and this gateway '
+          + 'accepts it no other way yet. Replies still work.'
+        : 'Chat stream closed by the gateway. It is retried when /readyz next reports chat up.', true);
+      source = null;
+    } else {
+      setState('Chat stream interrupted, reconnecting (no message is lost)…', true);
+    }
+  });
+}
+
+function receive(event) {
+  let msg;
+  try {
+    msg = JSON.parse(event.data);
+  } catch {
+    return;
+  }
+  // "in" is a datagram a peer sent; "out" is a reply the service sent (from this page or another).
+  const isOut = msg.kind === 'out';
+  const peer = String((isOut ? msg.to : msg.from) || msg.peer || msg.addr || '');
+  const text = String(msg.text !== undefined ? msg.text : msg.message || '');
+  const seq = String(msg.seq !== undefined ? msg.seq : event.lastEventId || '');
+  if (!peer) return;
+  if (seq) {
+    if (seen.has(seq)) return;
+    seen.add(seq);
+  }
+  addMessage(peer, { text, time: msg.time, seq, mine: isOut });
+}
+
+function ensureThread(addr, last) {
+  let thread = threads.get(addr);
+  if (thread) return thread;
+  const list = el('ol', { class: 'chat-messages', 'aria-label': `Messages with ${addr}` });
+  const node = el('li', { class: 'chat-thread', 'data-peer': addr },
+    el('h3', { class: 'chat-peer', text: addr }), list);
+  if (last) node.title = `last wrote ${formatTime(last)}`;
+  threadsNode.append(node);
+  thread = { node, list };
+  threads.set(addr, thread);
+  toSelect.append(el('option', { value: addr, text: addr }));
+  toSelect.disabled = false;
+  document.getElementById('chat-empty').hidden = true;
+  return thread;
+}
+
+// The chat service stamps messages in Unix milliseconds; plain seconds are accepted as well.
+function formatTime(t) {
+  const date = typeof t === 'number' ? new Date(t < 1e11 ? t * 1000 : t) : new Date(String(t));
+  return Number.isNaN(date.getTime()) ? '' : date.toLocaleTimeString();
+}
+
+function addMessage(addr, msg) {
+  const thread = ensureThread(addr, null);
+  const when = msg.time ? formatTime(msg.time) : new Date().toLocaleTimeString();
+  thread.list.append(el('li', { class: msg.mine ? 'chat-msg mine' : 'chat-msg', 'data-seq': msg.seq || undefined },
+    // The thread's heading already names the peer; only the replies sent to it are marked.
+    msg.mine ? el('span', { class: 'chat-who', text: 'reply' }) : null,
+    el('span', { class: 'chat-when', text: when }),
+    el('span', { class: 'chat-text', text: msg.text })));
+  while (thread.list.children.length > THREAD_LIMIT) thread.list.firstElementChild.remove();
+  // The peer who wrote last is the one an operator most likely answers.
+  if (!msg.mine) toSelect.value = addr;
+}
+
+async function sendReply() {
+  const to = toSelect.value;
+  const text = textInput.value;
+  if (!to || !text) return;
+  replyStatus.textContent = 'Sending…';
+  replyStatus.classList.remove('is-error');
+  try {
+    await api('POST', '/api/v1/chat/reply', { to, text });
+    // A live stream brings the reply back as an "out" message; without one it is shown here.
+    if (phase !== 'live') addMessage(to, { text, time: null, seq: null, mine: true });
+    textInput.value = '';
+    replyStatus.textContent = `Sent to ${to}.`;
+  } catch (err) {
+    replyStatus.textContent = describeError(err);
+    replyStatus.classList.add('is-error');
+  }
+}

@@ -1,0 +1,280 @@
+// The files panel: uploads with progress and cancel, the stored list, download and delete.
+
+import {
+  api, ApiError, authHeader, describeError, el, errorFromBody, formatBytes, reportUnauthorized,
+} from './api.js';
+
+// How far back the speed shown for an upload looks, so it follows changes without jittering.
+const SPEED_WINDOW_MS = 2000;
+
+let panel;
+let listNode;
+let listStatus;
+let uploadsNode;
+let announce;
+let refreshSeq = 0;
+
+/** Wires the files panel; `announceFn` speaks short status changes to screen readers. */
+export function filesInit(announceFn) {
+  announce = announceFn;
+  panel = document.getElementById('files');
+  listNode = document.getElementById('file-list');
+  listStatus = document.getElementById('file-list-status');
+  uploadsNode = document.getElementById('uploads');
+  const input = document.getElementById('file-input');
+
+  input.addEventListener('change', () => {
+    uploadAll(input.files);
+    // A fresh value lets the person pick the same file again after a cancel.
+    input.value = '';
+  });
+  document.getElementById('file-refresh').addEventListener('click', () => filesRefresh());
+  document.getElementById('uploads-clear').addEventListener('click', clearFinished);
+
+  // Drop anywhere on the panel; elsewhere a dropped file must not replace the page.
+  let depth = 0;
+  panel.addEventListener('dragenter', (event) => {
+    if (!hasFiles(event)) return;
+    depth++;
+    panel.classList.add('is-dropping');
+  });
+  panel.addEventListener('dragleave', () => {
+    depth = Math.max(0, depth - 1);
+    if (depth === 0) panel.classList.remove('is-dropping');
+  });
+  panel.addEventListener('dragover', (event) => {
+    if (!hasFiles(event)) return;
+    event.preventDefault();
+    event.dataTransfer.dropEffect = 'copy';
+  });
+  panel.addEventListener('drop', (event) => {
+    event.preventDefault();
+    depth = 0;
+    panel.classList.remove('is-dropping');
+    if (event.dataTransfer && event.dataTransfer.files.length) uploadAll(event.dataTransfer.files);
+  });
+  window.addEventListener('dragover', (event) => {
+    if (!panel.contains(event.target) && hasFiles(event)) {
+      event.preventDefault();
+      event.dataTransfer.dropEffect = 'none';
+    }
+  });
+  window.addEventListener('drop', (event) => {
+    if (!panel.contains(event.target)) event.preventDefault();
+  });
+}
+
+function hasFiles(event) {
+  return Boolean(event.dataTransfer) && Array.from(event.dataTransfer.types || []).includes('Files');
+}
+
+function uploadAll(fileList) {
+  for (const file of Array.from(fileList || [])) startUpload(file);
+}
+
+function clearFinished() {
+  for (const item of Array.from(uploadsNode.children)) {
+    if (item.dataset.state !== 'running') item.remove();
+  }
+  updateClearButton();
+}
+
+function updateClearButton() {
+  const finished = Array.from(uploadsNode.children).some((item) => item.dataset.state !== 'running');
+  document.getElementById('uploads-clear').hidden = !finished;
+}
+
+// One upload: a row with its own bar, numbers and cancel button, driven by XMLHttpRequest
+// because fetch has no upload progress events in Chromium without streaming bodies over HTTP/2.
+function startUpload(file) {
+  const xhr = new XMLHttpRequest();
+  const bar = el('progress', { max: 100, value: 0, 'aria-label': `Upload of ${file.name}` });
+  const numbers = el('span', { class: 'upload-numbers', text: `0 B of ${formatBytes(file.size)}` });
+  const state = el('span', { class: 'upload-state', role: 'status', text: 'Starting' });
+  const cancel = el('button', {
+    type: 'button', class: 'secondary', text: 'Cancel', 'aria-label': `Cancel upload of ${file.name}`,
+    onclick: () => xhr.abort(),
+  });
+  const item = el('li', { class: 'upload', 'data-name': file.name, 'data-state': 'running' },
+    el('div', { class: 'upload-head' }, el('span', { class: 'upload-name', text: file.name }), cancel),
+    bar,
+    el('div', { class: 'upload-meta' }, numbers, state));
+  uploadsNode.prepend(item);
+  updateClearButton();
+
+  const samples = [{ t: performance.now(), loaded: 0 }];
+  const finish = (stateName, text, isError) => {
+    item.dataset.state = stateName;
+    state.textContent = text;
+    state.classList.toggle('is-error', Boolean(isError));
+    // A keyboard user who pressed Cancel keeps a sensible focus when the button goes away.
+    if (document.activeElement === cancel) document.getElementById('file-input').focus();
+    cancel.remove();
+    updateClearButton();
+    announce(`${file.name}: ${text}`);
+    filesRefresh();
+  };
+
+  xhr.upload.addEventListener('progress', (event) => {
+    const total = event.lengthComputable ? event.total : file.size;
+    const now = performance.now();
+    samples.push({ t: now, loaded: event.loaded });
+    while (samples.length > 2 && now - samples[1].t > SPEED_WINDOW_MS) samples.shift();
+    const first = samples[0];
+    const seconds = (now - first.t) / 1000;
+    const speed = seconds > 0 ? (event.loaded - first.loaded) / seconds : 0;
+    const percent = total > 0 ? Math.floor((event.loaded / total) * 100) : 100;
+    bar.value = percent;
+    // Bytes the browser reports sent, in the markup for tests and user styles to read.
+    item.dataset.sent = String(event.loaded);
+    numbers.textContent = `${formatBytes(event.loaded)} of ${formatBytes(total)} · ${formatBytes(speed)}/s`;
+    state.textContent = event.loaded >= total ? 'Sent, waiting for the gateway' : `${percent}%`;
+  });
+  xhr.addEventListener('load', () => {
+    if (xhr.status === 200 || xhr.status === 201) {
+      bar.value = 100;
+      let detail = '';
+      try {
+        const body = JSON.parse(xhr.responseText);
+        if (body && body.sha256) detail = ` · sha256 ${String(body.sha256).slice(0, 12)}…`;
+      } catch {
+        // The upload succeeded; a body we cannot read only loses the checksum shown.
+      }
+      numbers.textContent = `${formatBytes(file.size)}${detail}`;
+      finish('done', 'Uploaded 100%', false);
+      return;
+    }
+    if (xhr.status === 401) reportUnauthorized();
+    finish('failed', describeError(errorFromBody(xhr.status, xhr.responseText)), true);
+  });
+  xhr.addEventListener('error', () => finish('failed', describeError(new ApiError(0, 'network', '')), true));
+  xhr.addEventListener('abort', () => finish('cancelled', 'Cancelled: nothing was kept', false));
+
+  xhr.open('PUT', `/api/v1/files/${encodeURIComponent(file.name)}`);
+  const auth = authHeader();
+  if (auth) xhr.setRequestHeader('Authorization', auth);
+  // The body is raw bytes whatever the file's type, as the API expects.
+  xhr.setRequestHeader('Content-Type', 'application/octet-stream');
+  state.textContent = '0%';
+  xhr.send(file);
+}
+
+/** Reloads the list of stored files; overlapping calls keep only the newest answer. */
+export async function filesRefresh() {
+  const seq = ++refreshSeq;
+  listStatus.textContent = 'Loading…';
+  listStatus.classList.remove('is-error');
+  let files;
+  try {
+    const body = await api('GET', '/api/v1/files');
+    files = body && Array.isArray(body.files) ? body.files : [];
+  } catch (err) {
+    if (seq !== refreshSeq) return;
+    listStatus.textContent = describeError(err);
+    listStatus.classList.add('is-error');
+    return;
+  }
+  if (seq !== refreshSeq) return;
+  files.sort((a, b) => String(a.name).localeCompare(String(b.name)));
+  listNode.replaceChildren(...files.map(fileRow));
+  const total = files.reduce((sum, f) => sum + (Number(f.size) || 0), 0);
+  listStatus.textContent = files.length === 0
+    ? 'No files stored yet.'
+    : `${files.length} file${files.length === 1 ? '' : 's'}, ${formatBytes(total)} in all.`;
+}
+
+function formatDate(mtime) {
+  const seconds = Number(mtime);
+  if (!Number.isFinite(seconds) || seconds <= 0) return '';
+  const date = new Date(seconds * 1000);
+  return date.toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+}
+
+function isoDate(mtime) {
+  const seconds = Number(mtime);
+  return Number.isFinite(seconds) && seconds > 0 ? new Date(seconds * 1000).toISOString() : undefined;
+}
+
+function fileRow(file) {
+  const name = String(file.name);
+  const href = `/api/v1/files/${encodeURIComponent(name)}`;
+  const download = el('a', {
+    href, download: name, class: 'button secondary', text: 'Download',
+    'aria-label': `Download ${name}`, onclick: (event) => downloadWithToken(event, href, name),
+  });
+  const remove = el('button', {
+    type: 'button', class: 'danger', text: 'Delete', 'aria-label': `Delete ${name}`,
+  });
+  const actions = el('div', { class: 'file-actions' }, download, remove);
+  const row = el('li', { class: 'file', 'data-name': name },
+    el('div', { class: 'file-main' },
+      el('span', { class: 'file-name', text: name }),
+      el('span', { class: 'file-meta' },
+        el('span', { text: formatBytes(Number(file.size)) }),
+        el('time', { datetime: isoDate(file.mtime), text: formatDate(file.mtime) }))),
+    actions);
+  if (file.sha256) row.title = `sha256 ${file.sha256}`;
+  remove.addEventListener('click', () => askDelete(row, actions, name));
+  return row;
+}
+
+// Delete asks in place: the row's buttons give way to a question with Delete and Keep.
+function askDelete(row, actions, name) {
+  const keep = el('button', { type: 'button', class: 'secondary', text: 'Keep', 'aria-label': `Keep ${name}` });
+  const confirm = el('button', { type: 'button', class: 'danger', text: 'Yes, delete', 'aria-label': `Yes, delete ${name}` });
+  const message = el('span', { class: 'confirm-text', text: `Delete ${name}?` });
+  const box = el('div', { class: 'confirm', role: 'group', 'aria-label': `Confirm deleting ${name}` },
+    message, confirm, keep);
+  const restore = () => {
+    box.replaceWith(actions);
+    actions.querySelector('.danger').focus();
+  };
+  keep.addEventListener('click', restore);
+  box.addEventListener('keydown', (event) => {
+    if (event.key === 'Escape') restore();
+  });
+  confirm.addEventListener('click', async () => {
+    confirm.disabled = true;
+    keep.disabled = true;
+    message.textContent = `Deleting ${name}…`;
+    try {
+      await api('DELETE', `/api/v1/files/${encodeURIComponent(name)}`);
+      announce(`Deleted ${name}`);
+      await filesRefresh();
+      document.getElementById('file-input').focus();
+    } catch (err) {
+      message.textContent = describeError(err);
+      message.classList.add('is-error');
+      keep.disabled = false;
+      keep.textContent = 'Back';
+      keep.focus();
+    }
+  });
+  actions.replaceWith(box);
+  keep.focus();
+}
+
+// A plain link cannot send the Authorization header, so with a token the file comes through
+// fetch into memory and is saved from there; without one the browser streams it to disk.
+async function downloadWithToken(event, href, name) {
+  const auth = authHeader();
+  if (!auth) return;
+  event.preventDefault();
+  try {
+    const response = await fetch(href, { headers: { Authorization: auth }, cache: 'no-store' });
+    if (!response.ok) {
+      if (response.status === 401) reportUnauthorized();
+      throw errorFromBody(response.status, await response.text().catch(() => ''));
+    }
+    const url = URL.createObjectURL(await response.blob());
+    const link = el('a', { href: url, download: name, hidden: true });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    // Revoking at once can cancel the save in some browsers; a minute is plenty to start it.
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+  } catch (err) {
+    listStatus.textContent = `${name}: ${describeError(err)}`;
+    listStatus.classList.add('is-error');
+  }
+}
