@@ -61,7 +61,8 @@ static int send_iov(struct exec_conn *c, struct iovec *iov, int cnt)
         }
         while (n > 0 && cnt > 0) {
             size_t step = (size_t)n < iov[0].iov_len ? (size_t)n : iov[0].iov_len;
-            iov[0].iov_base = (char *)iov[0].iov_base + step;
+            if (step > 0) /* an empty segment may have a NULL base: no arithmetic on it */
+                iov[0].iov_base = (char *)iov[0].iov_base + step;
             iov[0].iov_len -= step;
             n -= (ssize_t)step;
             if (iov[0].iov_len == 0) {
