@@ -333,7 +333,7 @@ int api_files_get(struct request *rq)
     if (rc != SG_OK) {
         upstream_release(st->c, 0);
         st->c = NULL;
-        return request_fail(rq, upstream_failed(up, rc), "file backend at %s: %s", up->addr_text, err);
+        return request_fail(rq, upstream_failed(up, rc), "file backend at %s: %s", up->name, err);
     }
     rc = sg_frame_header_error(ans, err, sizeof err);
     if (rc != SG_OK || (rc = meta_from(rq, ans, &m)) != SG_OK) {

@@ -112,7 +112,7 @@ int api_files_put_finish(struct request *rq)
         rc = upstream_skip_body(st->c, size, request_deadline(rq));
     if (rc != SG_OK) {
         json_decref(resp);
-        return request_fail(rq, upstream_failed(up, rc), "file backend at %s: %s", up->addr_text,
+        return request_fail(rq, upstream_failed(up, rc), "file backend at %s: %s", up->name,
                             err[0] ? err : sg_strerror(rc));
     }
     upstream_release(st->c, 1);

@@ -68,7 +68,8 @@ int api_readyz(struct request *rq)
         return request_fail(rq, SG_ERR_NOMEM, "out of memory");
     for (int id = 0; id < BACKEND__COUNT; id++) {
         struct upstream *up = &rq->gw->backends[id];
-        char err[384] = "";
+        char err[384] = "", addr_text[SG_ADDR_STRLEN];
+        struct sg_addr addr;
         struct timespec t0, t1;
         json_t *state;
         int rc;
@@ -81,7 +82,8 @@ int api_readyz(struct request *rq)
         clock_gettime(CLOCK_MONOTONIC, &t0);
         rc = probe(up, rq->id, err, sizeof err);
         clock_gettime(CLOCK_MONOTONIC, &t1);
-        state = json_pack("{s:b,s:b,s:s,s:b,s:I}", "ok", rc == SG_OK, "configured", 1, "address", up->addr_text,
+        upstream_addr(up, &addr, addr_text, sizeof addr_text);
+        state = json_pack("{s:b,s:b,s:s,s:b,s:I}", "ok", rc == SG_OK, "configured", 1, "address", addr_text,
                           "embedded", up->is_embedded, "latency_us",
                           (json_int_t)((t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000));
         if (state && rc != SG_OK)

@@ -115,7 +115,7 @@ int spool_upload(struct request *rq, const struct spool *s, uint64_t off, uint64
     if (rc != SG_OK) {
         upstream_release(c, 0);
         json_decref(resp);
-        return request_fail(rq, upstream_failed(up, rc), "file backend at %s: %s", up->addr_text,
+        return request_fail(rq, upstream_failed(up, rc), "file backend at %s: %s", up->name,
                             err[0] ? err : sg_strerror(rc));
     }
     upstream_release(c, 1);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "sockgate/error.h"
+#include "sockgate/log.h"
 #include "sockgate/frame.h"
 
 /* Read-ahead for frame headers; a larger header is read into a buffer of its own. */
@@ -47,10 +48,51 @@ int upstream_set_addr(struct upstream *up, const char *addr_text, int is_embedde
     int rc = sg_addr_parse(addr_text, &up->addr, err, errlen);
     if (rc != SG_OK)
         return rc;
+    snprintf(up->name, sizeof up->name, "%s", addr_text);
     sg_addr_format((const struct sockaddr *)&up->addr.ss, up->addr.len, up->addr_text, sizeof up->addr_text);
+    up->resolved_ms = sg_now_ms();
     up->is_configured = 1;
     up->is_embedded = is_embedded;
     return SG_OK;
+}
+
+void upstream_addr(struct upstream *up, struct sg_addr *addr, char *text, size_t textlen)
+{
+    pthread_mutex_lock(&up->lock);
+    *addr = up->addr;
+    if (text)
+        snprintf(text, textlen, "%s", up->addr_text);
+    pthread_mutex_unlock(&up->lock);
+}
+
+int upstream_reresolve(struct upstream *up)
+{
+    struct sg_addr fresh;
+    char err[256];
+    int changed = 0;
+    int64_t now = sg_now_ms();
+
+    pthread_mutex_lock(&up->lock);
+    if (up->is_embedded || now - up->resolved_ms < 1000) {
+        pthread_mutex_unlock(&up->lock);
+        return 0;
+    }
+    up->resolved_ms = now;
+    pthread_mutex_unlock(&up->lock);
+    /* Outside the lock: a lookup may take a while and other calls must go on. */
+    if (sg_addr_parse(up->name, &fresh, err, sizeof err) != SG_OK)
+        return 0;
+    pthread_mutex_lock(&up->lock);
+    if (fresh.len != up->addr.len || memcmp(&fresh.ss, &up->addr.ss, fresh.len) != 0) {
+        char text[SG_ADDR_STRLEN];
+        sg_addr_format((const struct sockaddr *)&fresh.ss, fresh.len, text, sizeof text);
+        sg_info("%s backend %s moved from %s to %s", backend_name(up->id), up->name, up->addr_text, text);
+        up->addr = fresh;
+        snprintf(up->addr_text, sizeof up->addr_text, "%s", text);
+        changed = 1;
+    }
+    pthread_mutex_unlock(&up->lock);
+    return changed;
 }
 
 static void conn_close(struct upstream_conn *c)
@@ -84,7 +126,7 @@ static int fail(struct upstream *up, int rc, char *err, size_t errlen, const cha
 {
     char detail[256];
     snprintf(detail, sizeof detail, "%s", what && *what ? what : sg_strerror(rc));
-    snprintf(err, errlen, "%s backend at %s: %s", backend_name(up->id), up->addr_text, detail);
+    snprintf(err, errlen, "%s backend at %s: %s", backend_name(up->id), up->name, detail);
     return upstream_failed(up, rc);
 }
 
@@ -108,6 +150,7 @@ static int acquire(struct upstream *up, struct upstream_conn **out, int is_fresh
                    char *err, size_t errlen)
 {
     struct upstream_conn *c = NULL;
+    struct sg_addr addr;
     char why[200] = "";
     int64_t left;
     int rc, fd = -1;
@@ -141,7 +184,15 @@ static int acquire(struct upstream *up, struct upstream_conn **out, int is_fresh
     left = deadline_ms < 0 ? CONNECT_MAX_MS : deadline_ms - sg_now_ms();
     if (left <= 0)
         return fail(up, SG_ERR_TIMEOUT, err, errlen, "no time left to connect");
-    rc = sg_connect(&up->addr, up->type, left > CONNECT_MAX_MS ? CONNECT_MAX_MS : (int)left, &fd, why, sizeof why);
+    upstream_addr(up, &addr, NULL, 0);
+    rc = sg_connect(&addr, up->type, left > CONNECT_MAX_MS ? CONNECT_MAX_MS : (int)left, &fd, why, sizeof why);
+    if (rc != SG_OK && upstream_reresolve(up)) {
+        left = deadline_ms < 0 ? CONNECT_MAX_MS : deadline_ms - sg_now_ms();
+        upstream_addr(up, &addr, NULL, 0);
+        if (left > 0)
+            rc = sg_connect(&addr, up->type, left > CONNECT_MAX_MS ? CONNECT_MAX_MS : (int)left, &fd, why,
+                            sizeof why);
+    }
     if (rc != SG_OK)
         return fail(up, rc == SG_ERR_SYS ? SG_ERR_REFUSED : rc, err, errlen, why);
     atomic_fetch_add_explicit(&up->n_connects, 1, memory_order_relaxed);
@@ -499,6 +550,7 @@ int upstream_exchange_raw(struct upstream *up, const void *req, void *reply, siz
 int upstream_datagram(struct upstream *up, const void *req, size_t len, void *reply, size_t cap, size_t *got,
                       int retry_ms, int64_t deadline_ms, char *err, size_t errlen)
 {
+    struct sg_addr addr;
     char why[200] = "";
     int fd = -1, rc;
 
@@ -508,7 +560,8 @@ int upstream_datagram(struct upstream *up, const void *req, size_t len, void *re
                  backend_name(up->id));
         return SG_ERR_REFUSED;
     }
-    rc = sg_connect(&up->addr, SOCK_DGRAM, CONNECT_MAX_MS, &fd, why, sizeof why);
+    upstream_addr(up, &addr, NULL, 0);
+    rc = sg_connect(&addr, SOCK_DGRAM, CONNECT_MAX_MS, &fd, why, sizeof why);
     if (rc != SG_OK)
         return fail(up, rc == SG_ERR_SYS ? SG_ERR_REFUSED : rc, err, errlen, why);
     for (;;) {
@@ -545,5 +598,8 @@ int upstream_datagram(struct upstream *up, const void *req, size_t len, void *re
     }
 out:
     close(fd);
+    /* A time backend that stopped answering may have come back elsewhere: look its name up again. */
+    if (rc == SG_ERR_TIMEOUT || rc == SG_ERR_REFUSED)
+        upstream_reresolve(up);
     return rc;
 }

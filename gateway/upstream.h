@@ -34,8 +34,10 @@ struct upstream {
     int type;          /* SOCK_STREAM or SOCK_DGRAM */
     int is_configured; /* 0: neither embedded nor given by address */
     int is_embedded;
-    struct sg_addr addr;
-    char addr_text[SG_ADDR_STRLEN];
+    char name[256];    /* the address as configured ("echo:9001"); constant once set */
+    struct sg_addr addr;            /* resolved from name; guarded by lock (re-resolved on failures) */
+    char addr_text[SG_ADDR_STRLEN]; /* addr as text; guarded by lock */
+    int64_t resolved_ms;            /* when name was last resolved; guarded by lock */
     int timeout_ms;    /* default deadline of one call */
     pthread_mutex_t lock;
     struct upstream_conn *idle; /* a stack: the most recently used connection is reused first */
@@ -49,6 +51,16 @@ void upstream_init(struct upstream *up, enum backend_id id, int type, int timeou
 
 /* Points up at addr_text ("HOST:PORT"); returns SG_OK or writes why into err. */
 int upstream_set_addr(struct upstream *up, const char *addr_text, int is_embedded, char *err, size_t errlen);
+
+/* Copies the backend's current resolved address (and its text, when text is not NULL). */
+void upstream_addr(struct upstream *up, struct sg_addr *addr, char *text, size_t textlen);
+
+/*
+ * Resolves the configured name again (at most once a second), so a backend
+ * that comes back at a new address (a recreated container) is found without
+ * restarting the gateway. Returns 1 when the address changed.
+ */
+int upstream_reresolve(struct upstream *up);
 
 /* Closes every idle connection and frees what up holds. */
 void upstream_free(struct upstream *up);
