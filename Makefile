@@ -10,7 +10,7 @@ CMAKE_FLAGS ?= -DSOCKGATE_WERROR=ON
 DEPS = build-essential cmake pkg-config libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev \
        libssl-dev clang libclang-rt-14-dev python3 curl procps
 
-.PHONY: all deps build run test sanitize test-sanitize fuzz bench clean
+.PHONY: all deps build run test sanitize test-sanitize fuzz bench bench-quick clean
 
 all: build
 
@@ -39,6 +39,16 @@ fuzz: deps
 	CC=clang cmake -S . -B $(FUZZ_BUILD) -DSOCKGATE_FUZZ=ON -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=Debug
 	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzzers
 	./tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
+# Sockgate side by side with nginx, redis-server, iperf3 and bare loops (bench/run --help); writes
+# docs/benchmarks.md and fails when a target is missed. Not part of `test`: timings are not tests.
+bench: build
+	./bench/run --build-dir $(BUILD)
+
+# One short round of every pair, for a CI smoke check: fails when a measurement cannot be made, not
+# when a target is missed (one short round on a shared machine says little); report in $(BUILD).
+bench-quick: build
+	./bench/run --quick --ignore-targets --build-dir $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -22,6 +22,7 @@ static const struct cli_command commands[] = {
     {"get", "get [--offset N] [--length N] ADDR NAME [OUT]", cmd_get},
     {"ls", "ls ADDR", cmd_ls},
     {"rm", "rm ADDR NAME", cmd_rm},
+    {"chat", "chat ADDR", cmd_chat},
     {NULL, NULL, NULL},
 };
 

@@ -31,6 +31,15 @@ int api_files_post_begin(struct request *rq);
 int api_files_post_body(struct request *rq, const char *data, size_t len);
 int api_files_post_finish(struct request *rq);
 
+/* api_chat.c: the chat backend's messages as Server-Sent Events, replies to peers, the peer list. */
+int api_chat_events(struct request *rq);
+int api_chat_reply(struct request *rq);
+int api_chat_peers(struct request *rq);
+
+/* session.c: the token as an HttpOnly cookie (set and cleared), for the chat's EventSource. */
+int api_session_create(struct request *rq);
+int api_session_delete(struct request *rq);
+
 /* api_health.c: liveness, and readiness from a real round trip to each backend. */
 int api_healthz(struct request *rq);
 int api_readyz(struct request *rq);

@@ -5,9 +5,8 @@
 #include "api.h"
 #include "server.h"
 #include "sockgate/error.h"
+#include "validate.h"
 
-/* The longest message taken; the reply has the same length. */
-#define ECHO_MAX_MESSAGE (64u * 1024u)
 /*
  * The echo protocol holds at most 16 KiB of replies per connection while the
  * client is not reading (docs/protocol.md), so longer messages go in pieces.
@@ -17,21 +16,17 @@
 int api_echo(struct request *rq)
 {
     struct upstream *up = &rq->gw->backends[BACKEND_ECHO];
-    json_t *in = NULL, *msg, *out;
+    json_t *in = NULL, *out;
+    const char *msg = NULL;
     char *reply = NULL, err[384];
-    size_t len;
+    size_t len = 0;
     int rc = request_json(rq, &in);
 
     if (rc != SG_OK)
         goto out;
-    msg = json_object_get(in, "message");
-    if (!json_is_string(msg)) {
-        rc = request_fail(rq, SG_ERR_INVALID, "the field \"message\" must be a string");
-        goto out;
-    }
-    len = json_string_length(msg);
-    if (len > ECHO_MAX_MESSAGE) {
-        rc = request_fail(rq, SG_ERR_TOO_LARGE, "a message may have at most %u bytes", ECHO_MAX_MESSAGE);
+    rc = validate_echo(in, &msg, &len, err, sizeof err);
+    if (rc != SG_OK) {
+        request_fail(rq, rc, "%s", err);
         goto out;
     }
     reply = malloc(len + 1);
@@ -40,8 +35,7 @@ int api_echo(struct request *rq)
         goto out;
     }
     /* The echo protocol is the tutorial's raw bytes: no frame, so no room for the request id. */
-    rc = upstream_exchange_raw(up, json_string_value(msg), reply, len, ECHO_PIECE, request_deadline(rq), err,
-                               sizeof err);
+    rc = upstream_exchange_raw(up, msg, reply, len, ECHO_PIECE, request_deadline(rq), err, sizeof err);
     if (rc != SG_OK) {
         request_fail(rq, rc, "%s", err);
         goto out;

@@ -10,62 +10,12 @@
 #include "sockgate/error.h"
 #include "sockgate/frame.h"
 #include "sockgate/text.h"
-
-#ifdef SG_HAVE_EXEC
-#include "../backends/exec/argv_split.h"
-#endif
+#include "validate.h"
 
 /* stdout and stderr come back in one frame body; the exec service caps them (16 MiB by default). */
 #define EXEC_MAX_OUTPUT (64u << 20)
 /* On top of the command's own timeout: the kill grace and pipe drain of the exec service, and slack. */
 #define EXEC_DEADLINE_MARGIN_MS 6000
-#define EXEC_MAX_TIMEOUT_MS 3600000
-
-/* Builds argv from "argv" (an array of strings) or "command" (a line split with shell quoting, no shell). */
-static int make_argv(struct request *rq, const json_t *in, json_t **argv)
-{
-    const json_t *arr = json_object_get(in, "argv"), *cmd = json_object_get(in, "command");
-    size_t i;
-    *argv = NULL;
-    if ((arr != NULL) == (cmd != NULL))
-        return request_fail(rq, SG_ERR_INVALID, "give exactly one of \"argv\" (an array of strings) and "
-                                                "\"command\" (a command line)");
-    if (arr) {
-        if (!json_is_array(arr) || json_array_size(arr) == 0)
-            return request_fail(rq, SG_ERR_INVALID, "\"argv\" must be a non-empty array of strings");
-        for (i = 0; i < json_array_size(arr); i++)
-            if (!json_is_string(json_array_get(arr, i)))
-                return request_fail(rq, SG_ERR_INVALID, "argv[%zu] must be a string", i);
-        *argv = json_deep_copy(arr);
-        return *argv ? SG_OK : request_fail(rq, SG_ERR_NOMEM, "out of memory");
-    }
-    if (!json_is_string(cmd))
-        return request_fail(rq, SG_ERR_INVALID, "\"command\" must be a string");
-#ifdef SG_HAVE_EXEC
-    {
-        char **words = NULL, err[256] = "";
-        size_t n = 0;
-        /* The exec service's own splitter: the same rules as a raw command line sent to it directly. */
-        int rc = exec_argv_split(json_string_value(cmd), json_string_length(cmd), &words, &n, err, sizeof err);
-        if (rc != SG_OK)
-            return request_fail(rq, rc, "\"command\": %s", err);
-        if (n == 0) {
-            free(words);
-            return request_fail(rq, SG_ERR_INVALID, "\"command\" is empty");
-        }
-        *argv = json_array();
-        for (i = 0; *argv && i < n; i++)
-            if (json_array_append_new(*argv, json_string(words[i])) != 0) {
-                json_decref(*argv);
-                *argv = NULL;
-            }
-        free(words);
-        return *argv ? SG_OK : request_fail(rq, SG_ERR_INVALID, "\"command\" splits into words that are not UTF-8");
-    }
-#else
-    return request_fail(rq, SG_ERR_INVALID, "this gateway was built without the exec service: send \"argv\"");
-#endif
-}
 
 /* Adds name (UTF-8 text) or name_base64 (anything else) for buf[0..len). */
 static int add_output(json_t *out, const char *name, const char *buf, size_t len)
@@ -114,41 +64,28 @@ static int make_result(struct request *rq, const json_t *resp, const char *body,
 int api_exec(struct request *rq)
 {
     struct upstream *up = &rq->gw->backends[BACKEND_EXEC];
-    json_t *in = NULL, *argv = NULL, *hdr = NULL, *resp = NULL, *out = NULL, *v;
-    const char *stdin_text = "";
-    size_t stdin_len = 0, body_len = 0;
-    int64_t timeout = rq->gw->cfg.timeout_ms;
+    json_t *in = NULL, *hdr = NULL, *resp = NULL, *out = NULL;
+    struct exec_request req = {NULL, 0, "", 0};
+    size_t body_len = 0;
+    int64_t timeout;
     char *body = NULL, err[512] = "";
     int rc = request_json(rq, &in);
 
     if (rc != SG_OK)
         goto out;
-    rc = make_argv(rq, in, &argv);
-    if (rc != SG_OK)
-        goto out;
-    v = json_object_get(in, "timeout_ms");
-    if (v && (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > EXEC_MAX_TIMEOUT_MS)) {
-        rc = request_fail(rq, SG_ERR_INVALID, "\"timeout_ms\" must be an integer from 1 to %d", EXEC_MAX_TIMEOUT_MS);
+    rc = validate_exec(in, &req, err, sizeof err);
+    if (rc != SG_OK) {
+        request_fail(rq, rc, "%s", err);
         goto out;
     }
-    if (v)
-        timeout = json_integer_value(v);
-    v = json_object_get(in, "stdin");
-    if (v && !json_is_string(v)) {
-        rc = request_fail(rq, SG_ERR_INVALID, "\"stdin\" must be a string");
-        goto out;
-    }
-    if (v) {
-        stdin_text = json_string_value(v);
-        stdin_len = json_string_length(v);
-    }
-    hdr = json_pack("{s:s,s:O,s:I,s:s,s:I}", "op", "exec", "argv", argv, "timeout_ms", (json_int_t)timeout, "id",
-                    rq->id, "total_size", (json_int_t)stdin_len);
+    timeout = req.timeout_ms ? req.timeout_ms : (int64_t)rq->gw->cfg.timeout_ms;
+    hdr = json_pack("{s:s,s:O,s:I,s:s,s:I}", "op", "exec", "argv", req.argv, "timeout_ms", (json_int_t)timeout, "id",
+                    rq->id, "total_size", (json_int_t)req.stdin_len);
     if (!hdr) {
         rc = request_fail(rq, SG_ERR_NOMEM, "out of memory");
         goto out;
     }
-    rc = upstream_call(up, hdr, stdin_text, stdin_len, &resp, &body, &body_len, EXEC_MAX_OUTPUT,
+    rc = upstream_call(up, hdr, req.stdin_text, req.stdin_len, &resp, &body, &body_len, EXEC_MAX_OUTPUT,
                        sg_now_ms() + timeout + EXEC_DEADLINE_MARGIN_MS, err, sizeof err);
     if (rc != SG_OK) {
         request_fail(rq, rc, "%s", err);
@@ -159,7 +96,7 @@ int api_exec(struct request *rq)
         rc = respond_json(rq, 200, out);
 out:
     json_decref(in);
-    json_decref(argv);
+    json_decref(req.argv);
     json_decref(hdr);
     json_decref(resp);
     free(body);

@@ -25,6 +25,7 @@ struct gw_config {
     uint64_t max_upload;                      /* bytes of one upload (PUT body or multipart total) */
     uint64_t max_json;                        /* bytes of a JSON request body */
     unsigned threads;                         /* libmicrohttpd worker threads */
+    unsigned max_conns;                       /* client connections served at once */
     unsigned timeout_ms;                      /* deadline of one backend call, or of one I/O step of a stream */
     unsigned grace_ms;                        /* how long SIGTERM waits for requests in flight */
     enum sg_log_format log_format;

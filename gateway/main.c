@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -30,7 +31,7 @@ static const char about[] =
 /* The string form of every flag, before it is checked and converted into struct gw_config. */
 struct flags {
     const char *listen, *addr[BACKEND__COUNT], *file_root, *allow, *web_root, *token, *spool_dir;
-    const char *max_upload, *max_json, *threads, *timeout_ms, *grace_ms, *log_format, *print_routes;
+    const char *max_upload, *max_json, *threads, *max_conns, *timeout_ms, *grace_ms, *log_format, *print_routes;
     struct gw_config *cfg;
 };
 
@@ -61,7 +62,8 @@ static int parse_number(const char *flag, const char *text, uint64_t min, uint64
 static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_routes)
 {
     struct flags f = {.listen = GW_DEFAULT_LISTEN, .max_upload = "16G", .max_json = "1M", .threads = "8",
-                      .timeout_ms = "10000", .grace_ms = "10000", .log_format = "text", .cfg = cfg};
+                      .max_conns = "16384", .timeout_ms = "10000", .grace_ms = "10000", .log_format = "text",
+                      .cfg = cfg};
     const struct sg_option opts[] = {
         {"listen", "SOCKGATE_LISTEN", "HOST:PORT", "HTTP address (port 0 picks a free one)", &f.listen, NULL, NULL},
         {"echo", "SOCKGATE_ECHO", "ADDR", "echo backend (TCP); embedded when not given", &f.addr[BACKEND_ECHO], NULL, NULL},
@@ -79,7 +81,10 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
         {"max-upload", "SOCKGATE_MAX_UPLOAD", "BYTES", "largest upload (PUT body or multipart total)",
          &f.max_upload, NULL, NULL},
         {"max-json", "SOCKGATE_MAX_JSON", "BYTES", "largest JSON request body", &f.max_json, NULL, NULL},
-        {"threads", "SOCKGATE_THREADS", "N", "HTTP worker threads (epoll each)", &f.threads, NULL, NULL},
+        {"threads", "SOCKGATE_THREADS", "N", "HTTP worker threads (each polls its own connections)", &f.threads,
+         NULL, NULL},
+        {"max-conns", "SOCKGATE_MAX_CONNS", "N", "client connections served at once (more wait in the backlog)",
+         &f.max_conns, NULL, NULL},
         {"timeout-ms", "SOCKGATE_TIMEOUT_MS", "MS", "deadline of a backend call, or of one step of a stream",
          &f.timeout_ms, NULL, NULL},
         {"grace-ms", "SOCKGATE_GRACE_MS", "MS", "how long SIGTERM waits for requests in flight", &f.grace_ms, NULL, NULL},
@@ -110,6 +115,9 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
     if (parse_number("threads", f.threads, 1, 256, 0, &v))
         return 2;
     cfg->threads = (unsigned)v;
+    if (parse_number("max-conns", f.max_conns, 1, 1000000, 0, &v))
+        return 2;
+    cfg->max_conns = (unsigned)v;
     if (parse_number("timeout-ms", f.timeout_ms, 10, 3600000, 0, &v))
         return 2;
     cfg->timeout_ms = (unsigned)v;
@@ -121,6 +129,33 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
         return 2;
     }
     return 0;
+}
+
+/* Descriptors the gateway needs besides client connections: backend pools, embedded services, spool files. */
+#define FD_RESERVE 1024
+
+/*
+ * Raises the soft descriptor limit so that max_conns clients fit (the usual
+ * soft limit of 1024 would stop accepting long before); when the hard limit
+ * is too low, serves fewer connections and says so.
+ */
+static void fit_descriptor_limit(struct gw_config *cfg)
+{
+    struct rlimit rl;
+    rlim_t want = (rlim_t)cfg->max_conns + FD_RESERVE;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur < want) {
+        rl.rlim_cur = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want ? rl.rlim_max : want;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0 && getrlimit(RLIMIT_NOFILE, &rl) != 0)
+            return;
+    }
+    if (rl.rlim_cur < want) {
+        unsigned fit = rl.rlim_cur > 2 * FD_RESERVE ? (unsigned)(rl.rlim_cur - FD_RESERVE) : (unsigned)(rl.rlim_cur / 2);
+        sg_warn("the descriptor limit is %llu: serving at most %u connections, not %u",
+                (unsigned long long)rl.rlim_cur, fit, cfg->max_conns);
+        cfg->max_conns = fit;
+    }
 }
 
 /* Points every backend given by address at it; the others wait for embedded_start(). */
@@ -168,6 +203,7 @@ int main(int argc, char **argv)
         return 0;
     }
     sg_log_init("sockgate", gw.cfg.log_format, SG_LOG_INFO);
+    fit_descriptor_limit(&gw.cfg);
     if (gw.cfg.token) {
         SHA256((const unsigned char *)gw.cfg.token, strlen(gw.cfg.token), gw.token_sha256);
         gw.has_token = 1;

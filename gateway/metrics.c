@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "chat_stream.h"
 #include "router.h"
 #include "server.h"
 #include "sockgate/error.h"
@@ -184,6 +185,10 @@ char *metrics_render(struct gateway *gw, size_t *len)
                "# TYPE sockgate_uploads_in_flight gauge\n"
                "sockgate_uploads_in_flight %ld\n",
             atomic_load_explicit(&uploads, memory_order_relaxed));
+    fprintf(f, "# HELP sockgate_chat_streams_open Chat event streams (GET /api/v1/chat/events) open now.\n"
+               "# TYPE sockgate_chat_streams_open gauge\n"
+               "sockgate_chat_streams_open %ld\n",
+            chat_streams_open());
     if (fclose(f) != 0) {
         free(buf);
         return NULL;

@@ -18,6 +18,12 @@ const struct route router_routes[] = {
     {"PUT", "/api/v1/files/{name}", "files_put", ROUTE_AUTH | ROUTE_STREAM_BODY, api_files_put_begin,
      api_files_put_body, api_files_put_finish},
     {"DELETE", "/api/v1/files/{name}", "files_delete", ROUTE_AUTH, NULL, NULL, api_files_delete},
+    {"GET", "/api/v1/chat/events", "chat_events", ROUTE_AUTH | ROUTE_COOKIE_AUTH, NULL, NULL, api_chat_events},
+    {"POST", "/api/v1/chat/reply", "chat_reply", ROUTE_AUTH | ROUTE_JSON_BODY, NULL, NULL, api_chat_reply},
+    {"GET", "/api/v1/chat/peers", "chat_peers", ROUTE_AUTH, NULL, NULL, api_chat_peers},
+    {"POST", "/api/v1/session", "session_create", ROUTE_AUTH, NULL, NULL, api_session_create},
+    /* Clearing the cookie proves nothing and grants nothing, so it needs no token. */
+    {"DELETE", "/api/v1/session", "session_delete", 0, NULL, NULL, api_session_delete},
     {"GET", "/api/v1/openapi.json", "openapi", ROUTE_AUTH, NULL, NULL, api_openapi},
     {"GET", "/healthz", "healthz", 0, NULL, NULL, api_healthz},
     {"GET", "/readyz", "readyz", 0, NULL, NULL, api_readyz},

@@ -11,6 +11,7 @@ enum route_flags {
     ROUTE_AUTH = 1,        /* needs the bearer token when one is configured */
     ROUTE_JSON_BODY = 2,   /* takes a JSON body, collected (bounded) by the server */
     ROUTE_STREAM_BODY = 4, /* takes a body its handler consumes piece by piece */
+    ROUTE_COOKIE_AUTH = 8, /* with ROUTE_AUTH: the session cookie will do instead of the header (EventSource) */
 };
 
 /*

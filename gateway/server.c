@@ -18,13 +18,16 @@
 #include <openssl/sha.h>
 
 #include "api.h"
+#include "chat_stream.h"
 #include "errors.h"
 #include "metrics.h"
 #include "router.h"
+#include "session.h"
 #include "sockgate/error.h"
 #include "sockgate/log.h"
 #include "sockgate/net.h"
 #include "sockgate/opts.h"
+#include "validate.h"
 
 /*
  * Per-connection memory of libmicrohttpd: headers and the read buffer that
@@ -254,11 +257,16 @@ int respond_method_not_allowed(struct request *rq, const char *allow)
     return respond_error_with(rq, GW_ERR_METHOD, msg, headers);
 }
 
-/* Returns 1 when the request carries "Authorization: Bearer <the token>", compared in constant time. */
+/*
+ * Returns 1 when the request carries "Authorization: Bearer <the token>",
+ * compared in constant time, or, on a route that takes it, the session cookie.
+ */
 static int is_authorized(struct request *rq)
 {
     const char *auth = request_header(rq, "Authorization");
     unsigned char digest[SHA256_DIGEST_LENGTH];
+    if (!auth && (rq->route->flags & ROUTE_COOKIE_AUTH))
+        return session_is_valid(rq);
     if (!auth || strncasecmp(auth, "Bearer ", 7) != 0)
         return 0;
     auth += 7;
@@ -327,29 +335,48 @@ static int check_body_headers(struct request *rq)
     return SG_OK;
 }
 
-/*
- * Returns 1 when the client closed its side before sending the whole body it
- * announced. libmicrohttpd 0.9.75 in epoll mode misses a FIN that arrives
- * together with the last bytes (it reads no further after a short read, and
- * no new edge comes), so the connection would sit until its idle timeout
- * holding a half-done upload. A peek at the socket after each piece tells.
- */
-static int has_client_left(struct request *rq)
+/* Iterator state for has_conflicting_lengths. */
+struct length_check {
+    const char *first;
+    int is_conflicting;
+};
+
+static enum MHD_Result check_length(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 {
-    const union MHD_ConnectionInfo *info;
-    char c;
-    if (rq->content_length < 0 || rq->bytes_in >= (uint64_t)rq->content_length)
-        return 0;
-    info = MHD_get_connection_info(rq->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-    return info && recv(info->connect_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+    struct length_check *lc = cls;
+    (void)kind;
+    if (strcasecmp(key, "Content-Length") != 0 || !value)
+        return MHD_YES;
+    if (!lc->first)
+        lc->first = value;
+    else if (strcmp(lc->first, value) != 0)
+        lc->is_conflicting = 1;
+    return MHD_YES;
 }
 
-/* Returns 1 when a body follows the headers: a non-zero Content-Length or chunked encoding. */
+/*
+ * Returns 1 when the request carries Content-Length headers with different
+ * values (RFC 9112 6.3: unrecoverable). libmicrohttpd takes the first; a proxy
+ * in front that takes the last would see a different request boundary, the
+ * start of request smuggling.
+ */
+static int has_conflicting_lengths(struct request *rq)
+{
+    struct length_check lc = {NULL, 0};
+    MHD_get_connection_values(rq->conn, MHD_HEADER_KIND, check_length, &lc);
+    return lc.is_conflicting;
+}
+
+/*
+ * Returns 1 when a body follows the headers: a non-zero Content-Length or any
+ * Transfer-Encoding. One that is not chunked has no length libmicrohttpd can
+ * find, so it must be refused before the body (411), not waited for.
+ */
 static int has_body(struct request *rq)
 {
     const char *cl = request_header(rq, "Content-Length");
     const char *te = request_header(rq, "Transfer-Encoding");
-    return (cl && strcmp(cl, "0") != 0) || (te && strcasestr(te, "chunked"));
+    return (cl && strcmp(cl, "0") != 0) || te != NULL;
 }
 
 /*
@@ -384,7 +411,10 @@ static void request_begin(struct request *rq)
     }
     rq->slot = (unsigned)(rq->route - router_routes);
     if ((rq->route->flags & ROUTE_AUTH) && rq->gw->has_token && !is_authorized(rq)) {
-        respond_error(rq, SG_ERR_UNAUTHORIZED, "send Authorization: Bearer <token>");
+        respond_error(rq, SG_ERR_UNAUTHORIZED,
+                      (rq->route->flags & ROUTE_COOKIE_AUTH)
+                          ? "send Authorization: Bearer <token>, or the cookie POST /api/v1/session sets"
+                          : "send Authorization: Bearer <token>");
         return;
     }
     rc = SG_OK;
@@ -423,20 +453,9 @@ static int collect_json(struct request *rq, const char *data, size_t len)
 
 int request_json(struct request *rq, json_t **out)
 {
-    json_error_t jerr;
-    *out = NULL;
-    if (rq->body_len == 0)
-        return request_fail(rq, SG_ERR_INVALID, "the request needs a JSON object as its body");
-    *out = json_loadb(rq->body, rq->body_len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!*out)
-        return request_fail(rq, SG_ERR_INVALID, "the body is not valid JSON: %s (line %d, column %d)", jerr.text,
-                            jerr.line, jerr.column);
-    if (!json_is_object(*out)) {
-        json_decref(*out);
-        *out = NULL;
-        return request_fail(rq, SG_ERR_INVALID, "the body must be a JSON object");
-    }
-    return SG_OK;
+    char err[300];
+    int rc = validate_json_object(rq->body, rq->body_len, out, err, sizeof err);
+    return rc == SG_OK ? SG_OK : request_fail(rq, rc, "%s", err);
 }
 
 static void request_body(struct request *rq, const char *data, size_t len)
@@ -478,6 +497,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (!rq)
             return MHD_NO;
         *req_cls = rq;
+        if (has_conflicting_lengths(rq)) {
+            /* Where this body ends is unknowable: answer, and never read another request from this stream. */
+            const char *headers[] = {"Connection", "close", NULL};
+            rq->has_begun = 1;
+            respond_error_with(rq, SG_ERR_INVALID, "the request has Content-Length headers that disagree", headers);
+            return MHD_YES;
+        }
         /*
          * An answer queued now, before the body, makes libmicrohttpd close the
          * connection afterwards: worth it to refuse a body unread, wasteful for
@@ -491,8 +517,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         size_t n = *upload_data_size;
         *upload_data_size = 0;
         rq->bytes_in += n;
-        if (has_client_left(rq))
-            return MHD_NO; /* libmicrohttpd closes the connection and reports the request as aborted */
         /* After an early answer or a failure the rest of the body is read and dropped. */
         if (!rq->has_responded && rq->err == SG_OK)
             request_body(rq, upload_data, n);
@@ -552,6 +576,20 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     free(rq);
 }
 
+/*
+ * Percent-decodes the path and each query value in place (libmicrohttpd's
+ * MHD_OPTION_UNESCAPE_CALLBACK) with validate_unescape: like libmicrohttpd's
+ * own decoder, except that %00 can never become a NUL. The handlers see C
+ * strings, so a decoded NUL would silently cut a name short:
+ * PUT /api/v1/files/a%00.txt stored a file named "a".
+ */
+static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+    (void)cls;
+    (void)conn;
+    return validate_unescape(s);
+}
+
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     char msg[512];
@@ -569,7 +607,17 @@ int server_start(struct gateway *gw, struct server **out, char *err, size_t errl
     struct sg_addr addr;
     struct server *s;
     int fd = -1, rc;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    /*
+     * poll(), not epoll: libmicrohttpd 0.9.75's epoll loop is edge-triggered
+     * and takes a short read for "drained", so a FIN that comes with a
+     * client's last bytes (its headers, a body piece, chunk framing) raises no
+     * further edge and is never read: the connection sat in CLOSE-WAIT with
+     * its upload until the idle timeout. poll() is level-triggered, so the
+     * pending FIN is read on the next round and the request ends as aborted
+     * at once (docs/internals/gateway.md, "Clients that abort an upload").
+     * Suspend/resume parks the chat's event streams while they have nothing to send (chat_stream.c).
+     */
+    unsigned flags = MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
 
     *out = NULL;
     if (getrandom(&id_prefix, sizeof id_prefix, 0) != (ssize_t)sizeof id_prefix)
@@ -580,22 +628,32 @@ int server_start(struct gateway *gw, struct server **out, char *err, size_t errl
     rc = sg_listen(&addr, SOCK_STREAM, &fd, err, errlen);
     if (rc != SG_OK)
         return rc;
+    session_init(gw);
     s = calloc(1, sizeof *s);
     if (!s) {
         close(fd);
         snprintf(err, errlen, "out of memory");
         return SG_ERR_NOMEM;
     }
+    rc = chat_streams_start(err, errlen);
+    if (rc != SG_OK) {
+        close(fd);
+        free(s);
+        return rc;
+    }
     s->listen_fd = fd;
     s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, gw, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                                  MHD_OPTION_LISTEN_SOCKET, fd,
                                  MHD_OPTION_THREAD_POOL_SIZE, (unsigned)gw->cfg.threads,
+                                 MHD_OPTION_CONNECTION_LIMIT, gw->cfg.max_conns,
                                  MHD_OPTION_CONNECTION_TIMEOUT, CONN_IDLE_TIMEOUT_S,
                                  MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY_LIMIT,
                                  MHD_OPTION_CONNECTION_MEMORY_INCREMENT, (size_t)CONN_MEMORY_INCREMENT,
-                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, gw, MHD_OPTION_END);
+                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, gw,
+                                 MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_END);
     if (!s->daemon) {
         snprintf(err, errlen, "libmicrohttpd could not start on %s", gw->cfg.listen);
+        chat_streams_stop();
         close(fd);
         free(s);
         return SG_ERR_SYS;
@@ -617,11 +675,14 @@ void server_stop(struct server *s, unsigned grace_ms)
     if (!s)
         return;
     MHD_quiesce_daemon(s->daemon); /* no new connections from here on */
+    /* Event streams never finish by themselves: end them now, or they would hold the grace period. */
+    chat_streams_close_all();
     while ((left = metrics_in_flight_now()) > 0 && sg_now_ms() < deadline)
         usleep(20 * 1000);
     if (left > 0)
         sg_warn("%ld requests still in flight after the %u ms grace period: closing them", left, grace_ms);
     MHD_stop_daemon(s->daemon);
+    chat_streams_stop(); /* only now: libmicrohttpd released every stream's response */
     close(s->listen_fd); /* only now: a worker may have used it until the daemon stopped */
     free(s);
 }

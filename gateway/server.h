@@ -47,7 +47,7 @@ struct request {
 struct server;
 
 /*
- * Binds gw->cfg.listen and starts libmicrohttpd's worker threads (epoll, a
+ * Binds gw->cfg.listen and starts libmicrohttpd's worker threads (poll, a
  * thread pool). Returns SG_OK and *out, or writes why into err.
  */
 int server_start(struct gateway *gw, struct server **out, char *err, size_t errlen);

@@ -1,0 +1,54 @@
+/* validate.h - the gateway's checks of what a client sends, as pure functions (the fuzz targets call them). */
+#ifndef SOCKGATE_GATEWAY_VALIDATE_H
+#define SOCKGATE_GATEWAY_VALIDATE_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* The longest echo message taken; the reply has the same length. */
+#define ECHO_MAX_MESSAGE (64u * 1024u)
+/* The longest timeout_ms an exec request may ask for. */
+#define EXEC_MAX_TIMEOUT_MS 3600000
+
+/* What POST /api/v1/exec asks for, once checked. */
+struct exec_request {
+    json_t *argv;           /* a new reference: a non-empty array of strings */
+    int64_t timeout_ms;     /* 0 when the request gave none (the gateway's default applies) */
+    const char *stdin_text; /* borrowed from the request object; "" when none */
+    size_t stdin_len;
+};
+
+/*
+ * Parses body[0..len) as one JSON object, refusing duplicate keys (parsers
+ * disagree about which wins). Returns SG_OK with a new reference in *out, or
+ * SG_ERR_INVALID with why in err.
+ */
+int validate_json_object(const char *body, size_t len, json_t **out, char *err, size_t errlen);
+
+/*
+ * Checks an echo request, {"message": a string of at most ECHO_MAX_MESSAGE
+ * bytes}. Returns SG_OK with *msg borrowed from in, SG_ERR_INVALID or
+ * SG_ERR_TOO_LARGE with why in err.
+ */
+int validate_echo(const json_t *in, const char **msg, size_t *len, char *err, size_t errlen);
+
+/*
+ * Checks an exec request: exactly one of "argv" (a non-empty array of
+ * strings) and "command" (a line split by the exec service's own quoting
+ * rules, no shell), optional "timeout_ms" (1..EXEC_MAX_TIMEOUT_MS) and
+ * "stdin" (a string). Returns SG_OK with req filled (req->argv is new), or
+ * an sg_err value with why in err.
+ */
+int validate_exec(const json_t *in, struct exec_request *req, char *err, size_t errlen);
+
+/*
+ * Percent-decodes a URL path or query value in place and returns its new
+ * length. A '%' not followed by two hex digits stays as it is (as
+ * libmicrohttpd's own decoder does); %00 becomes C0 80, an overlong form
+ * every UTF-8 check refuses, so a decoded NUL can never cut a C string (a
+ * file name) short.
+ */
+size_t validate_unescape(char *s);
+
+#endif
