@@ -31,9 +31,12 @@
 
 /*
  * Per-connection memory of libmicrohttpd: headers and the read buffer that
- * upload pieces come from. Larger pieces mean fewer upstream writes.
+ * upload pieces come from. libmicrohttpd clears the whole pool between
+ * keep-alive requests, so its size is paid on every request: at 256 KiB that
+ * memset was 84% of the gateway's user time per REST echo call (callgrind,
+ * docs/benchmarks.md), while 32 KiB pieces upload as fast.
  */
-#define CONN_MEMORY_LIMIT (256u * 1024u)
+#define CONN_MEMORY_LIMIT (32u * 1024u)
 #define CONN_MEMORY_INCREMENT (16u * 1024u)
 /* A client connection with no traffic this long is closed. */
 #define CONN_IDLE_TIMEOUT_S 60u
