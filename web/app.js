@@ -4,7 +4,9 @@ import {
   api, describeError, setUnauthorizedHandler, showResult, tokenGet, tokenSet,
 } from './api.js';
 import { filesInit, filesRefresh } from './files.js';
-import { chatInit, chatOnReadiness } from './chat.js';
+import {
+  chatInit, chatOnReadiness, chatTokenChanged, chatTokenForgotten,
+} from './chat.js';
 
 // How often the status strip asks /readyz; paused while the page is hidden.
 const STATUS_EVERY_MS = 5000;
@@ -138,12 +140,16 @@ function tokenInit() {
     input.value = '';
     forget.hidden = false;
     panel.hidden = true;
+    // Chat first: it sets the session cookie for its event stream before opening it.
+    chatTokenChanged();
     await filesRefresh();
   });
   forget.addEventListener('click', () => {
     tokenSet('');
     forget.hidden = true;
     announce('Token forgotten');
+    // Also clears the gateway's session cookie, which outlives the token in sessionStorage.
+    chatTokenForgotten();
   });
 }
 

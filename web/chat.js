@@ -18,6 +18,8 @@ let phase = 'idle';
 // readiness says "up" while the chat routes fail is not asked (and logged) every few seconds.
 const RETRY_MS = 60000;
 let retryAt = 0;
+// The last backend states chatOnReadiness got (undefined before the first /readyz answer).
+let lastBackends;
 const threads = new Map();
 // Sequence numbers already shown, so a replay after a reconnect never shows a message twice.
 const seen = new Set();
@@ -49,7 +51,8 @@ function setState(text, isError) {
  * failed request to its console, so the page only asks for chat routes once chat is known up.
  */
 export function chatOnReadiness(backends) {
-  if (phase === 'connecting' || phase === 'live') return;
+  lastBackends = backends;
+  if (phase === 'connecting' || phase === 'live' || phase === 'forgotten') return;
   if (backends && (!backends.has('chat') || !backends.get('chat').configured)) {
     showUnavailable('Chat unavailable: this gateway runs no chat service.');
     return;
@@ -83,9 +86,53 @@ async function connect() {
       : `Chat unavailable: ${describeError(err)}`, false);
     return;
   }
+  // The token may have been forgotten while the request was out.
+  if (phase !== 'connecting') return;
   for (const peer of peerList(body)) ensureThread(peer.addr, peer.last);
   bodyNode.hidden = false;
+  // EventSource cannot send an Authorization header, so with a token the gateway first turns
+  // it into an HttpOnly cookie that it accepts on the event stream alone.
+  if (authHeader()) {
+    try {
+      await api('POST', '/api/v1/session');
+    } catch (err) {
+      phase = 'unavailable';
+      retryAt = Date.now() + RETRY_MS;
+      setState(`Chat stream unavailable: ${describeError(err)}`, true);
+      return;
+    }
+    if (phase !== 'connecting') return;
+  }
   openStream();
+}
+
+/** Connects again after a token was entered: the new token may open what the old one could not. */
+export function chatTokenChanged() {
+  if (phase === 'connecting' || phase === 'live') return;
+  phase = 'idle';
+  retryAt = 0;
+  // Before the first /readyz answer there is nothing to go on; the status loop connects then.
+  if (lastBackends !== undefined) chatOnReadiness(lastBackends);
+}
+
+/**
+ * Closes the stream and asks the gateway to clear its session cookie once the token is
+ * forgotten, so this tab keeps no access; entering a token again reconnects.
+ */
+export async function chatTokenForgotten() {
+  if (source) source.close();
+  source = null;
+  if (phase === 'live' || phase === 'connecting') {
+    setState('Chat closed: the token was forgotten. Enter it again, or reload the page, to reconnect.', false);
+  }
+  // Without a token a reconnect would only be refused (and logged), so none is tried until
+  // a token is entered again.
+  phase = 'forgotten';
+  try {
+    await api('DELETE', '/api/v1/session');
+  } catch {
+    // Clearing grants nothing; if the gateway cannot be reached the cookie still dies with the browser session.
+  }
 }
 
 function peerList(body) {
@@ -96,8 +143,8 @@ function peerList(body) {
     .filter((p) => p.addr);
 }
 
-// EventSource cannot send an Authorization header; with a token the stream depends on the
-// gateway accepting another proof (a session cookie), and the state line says what happens.
+// Under a token the stream is let in by the session cookie set in connect(); a reconnecting
+// EventSource sends it again by itself.
 function openStream() {
   if (source) source.close();
   source = new EventSource('/api/v1/chat/events');
@@ -105,20 +152,38 @@ function openStream() {
     phase = 'live';
     setState('Live: new messages appear below.', false);
   });
+  source.addEventListener('subscribed', (event) => subscribed(event));
   source.addEventListener('message', (event) => receive(event));
   source.addEventListener('error', () => {
     if (source.readyState === EventSource.CLOSED) {
       phase = 'unavailable';
       retryAt = Date.now() + RETRY_MS;
       setState(authHeader()
-        ? 'Chat stream refused: a browser cannot send the token on an event stream, and this gateway '
-          + 'accepts it no other way yet. Replies still work.'
+        ? 'Chat stream refused: the gateway did not accept this tab\'s session for the token. '
+          + 'It is retried in a minute; replies still work.'
         : 'Chat stream closed by the gateway. It is retried when /readyz next reports chat up.', true);
       source = null;
     } else {
       setState('Chat stream interrupted, reconnecting (no message is lost)…', true);
     }
   });
+}
+
+// The service's acknowledgement, first on every (re)connection. "reset" means its sequence
+// numbers restarted (a new run of the service), so numbers already shown may come again for
+// new messages: the dedupe set starts afresh. "missed" counts messages history no longer held.
+function subscribed(event) {
+  let ack;
+  try {
+    ack = JSON.parse(event.data);
+  } catch {
+    return;
+  }
+  if (!ack) return;
+  if (ack.reset === true) seen.clear();
+  if (Number(ack.missed) > 0) {
+    setState(`Live: ${ack.missed} earlier message(s) were no longer held by the chat service.`, false);
+  }
 }
 
 function receive(event) {

@@ -40,6 +40,26 @@ async function until(fn, what) {
   }
 }
 
+/**
+ * Waits for the page's chat stream to be live, sends `text` from a fresh UDP client and waits
+ * for it in that client's thread on the page; returns the client's address.
+ */
+export async function chatMessageArrives(page, gw, text) {
+  const chat = await readiness(gw);
+  assert.ok(chat && chat.ok && chat.address, `chat backend up with an address: ${JSON.stringify(chat)}`);
+  await until(async () => /^Live/.test(await page.locator('#chat-state').textContent()), 'the chat stream to be live');
+  const client = await udpClient();
+  try {
+    await client.send(text, chat.address);
+    const thread = page.locator(`#chat-threads li[data-peer="${client.address}"]`);
+    await thread.waitFor({ timeout: WAIT_MS });
+    await until(async () => (await thread.textContent()).includes(text), 'the message on the page');
+    return client.address;
+  } finally {
+    client.socket.close();
+  }
+}
+
 /** Runs the chat step that fits the gateway: a live exchange, or the "unavailable" state. */
 export async function chatSteps(page, gw) {
   const chat = await readiness(gw).catch(() => undefined);

@@ -4,6 +4,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 
+import { chatMessageArrives } from './chat_steps.mjs';
 import { assert, expectNetworkError, step, watchPage } from './check.mjs';
 import { startGateway } from './gateway.mjs';
 
@@ -43,9 +44,6 @@ export async function tokenSteps({ launch, viewport, tmp, inputs, artifacts }) {
     });
     if (!started) return;
 
-    // EventSource cannot send the Authorization header: until the gateway accepts the token
-    // another way (a session cookie), a chat stream opened under a token is refused.
-    expectNetworkError('*', 401, /^\/api\/v1\/chat\/events$/);
     expectNetworkError('token: the page asks for it', 401, /^\/api\/v1\//);
     await step('token: the page asks for it', async () => {
       await page.goto(gw.url + '/');
@@ -71,6 +69,17 @@ export async function tokenSteps({ launch, viewport, tmp, inputs, artifacts }) {
       await page.locator('#echo-input').fill('token ok');
       await page.getByRole('button', { name: 'Send', exact: true }).click();
       await waitForText(page.locator('#echo-reply'), /^TOKEN OK$/);
+    });
+
+    // EventSource cannot send the Authorization header: the page trades the token for the
+    // gateway's HttpOnly session cookie first, so a refused stream (a 401 on the console) fails.
+    await step('token: the chat stream is let in by the session cookie', async () => {
+      await chatMessageArrives(page, gw, 'under a token: 你好');
+      const cookies = await context.cookies(gw.url + '/api/v1/chat/events');
+      const cookie = cookies.find((c) => c.name === 'sockgate_token');
+      assert.ok(cookie, 'the session cookie is set');
+      assert.equal(cookie.httpOnly, true);
+      assert.ok(!cookie.value.includes(TOKEN), 'the cookie does not carry the token');
     });
 
     await step('token: upload and download carry the token', async () => {
@@ -108,8 +117,16 @@ export async function tokenSteps({ launch, viewport, tmp, inputs, artifacts }) {
       await page.setViewportSize({ width: 375, height: 812 });
       await page.screenshot({ path: path.join(artifacts, 'phone-token.png'), fullPage: true });
       await page.setViewportSize(viewport);
+      // Back from the reload, the kept token opens the chat stream again.
+      await chatMessageArrives(page, gw, 'after a reload');
       await page.getByRole('button', { name: 'Forget token', exact: true }).click();
       assert.equal(await page.evaluate(() => sessionStorage.length), 0);
+      await waitForText(page.locator('#chat-state'), /token was forgotten/);
+      const end = Date.now() + 15000;
+      while ((await context.cookies(gw.url + '/api/v1/chat/events')).some((c) => c.name === 'sockgate_token')) {
+        if (Date.now() > end) throw new Error('the session cookie outlived "Forget token"');
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
     });
 
     await step('token: the gateway stops cleanly on SIGTERM', async () => {
