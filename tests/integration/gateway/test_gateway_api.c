@@ -1,5 +1,6 @@
 /* test_gateway_api.c - the gateway with every backend embedded: each API row, the errors, headers, docs. */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -540,14 +541,17 @@ static void test_openapi(void)
 struct slow_call {
     struct gw *g;
     long status;
+    atomic_int done;
 };
 
 static void *run_slow_exec(void *arg)
 {
     struct slow_call *c = arg;
-    struct http_resp *r = gw_post_json(c->g, "/api/v1/exec", "{\"command\": \"sleep 1\"}");
+    /* Long enough that a loaded machine still sees it in flight before it ends. */
+    struct http_resp *r = gw_post_json(c->g, "/api/v1/exec", "{\"command\": \"sleep 3\"}");
     c->status = r->status;
     http_free(r);
+    atomic_store(&c->done, 1);
     return NULL;
 }
 
@@ -567,9 +571,11 @@ static void test_sigterm_waits_for_requests(void)
     int polls = 0;
     CHECK(pthread_create(&t, NULL, run_slow_exec, &c) == 0);
     /* Wait (bounded) until the slow request is in flight besides this /metrics call. */
-    while (in_flight(&g) < 2 && polls++ < 500)
+    while (in_flight(&g) < 2 && polls++ < 500 && !atomic_load(&c.done))
         usleep(10 * 1000);
-    CHECK(polls < 500);
+    if (atomic_load(&c.done))
+        fprintf(stderr, "the slow exec ended (status %ld) before it was seen in flight\n", c.status);
+    CHECK(polls < 500 && !atomic_load(&c.done));
     /* SIGTERM now: the in-flight command still gets its answer, then the gateway exits 0. */
     gw_untrack(&g.proc);
     CHECK_INT_EQ(sg_proc_stop(&g.proc, 15000), 0);
