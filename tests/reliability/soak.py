@@ -71,7 +71,7 @@ def soak_phase(args, work, backends, gw, fig):
     except (ValueError, IndexError):
         raise RuntimeError("sockgate-load gave no report: %s" % text[-2000:])
     # Start: once every client is connected and the pools are warm; end: the last sample under load.
-    warm = max(2.0, args.seconds * 0.2)
+    warm = max(3.0, args.seconds * 0.3)
     under_load = [s for s in samples if warm <= s[0] <= args.seconds]
     rss_start = under_load[0][1] if under_load else samples[0][1]
     rss_end = under_load[-1][1] if under_load else samples[-1][1]
@@ -89,6 +89,8 @@ def soak_phase(args, work, backends, gw, fig):
     fig.info("gateway_rss_kib.idle", rss_idle)
     fig.info("gateway_rss_kib.start", rss_start)
     fig.info("gateway_rss_kib.end", rss_end)
+    step = max(1, len(under_load) // 12)  # a dozen samples show whether it climbs or levels off
+    fig.info("gateway_rss_kib.samples_under_load", " ".join(str(v) for t, v in under_load[::step]))
     fig.check("gateway_rss_growth_pct", round(100.0 * (rss_end - rss_start) / rss_start, 1), "<", 10)
     fd1 = settle_fds(gw.pid, ports, fd0["gateway"], 10)
     fig.info("gateway_pooled_backend_connections", fd1["pooled"])
