@@ -112,6 +112,8 @@ def load_phase(args, work, backends, gw, fig):
     fig.info("answered_504", res["s504"])
     fig.check("answered_other", res["other_status"] + res["bad_body"], "=", 0)
     fig.check("transport_errors", res["transport"], "=", 0)
+    # Downloads in flight when the file backend is killed end short of their Content-Length.
+    fig.info("downloads_cut_by_a_kill", res.get("cut", 0))
     fig.check("hung", res["hung"], "=", 0)
     if res["first_problem"]:
         rellib.stderr("faults: first problem: %s" % res["first_problem"])

@@ -29,7 +29,7 @@ struct kind_stats {
 };
 
 struct stats {
-    uint64_t sent, done, ok, bad_body, s502, s503, s504, other_status, transport, hung;
+    uint64_t sent, done, ok, bad_body, s502, s503, s504, other_status, transport, cut, hung;
     uint64_t by_status[600];
     struct kind_stats kinds[KIND__COUNT];
     uint32_t *lat_us; /* one per finished request, capped at MAX_SAMPLES */
@@ -116,6 +116,10 @@ static int record(struct driver *d, struct client *c, CURLcode res)
         st->lat_us[st->n_lat++] = lat > UINT32_MAX ? UINT32_MAX : (uint32_t)lat;
     if (res == CURLE_OPERATION_TIMEDOUT) {
         st->hung++;
+    } else if (res == CURLE_PARTIAL_FILE) {
+        /* A body cut short of its Content-Length: how a download whose backend died after the
+         * headers went out is reported to the client. A clear failure, not a transport fault. */
+        st->cut++;
     } else if (res != CURLE_OK) {
         st->transport++;
         if (!st->first_other[0])
@@ -209,11 +213,12 @@ static void print_report(struct driver *d, double seconds)
             snprintf(key, sizeof key, "%d", s);
             json_object_set_new(statuses, key, json_integer((json_int_t)st->by_status[s]));
         }
-    out = json_pack("{s:i,s:f,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:o,s:o,s:s}", "clients",
+    out = json_pack("{s:i,s:f,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,s:f,s:f,s:f,s:o,s:o,s:s}", "clients",
                     (int)d->n_clients, "seconds", seconds, "sent", (json_int_t)st->sent, "done",
                     (json_int_t)st->done, "ok", (json_int_t)st->ok, "bad_body", (json_int_t)st->bad_body, "s502",
                     (json_int_t)st->s502, "s503", (json_int_t)st->s503, "s504", (json_int_t)st->s504,
-                    "other_status", (json_int_t)st->other_status, "transport", (json_int_t)st->transport, "hung",
+                    "other_status", (json_int_t)st->other_status, "transport", (json_int_t)st->transport, "cut",
+                    (json_int_t)st->cut, "hung",
                     (json_int_t)st->hung, "p50_ms", percentile_ms(st, 0.50), "p99_ms", percentile_ms(st, 0.99),
                     "max_ms", st->n_lat ? st->lat_us[st->n_lat - 1] / 1000.0 : 0.0, "rate",
                     seconds > 0 ? (double)st->done / seconds : 0.0, "kinds", kinds, "statuses", statuses,

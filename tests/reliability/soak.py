@@ -75,7 +75,7 @@ def soak_phase(args, work, backends, gw, fig):
     under_load = [s for s in samples if warm <= s[0] <= args.seconds]
     rss_start = under_load[0][1] if under_load else samples[0][1]
     rss_end = under_load[-1][1] if under_load else samples[-1][1]
-    errors = res["transport"] + res["other_status"] + res["bad_body"] + res["s502"] + res["s503"] + res["s504"] + res["hung"]
+    errors = res["transport"] + res.get("cut", 0) + res["other_status"] + res["bad_body"] + res["s502"] + res["s503"] + res["s504"] + res["hung"]
     fig.info("clients", args.clients)
     fig.info("seconds", args.seconds)
     fig.info("requests", res["done"])
