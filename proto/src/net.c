@@ -203,6 +203,29 @@ int sg_set_nonblock(int fd, int on)
     return fcntl(fd, F_SETFL, flags) < 0 ? SG_ERR_SYS : SG_OK;
 }
 
+/* True when fd's local address equals its peer address (a self-connection). */
+static int is_self_connected(int fd)
+{
+    struct sockaddr_storage local, peer;
+    socklen_t llen = sizeof local, plen = sizeof peer;
+
+    if (getsockname(fd, (struct sockaddr *)&local, &llen) < 0 ||
+        getpeername(fd, (struct sockaddr *)&peer, &plen) < 0)
+        return 0;
+    if (local.ss_family != peer.ss_family)
+        return 0;
+    if (local.ss_family == AF_INET) {
+        const struct sockaddr_in *l = (const void *)&local, *p = (const void *)&peer;
+        return l->sin_port == p->sin_port && l->sin_addr.s_addr == p->sin_addr.s_addr;
+    }
+    if (local.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *l = (const void *)&local, *p = (const void *)&peer;
+        return l->sin6_port == p->sin6_port &&
+               memcmp(&l->sin6_addr, &p->sin6_addr, sizeof l->sin6_addr) == 0;
+    }
+    return 0;
+}
+
 int sg_connect(const struct sg_addr *addr, int type, int timeout_ms, int *fd, char *err, size_t errlen)
 {
     char text[SG_ADDR_STRLEN];
@@ -235,6 +258,14 @@ int sg_connect(const struct sg_addr *addr, int type, int timeout_ms, int *fd, ch
     if (soerr)
         goto failed;
 done:
+    /* With nothing bound to a loopback port in the ephemeral range, the kernel may
+     * pick that very port as our source: TCP then "connects" to itself and UDP
+     * reads back its own datagrams, so a dead backend would look alive and echo
+     * the request as the answer. Treat it as the refusal it really is. */
+    if (is_self_connected(s)) {
+        soerr = ECONNREFUSED;
+        goto failed;
+    }
     *fd = s;
     return SG_OK;
 failed:

@@ -1,7 +1,13 @@
 /* test_net.c - address parsing and formatting, listening on port 0, connect errors, deadlines. */
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <net/if.h>
 #include <netinet/in.h>
+#include <sched.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -74,10 +80,70 @@ static void test_connect_round_trip(void)
     CHECK(strstr(err, "refused") != NULL);
 }
 
+/* Brings up lo and narrows the ephemeral range to one port in a fresh network namespace. */
+static int enter_one_port_namespace(int port)
+{
+    struct ifreq ifr;
+    char range[32];
+    int fd, s, n, ok;
+
+    if (unshare(CLONE_NEWNET) < 0)
+        return 0;
+    s = socket(AF_INET, SOCK_DGRAM, 0);
+    memset(&ifr, 0, sizeof ifr);
+    strcpy(ifr.ifr_name, "lo");
+    ok = s >= 0 && ioctl(s, SIOCGIFFLAGS, &ifr) == 0;
+    ifr.ifr_flags |= IFF_UP;
+    ok = ok && ioctl(s, SIOCSIFFLAGS, &ifr) == 0;
+    if (s >= 0)
+        close(s);
+    n = snprintf(range, sizeof range, "%d %d", port, port);
+    fd = open("/proc/sys/net/ipv4/ip_local_port_range", O_WRONLY);
+    ok = ok && fd >= 0 && write(fd, range, (size_t)n) == n;
+    if (fd >= 0)
+        close(fd);
+    return ok;
+}
+
+/* A dead loopback port that is the only ephemeral port must read as refused, not as a
+ * socket connected to itself that echoes the request back as its answer. */
+static void test_self_connect_is_refused(void)
+{
+    pid_t pid = fork();
+    int status = 0;
+
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        struct sg_addr a;
+        char err[256];
+        int fd = -1, bad = 0;
+
+        if (!enter_one_port_namespace(40000)) {
+            fprintf(stderr, "  (no network namespace here: self-connect check skipped)\n");
+            _exit(0);
+        }
+        if (sg_addr_parse("127.0.0.1:40000", &a, err, sizeof err) != SG_OK)
+            _exit(3);
+        if (sg_connect(&a, SOCK_DGRAM, 1000, &fd, err, sizeof err) != SG_ERR_REFUSED) {
+            fprintf(stderr, "  udp connect to the only ephemeral port was not refused\n");
+            bad = 1;
+        }
+        if (sg_connect(&a, SOCK_STREAM, 1000, &fd, err, sizeof err) != SG_ERR_REFUSED) {
+            fprintf(stderr, "  tcp connect to the only ephemeral port was not refused\n");
+            bad = 1;
+        }
+        _exit(bad);
+    }
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status));
+    CHECK_INT_EQ(WEXITSTATUS(status), 0);
+}
+
 int main(void)
 {
     RUN_TEST(test_parse_and_format);
     RUN_TEST(test_listen_port_zero_tcp_udp);
     RUN_TEST(test_connect_round_trip);
+    RUN_TEST(test_self_connect_is_refused);
     return TESTS_DONE();
 }
