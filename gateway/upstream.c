@@ -337,6 +337,18 @@ static int fill(struct upstream_conn *c, size_t n, int64_t deadline_ms)
     return SG_OK;
 }
 
+/*
+ * Waits for the first bytes of an answer when none is buffered. Right after a
+ * request the backend cannot have answered yet, so a read would only fail with
+ * EAGAIN before the poll: waiting first saves that syscall on every call.
+ */
+static int await_answer(struct upstream_conn *c, int64_t deadline_ms)
+{
+    if (c->roff < c->rlen)
+        return SG_OK;
+    return io_error(sg_wait_fd(c->fd, POLLIN, deadline_ms));
+}
+
 int upstream_read_header(struct upstream_conn *c, json_t **header, uint64_t *body_size, int64_t deadline_ms,
                          char *err, size_t errlen)
 {
@@ -346,7 +358,9 @@ int upstream_read_header(struct upstream_conn *c, json_t **header, uint64_t *bod
     int rc;
 
     *header = NULL;
-    rc = fill(c, 4, deadline_ms);
+    rc = await_answer(c, deadline_ms);
+    if (rc == SG_OK)
+        rc = fill(c, 4, deadline_ms);
     if (rc != SG_OK) {
         snprintf(err, errlen, "%s", rc == SG_ERR_CLOSED ? "closed the connection without answering"
                                                         : rc == SG_ERR_TIMEOUT ? "no answer before the deadline"
@@ -526,6 +540,8 @@ int upstream_exchange_raw(struct upstream *up, const void *req, void *reply, siz
         while (rc == SG_OK && off < len) {
             size_t n = len - off < chunk ? len - off : chunk, have = 0;
             rc = upstream_write(c, (const char *)req + off, n, deadline_ms);
+            if (rc == SG_OK)
+                rc = await_answer(c, deadline_ms);
             while (rc == SG_OK && have < n) {
                 size_t got = 0;
                 rc = upstream_read_body(c, (char *)reply + off + have, n - have, &got, deadline_ms);

@@ -97,6 +97,18 @@ def rest_sg(ctx):
     return _wrk(ctx, "rest_echo", "sg", "http://127.0.0.1:%d/api/v1/echo" % gw.port, [gw.pid], lua)
 
 
+def rest_floor_sg(ctx):
+    # The same gateway answering from memory, with no backend behind the route: what
+    # libmicrohttpd and the gateway's request handling cost on their own, the ceiling of rest_echo.
+    gw = ctx.state["rest_gw"]
+    return _wrk(ctx, "rest_floor", "sg", "http://127.0.0.1:%d/favicon.svg" % gw.port, [gw.pid])
+
+
+def rest_floor_peer(ctx):
+    ng = ctx.servers["nginx"]
+    return _wrk(ctx, "rest_floor", "peer", "http://127.0.0.1:%d/ok" % ng.port, peers.nginx_workers(ctx))
+
+
 def rest_peer(ctx):
     ng = ctx.servers["nginx"]
     return _wrk(ctx, "rest_echo", "peer", "http://127.0.0.1:%d/ok" % ng.port, peers.nginx_workers(ctx))
@@ -195,6 +207,9 @@ GROUPS = [
         Figure("rest_echo", "REST echo req/s, wrk 64 keep-alive conns", "req/s",
                "POST /api/v1/echo (gateway)", "nginx `return 200`", "ratio", 0.5,
                rest_sg, rest_peer, source="issue 6"),
+        Figure("rest_floor", "gateway floor: a static answer, no backend, wrk 64 conns", "req/s",
+               "GET /favicon.svg (gateway, from memory)", "nginx `return 200`", "shown", None,
+               rest_floor_sg, rest_floor_peer),
     ], rest_setup, rest_teardown),
     Group("echo", [
         Figure("echo_50", "native echo round trips/s, 50 conns", "rt/s", "sockgate-echo",
