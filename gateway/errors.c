@@ -38,6 +38,8 @@ static const struct mapping gw_map[GW_ERR__END - GW_ERR_METHOD] = {
     [GW_ERR_LENGTH_REQUIRED - GW_ERR_METHOD] = {411, "length_required"},
     [GW_ERR_MEDIA_TYPE - GW_ERR_METHOD] = {415, "unsupported_media_type"},
     [GW_ERR_RANGE - GW_ERR_METHOD] = {416, "range_not_satisfiable"},
+    [GW_ERR_HOST - GW_ERR_METHOD] = {400, "host_not_allowed"},
+    [GW_ERR_CROSS_ORIGIN - GW_ERR_METHOD] = {403, "cross_origin_refused"},
 };
 
 static const char *const gw_sentences[GW_ERR__END - GW_ERR_METHOD] = {
@@ -45,6 +47,8 @@ static const char *const gw_sentences[GW_ERR__END - GW_ERR_METHOD] = {
     "a request body needs a Content-Length header or chunked transfer encoding",
     "this Content-Type is not accepted here",
     "the requested range is outside the file",
+    "this gateway does not answer to that host name",
+    "a write from another origin's page is refused",
 };
 
 void http_error(int err, unsigned *status, const char **code)

@@ -15,6 +15,8 @@ enum gw_err {
     GW_ERR_LENGTH_REQUIRED,            /* 411: a body without Content-Length or chunked encoding */
     GW_ERR_MEDIA_TYPE,                 /* 415: a Content-Type the route does not take */
     GW_ERR_RANGE,                      /* 416: a Range outside the file */
+    GW_ERR_HOST,                       /* 400: a Host name this gateway does not answer to */
+    GW_ERR_CROSS_ORIGIN,               /* 403: a write from another origin's page */
     GW_ERR__END
 };
 

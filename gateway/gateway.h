@@ -10,6 +10,7 @@
 
 #define GW_DEFAULT_LISTEN "127.0.0.1:8080"
 #define GW_MAX_CORS_ORIGINS 16
+#define GW_MAX_ALLOW_HOSTS 16
 
 /* Everything the flags and environment set; strings are borrowed from argv or the environment. */
 struct gw_config {
@@ -21,6 +22,8 @@ struct gw_config {
     const char *token;                        /* NULL: no authentication */
     const char *cors_origins[GW_MAX_CORS_ORIGINS];
     size_t n_cors_origins;
+    const char *allow_hosts[GW_MAX_ALLOW_HOSTS]; /* Host names answered besides addresses (see origin.h) */
+    size_t n_allow_hosts;
     const char *spool_dir;                    /* where multipart and chunked bodies wait */
     uint64_t max_upload;                      /* bytes of one upload (PUT body or multipart total) */
     uint64_t max_json;                        /* bytes of a JSON request body */

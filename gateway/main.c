@@ -48,6 +48,18 @@ static int add_cors_origin(const char *value, void *ctx)
     return 0;
 }
 
+static int add_allow_host(const char *value, void *ctx)
+{
+    struct gw_config *cfg = ctx;
+    if (cfg->n_allow_hosts >= GW_MAX_ALLOW_HOSTS || !*value)
+        return -1;
+    cfg->allow_hosts[cfg->n_allow_hosts] = strdup(value);
+    if (!cfg->allow_hosts[cfg->n_allow_hosts])
+        return -1;
+    cfg->n_allow_hosts++;
+    return 0;
+}
+
 static int parse_number(const char *flag, const char *text, uint64_t min, uint64_t max, int allow_suffix,
                         uint64_t *out)
 {
@@ -78,6 +90,10 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
         {"token", "SOCKGATE_TOKEN", "TOKEN", "require Authorization: Bearer TOKEN on /api/v1", &f.token, NULL, NULL},
         {"cors-origin", "SOCKGATE_CORS_ORIGIN", "ORIGIN", "allow cross-origin calls from ORIGIN (repeatable, * for any)",
          NULL, add_cors_origin, cfg},
+        {"allow-host", "SOCKGATE_ALLOW_HOST", "NAME",
+         "answer to Host NAME (repeatable; .domain for it and below, * for any); without it and without a token, "
+         "only addresses, single-label names and *.localhost",
+         NULL, add_allow_host, cfg},
         {"max-upload", "SOCKGATE_MAX_UPLOAD", "BYTES", "largest upload (PUT body or multipart total)",
          &f.max_upload, NULL, NULL},
         {"max-json", "SOCKGATE_MAX_JSON", "BYTES", "largest JSON request body", &f.max_json, NULL, NULL},
@@ -241,6 +257,8 @@ out:
         upstream_free(&gw.backends[id]);
     for (size_t i = 0; i < gw.cfg.n_cors_origins; i++)
         free((char *)gw.cfg.cors_origins[i]);
+    for (size_t i = 0; i < gw.cfg.n_allow_hosts; i++)
+        free((char *)gw.cfg.allow_hosts[i]);
     metrics_free();
     return status;
 }

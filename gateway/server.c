@@ -21,6 +21,7 @@
 #include "chat_stream.h"
 #include "errors.h"
 #include "metrics.h"
+#include "origin.h"
 #include "router.h"
 #include "session.h"
 #include "sockgate/error.h"
@@ -383,6 +384,24 @@ static int has_body(struct request *rq)
 }
 
 /*
+ * Refuses (and answers) a request that names a host this gateway does not
+ * answer to, or that writes from another origin's page; returns 1 to go on.
+ */
+static int is_welcome(struct request *rq)
+{
+    const char *host = request_header(rq, "Host");
+    char why[384];
+    int rc = origin_check_host(&rq->gw->cfg, rq->gw->has_token, host, why, sizeof why);
+
+    if (rc == SG_OK)
+        rc = origin_check_write(rq->method, host, request_header(rq, "Origin"), rq->cors_origin, why, sizeof why);
+    if (rc == SG_OK)
+        return 1;
+    respond_error(rq, rc, why);
+    return 0;
+}
+
+/*
  * Step one: the headers are in, none of the body. Runs at the first call when
  * a body follows (so a refusal spares reading it), else at the last. Answers
  * at once whatever can be decided now.
@@ -394,6 +413,8 @@ static void request_begin(struct request *rq)
 
     rq->has_begun = 1;
     rq->cors_origin = cors_match(&rq->gw->cfg, request_header(rq, "Origin"));
+    if (!is_welcome(rq))
+        return;
     if (strcmp(rq->method, "OPTIONS") == 0) {
         answer_options(rq);
         return;
