@@ -137,7 +137,6 @@ out:
 int main(int argc, char **argv)
 {
     const char *listen = DEFAULT_LISTEN, *log_format = "text";
-    enum sg_log_format fmt;
     struct udp_echo *e = NULL;
     char err[256];
     int rc;
@@ -155,11 +154,8 @@ int main(int argc, char **argv)
                           opts, argc, argv, NULL);
     if (rc != 0)
         return rc == 1 ? 0 : 2;
-    if (sg_log_format_parse(log_format, &fmt) != SG_OK) {
-        fprintf(stderr, "sockgate-udp-echo: --log-format must be text or json, not '%s'\n", log_format);
+    if (sg_log_setup("sockgate-udp-echo", log_format) != SG_OK)
         return 2;
-    }
-    sg_log_init("sockgate-udp-echo", fmt, SG_LOG_INFO);
     rc = udp_echo_create(listen, &e, err, sizeof err);
     if (rc != SG_OK) {
         fprintf(stderr, "sockgate-udp-echo: %s\n", err);

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 
 #include "server.h"
+#include "sockgate/evloop.h"
 #include "sockgate/frame.h"
 #include "sockgate/net.h"
 
@@ -148,10 +149,9 @@ struct chat_stats {
 
 struct chat_server {
     unsigned max_conns;
-    int epfd;
+    struct sg_evloop loop;      /* the epoll set; stop() wakes it */
     int tcp_fd;
     int udp_fd;
-    int wake_fd;                /* eventfd written by stop() */
     uint16_t port;              /* our UDP port (reflection guard) */
     struct chat_history history;
     struct chat_peers peers;
@@ -161,7 +161,6 @@ struct chat_server {
     struct conn *conns;
     struct conn *slist;         /* subscribers and closing connections */
     uint64_t pumped_seq;        /* subscribers were last pumped up to this seq */
-    int64_t accept_resume_ms;   /* accepting is paused until then (out of descriptors); 0 when accepting */
     uint8_t *scratch;           /* CHAT_SCRATCH bytes for TCP reads */
     uint8_t *dgram;             /* CHAT_MAX_TEXT + 1 bytes for UDP reads */
     int64_t warn_ms;            /* when the last rate-limited warning went out */
@@ -218,9 +217,6 @@ void conns_evicting(struct chat_server *srv, uint64_t seq, int64_t now);
 
 /* Closes connections whose closing grace has passed; returns ms until the next deadline, or -1. */
 int conns_expire(struct chat_server *srv, int64_t now);
-
-/* Turns the listener on or off in epoll. */
-void chat_set_accepting(struct chat_server *srv, int on);
 
 /* ---- ops.c ---- */
 

@@ -1,7 +1,5 @@
 /* conn.c - the chat's TCP connections: accept, framed requests, backpressure, subscriber streams, the too-slow cut. */
 #include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -13,7 +11,6 @@
 #include "sockgate/log.h"
 
 #define ACCEPT_BATCH 64       /* accepts per wake-up, so a connection storm cannot starve the rest */
-#define ACCEPT_PAUSE_MS 100   /* how long to stop accepting when out of descriptors */
 #define PUMP_ROUNDS 16        /* buffers of frames one subscriber may send per wake-up (16 x 16 KiB) */
 #define OUT_KEEP (64u * 1024) /* a request connection keeps an output buffer up to this size once drained */
 
@@ -66,35 +63,17 @@ void conn_close(struct chat_server *srv, struct conn *c)
 /* Registers events for c unless already so; returns -1 if epoll refuses. */
 static int set_events(struct chat_server *srv, struct conn *c, uint32_t events)
 {
-    struct epoll_event ev = {.events = events, .data.ptr = c};
-    if (c->events == events)
-        return 0;
-    if (epoll_ctl(srv->epfd, EPOLL_CTL_MOD, c->fd, &ev) < 0) {
-        sg_error("epoll_ctl: %s", strerror(errno));
-        return -1;
-    }
-    c->events = events;
-    return 0;
+    return sg_evloop_set_events(&srv->loop, c->fd, &c->events, events, c);
 }
 
 void conn_accept_ready(struct chat_server *srv, int64_t now)
 {
     for (int i = 0; i < ACCEPT_BATCH; i++) {
-        struct epoll_event ev;
         struct conn *c;
-        int one = 1;
-        int fd = accept4(srv->tcp_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return;
-            if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
-                continue;
-            /* Out of descriptors: the listener would stay readable, so stop watching it for a moment. */
-            sg_warn("accept: %s; pausing accepts for %d ms", strerror(errno), ACCEPT_PAUSE_MS);
-            srv->accept_resume_ms = now + ACCEPT_PAUSE_MS;
-            chat_set_accepting(srv, 0);
+        /* -1: nothing queued, or out of descriptors (the loop then pauses accepts for a moment). */
+        int fd = sg_evloop_accept(&srv->loop, now);
+        if (fd < 0)
             return;
-        }
         /* Over the limit: accept and close at once, so the client sees EOF instead of a hang. */
         if (srv->nconns >= srv->max_conns) {
             close(fd);
@@ -107,15 +86,11 @@ void conn_accept_ready(struct chat_server *srv, int64_t now)
             chat_warn_limited(srv, "connection refused: out of memory");
             continue;
         }
-        /* best effort: without it a lone message frame may wait for the previous one's ACK */
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         c->fd = fd;
         c->state = CONN_REQUEST;
         c->events = EPOLLIN;
         sg_frame_decoder_init(&c->dec, 0);
-        ev.events = EPOLLIN;
-        ev.data.ptr = c;
-        if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        if (sg_evloop_add(&srv->loop, fd, EPOLLIN, c) < 0) {
             sg_error("epoll_ctl add: %s", strerror(errno));
             sg_frame_decoder_free(&c->dec);
             free(c);

@@ -25,7 +25,6 @@ int main(int argc, char **argv)
     struct chat_config cfg;
     const char *listen = CHAT_DEFAULT_LISTEN, *history = "1000", *max_peers = "1024", *max_conns = "1024";
     const char *log_format = "text";
-    enum sg_log_format fmt;
     char err[256];
     void *srv = NULL;
     int rc;
@@ -50,11 +49,8 @@ int main(int argc, char **argv)
                           opts, argc, argv, NULL);
     if (rc != 0)
         return rc == 1 ? 0 : 2;
-    if (sg_log_format_parse(log_format, &fmt) != SG_OK) {
-        fprintf(stderr, "sockgate-chat: --log-format must be text or json, not '%s'\n", log_format);
+    if (sg_log_setup("sockgate-chat", log_format) != SG_OK)
         return 2;
-    }
-    sg_log_init("sockgate-chat", fmt, SG_LOG_INFO);
     chat_config_defaults(&cfg);
     cfg.listen = listen;
     if (parse_count("history", history, 1, CHAT_MAX_HISTORY, &cfg.history) < 0 ||

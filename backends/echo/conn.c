@@ -1,7 +1,5 @@
 /* conn.c - the echo service's TCP connections: accept, read, answer, backpressure, idle timeout. */
 #include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -12,7 +10,6 @@
 #include "sockgate/log.h"
 
 #define ACCEPT_BATCH 64          /* accepts per wake-up, so a connection storm cannot starve clients */
-#define ACCEPT_PAUSE_MS 100      /* how long to stop accepting when out of descriptors */
 
 /* Unlinks c from the activity list. */
 static void list_remove(struct echo_server *srv, struct conn *c)
@@ -67,15 +64,7 @@ void echo_conn_close(struct echo_server *srv, struct conn *c)
 /* Switches c between reading (EPOLLIN) and flushing (EPOLLOUT); returns -1 if epoll refuses. */
 static int set_events(struct echo_server *srv, struct conn *c, uint32_t events)
 {
-    struct epoll_event ev = {.events = events, .data.ptr = c};
-    if (c->events == events)
-        return 0;
-    if (epoll_ctl(srv->epfd, EPOLL_CTL_MOD, c->fd, &ev) < 0) {
-        sg_error("epoll_ctl: %s", strerror(errno));
-        return -1;
-    }
-    c->events = events;
-    return 0;
+    return sg_evloop_set_events(&srv->loop, c->fd, &c->events, events, c);
 }
 
 /*
@@ -93,25 +82,11 @@ static void refuse(struct echo_server *srv, int fd, int64_t now)
 void echo_accept_ready(struct echo_server *srv, int64_t now)
 {
     for (int i = 0; i < ACCEPT_BATCH; i++) {
-        struct epoll_event ev;
         struct conn *c;
-        int one = 1;
-        int fd = accept4(srv->tcp_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return;
-            if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
-                continue;
-            /*
-             * Out of descriptors or kernel memory: the pending connection
-             * stays queued and the listener stays readable, so stop watching
-             * it for a moment instead of spinning on the same error.
-             */
-            sg_warn("accept: %s; pausing accepts for %d ms", strerror(errno), ACCEPT_PAUSE_MS);
-            srv->accept_resume_ms = now + ACCEPT_PAUSE_MS;
-            echo_set_accepting(srv, 0);
+        /* -1: nothing queued, or out of descriptors (the loop then pauses accepts for a moment). */
+        int fd = sg_evloop_accept(&srv->loop, now);
+        if (fd < 0)
             return;
-        }
         if (srv->nconns >= srv->max_conns) {
             refuse(srv, fd, now);
             continue;
@@ -122,14 +97,10 @@ void echo_accept_ready(struct echo_server *srv, int64_t now)
             close(fd);
             continue;
         }
-        /* best effort: without it small replies may wait for a delayed ACK */
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         c->fd = fd;
         c->events = EPOLLIN;
         c->last_ms = now;
-        ev.events = EPOLLIN;
-        ev.data.ptr = c;
-        if (epoll_ctl(srv->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        if (sg_evloop_add(&srv->loop, fd, EPOLLIN, c) < 0) {
             sg_error("epoll_ctl add: %s", strerror(errno));
             close(fd);
             free(c);

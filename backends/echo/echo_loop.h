@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #include "server.h"
+#include "sockgate/evloop.h"
 
 /* Size of the scratch buffer every read goes through: the largest UDP datagram fits. */
 #define ECHO_SCRATCH 65536u
@@ -35,15 +36,13 @@ struct echo_server {
     enum echo_mode mode;
     unsigned max_conns;
     int64_t idle_timeout_ms;    /* 0: connections never time out */
-    int epfd;
+    struct sg_evloop loop;      /* the epoll set; stop() wakes it */
     int tcp_fd;
     int udp_fd;
-    int wake_fd;                /* eventfd written by stop() */
     uint16_t port;              /* the UDP port we listen on (reflection guard) */
     unsigned nconns;
     struct conn *head;          /* least recently active connection */
     struct conn *tail;          /* most recently active connection */
-    int64_t accept_resume_ms;   /* accepting is paused until then; 0 when accepting */
     unsigned char *scratch;     /* ECHO_SCRATCH bytes: reads land here and are answered from here */
     struct echo_warn_limit warn_full;
     struct echo_warn_limit warn_udp_drop;
@@ -55,8 +54,6 @@ void echo_accept_ready(struct echo_server *srv, int64_t now);
 /* Handles the epoll events of one connection: reads, answers, flushes or closes it. */
 void echo_conn_ready(struct echo_server *srv, struct conn *c, uint32_t events, int64_t now);
 
-/* Turns the listener on or off in epoll (off while accept() is out of descriptors). */
-void echo_set_accepting(struct echo_server *srv, int on);
 
 /* Closes and frees c. */
 void echo_conn_close(struct echo_server *srv, struct conn *c);

@@ -30,7 +30,6 @@ int main(int argc, char **argv)
     struct echo_config cfg;
     const char *listen = ECHO_DEFAULT_LISTEN, *mode = "upper", *max_conns = "16384", *idle = "0";
     const char *log_format = "text";
-    enum sg_log_format fmt;
     uint64_t n;
     char err[256];
     void *srv = NULL;
@@ -53,11 +52,8 @@ int main(int argc, char **argv)
                           opts, argc, argv, NULL);
     if (rc != 0)
         return rc == 1 ? 0 : 2;
-    if (sg_log_format_parse(log_format, &fmt) != SG_OK) {
-        fprintf(stderr, "sockgate-echo: --log-format must be text or json, not '%s'\n", log_format);
+    if (sg_log_setup("sockgate-echo", log_format) != SG_OK)
         return 2;
-    }
-    sg_log_init("sockgate-echo", fmt, SG_LOG_INFO);
     echo_config_defaults(&cfg);
     cfg.listen = listen;
     if (echo_mode_parse(mode, &cfg.mode) != SG_OK) {

@@ -1,11 +1,8 @@
 /* server.c - the echo service's life: create, the epoll loop, stop and destroy. */
-#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "echo_loop.h"
@@ -67,23 +64,13 @@ static void echo_destroy(void *p)
         return;
     while (srv->head)
         echo_conn_close(srv, srv->head);
-    if (srv->epfd >= 0)
-        close(srv->epfd);
+    sg_evloop_close(&srv->loop);
     if (srv->tcp_fd >= 0)
         close(srv->tcp_fd);
     if (srv->udp_fd >= 0)
         close(srv->udp_fd);
-    if (srv->wake_fd >= 0)
-        close(srv->wake_fd);
     free(srv->scratch);
     free(srv);
-}
-
-/* Registers fd for events with its own address inside srv as the token the loop dispatches on. */
-static int watch(struct echo_server *srv, int *fd, uint32_t events)
-{
-    struct epoll_event ev = {.events = events, .data.ptr = fd};
-    return epoll_ctl(srv->epfd, EPOLL_CTL_ADD, *fd, &ev);
 }
 
 int echo_server_create(const struct echo_config *cfg, void **out, char *err, size_t errlen)
@@ -105,29 +92,24 @@ int echo_server_create(const struct echo_config *cfg, void **out, char *err, siz
         snprintf(err, errlen, "out of memory");
         return SG_ERR_NOMEM;
     }
-    srv->epfd = srv->tcp_fd = srv->udp_fd = srv->wake_fd = -1;
+    srv->tcp_fd = srv->udp_fd = -1;
     srv->mode = cfg->mode;
     srv->max_conns = cfg->max_conns;
     srv->idle_timeout_ms = (int64_t)cfg->idle_timeout_s * 1000;
+    /* First, so that destroy() finds the loop either open or closed whatever fails next. */
+    rc = sg_evloop_open(&srv->loop, err, errlen);
+    if (rc != SG_OK)
+        goto out;
     srv->scratch = malloc(ECHO_SCRATCH);
     if (!srv->scratch) {
         snprintf(err, errlen, "out of memory");
         rc = SG_ERR_NOMEM;
         goto out;
     }
-    rc = sg_listen_tcp_udp(&addr, &srv->tcp_fd, &srv->udp_fd, err, errlen);
-    if (rc != SG_OK)
-        goto out;
-    srv->port = sg_local_port(srv->udp_fd);
-    srv->epfd = epoll_create1(EPOLL_CLOEXEC);
-    srv->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (srv->epfd < 0 || srv->wake_fd < 0 || watch(srv, &srv->tcp_fd, EPOLLIN) < 0 ||
-        watch(srv, &srv->udp_fd, EPOLLIN) < 0 || watch(srv, &srv->wake_fd, EPOLLIN) < 0) {
-        snprintf(err, errlen, "event loop set-up: %s", strerror(errno));
-        rc = SG_ERR_SYS;
-        goto out;
-    }
-    rc = SG_OK;
+    /* Each socket's own address inside srv is the token the loop dispatches on. */
+    rc = sg_evloop_listen_tcp_udp(&srv->loop, &addr, &srv->tcp_fd, &srv->udp_fd, err, errlen);
+    if (rc == SG_OK)
+        srv->port = sg_local_port(srv->udp_fd);
 out:
     if (rc != SG_OK)
         echo_destroy(srv);
@@ -136,44 +118,17 @@ out:
     return rc;
 }
 
-void echo_set_accepting(struct echo_server *srv, int on)
-{
-    struct epoll_event ev = {.events = on ? EPOLLIN : 0, .data.ptr = &srv->tcp_fd};
-    if (epoll_ctl(srv->epfd, EPOLL_CTL_MOD, srv->tcp_fd, &ev) < 0)
-        sg_error("epoll_ctl on the listener: %s", strerror(errno));
-}
-
-/* Returns the epoll_wait timeout: until the next idle expiry or accept resumption, -1 for none. */
-static int loop_timeout(struct echo_server *srv, int64_t now)
-{
-    int timeout = echo_conns_expire(srv, now);
-    if (srv->accept_resume_ms) {
-        int64_t left = srv->accept_resume_ms - now;
-        if (left <= 0) {
-            srv->accept_resume_ms = 0;
-            echo_set_accepting(srv, 1);
-        } else if (timeout < 0 || left < timeout) {
-            timeout = (int)left;
-        }
-    }
-    return timeout;
-}
-
 static int echo_run(void *p)
 {
     struct echo_server *srv = p;
     struct epoll_event evs[MAX_EVENTS];
-    int stopping = 0;
 
-    while (!stopping) {
-        int n = epoll_wait(srv->epfd, evs, MAX_EVENTS, loop_timeout(srv, sg_now_ms()));
+    while (!srv->loop.stopping) {
+        /* Until the next idle expiry, -1 for none; the loop shortens it while accepts are paused. */
+        int n = sg_evloop_wait(&srv->loop, evs, MAX_EVENTS, echo_conns_expire(srv, sg_now_ms()));
         int64_t now = sg_now_ms();
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            sg_error("epoll_wait: %s", strerror(errno));
+        if (n < 0)
             return SG_ERR_SYS;
-        }
         /*
          * Only the connection being handled is ever closed inside this
          * batch, and epoll reports each descriptor at most once per call,
@@ -181,12 +136,7 @@ static int echo_run(void *p)
          */
         for (int i = 0; i < n; i++) {
             void *token = evs[i].data.ptr;
-            if (token == &srv->wake_fd) {
-                uint64_t count;
-                if (read(srv->wake_fd, &count, sizeof count) < 0 && errno != EAGAIN)
-                    sg_warn("eventfd read: %s", strerror(errno)); /* stopping anyway */
-                stopping = 1;
-            } else if (token == &srv->tcp_fd) {
+            if (token == &srv->tcp_fd) {
                 echo_accept_ready(srv, now);
             } else if (token == &srv->udp_fd) {
                 echo_udp_ready(srv);
@@ -200,11 +150,7 @@ static int echo_run(void *p)
 
 static void echo_stop(void *p)
 {
-    struct echo_server *srv = p;
-    uint64_t one = 1;
-    /* write() is async-signal-safe; a full counter (EAGAIN) still wakes the loop. */
-    ssize_t rc = write(srv->wake_fd, &one, sizeof one);
-    (void)rc;
+    sg_evloop_stop(&((struct echo_server *)p)->loop);
 }
 
 static int echo_listen_fd(void *p)

@@ -50,7 +50,6 @@ int main(int argc, char **argv)
     const char *max_output = "16M", *max_input = "16M", *max_procs = "0", *max_conns = "256";
     const char *idle = "300000", *workdir = NULL, *cpu = "60", *files = "256", *nproc = "512";
     const char *log_format = "text";
-    enum sg_log_format fmt;
     uint64_t v[11];
     char err[512];
     void *srv = NULL;
@@ -96,11 +95,8 @@ int main(int argc, char **argv)
         status = rc == 1 ? 0 : 2;
         goto out;
     }
-    if (sg_log_format_parse(log_format, &fmt) != SG_OK) {
-        fprintf(stderr, "sockgate-exec: --log-format must be text or json, not '%s'\n", log_format);
+    if (sg_log_setup("sockgate-exec", log_format) != SG_OK)
         goto out;
-    }
-    sg_log_init("sockgate-exec", fmt, SG_LOG_INFO);
     if (number("timeout-ms", timeout, 1, 86400000, 0, &v[0]) || number("max-timeout-ms", max_timeout, 1, 86400000, 0, &v[1]) ||
         number("kill-grace-ms", grace, 0, 3600000, 0, &v[2]) ||
         number("max-output", max_output, 1, UINT64_C(1) << 32, 1, &v[3]) ||

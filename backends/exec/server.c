@@ -6,8 +6,6 @@
 #include <ftw.h>
 #include <stddef.h>
 #include <limits.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,14 +17,13 @@
 
 #include "exec_internal.h"
 #include "reply.h"
+#include "sockgate/accept.h"
 #include "sockgate/error.h"
 #include "sockgate/log.h"
+#include "sockgate/wake.h"
 
 /* Connection threads need little stack: buffers live on the heap. */
 #define CONN_STACK_BYTES (512u * 1024u)
-
-/* How long accept pauses when the process is out of descriptors. */
-#define ACCEPT_BACKOFF_MS 100
 
 void exec_config_defaults(struct exec_config *cfg)
 {
@@ -197,9 +194,11 @@ int exec_server_create(const struct exec_config *cfg, void **out, char *err, siz
         rc = SG_ERR_SYS;
         goto out;
     }
-    srv->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    /* Never drained: it stays readable for every connection thread that watches it too. */
+    if ((rc = sg_wake_open(&srv->stop_fd, err, errlen)) != SG_OK)
+        goto out;
     srv->slot_fd = eventfd(srv->max_procs, EFD_CLOEXEC | EFD_NONBLOCK | EFD_SEMAPHORE);
-    if (srv->stop_fd < 0 || srv->slot_fd < 0) {
+    if (srv->slot_fd < 0) {
         snprintf(err, errlen, "eventfd: %s", strerror(errno));
         rc = SG_ERR_SYS;
         goto out;
@@ -226,7 +225,7 @@ static void start_conn(struct exec_server *srv, int fd, const struct sockaddr *s
     struct exec_conn *c = NULL;
     pthread_attr_t attr;
     pthread_t thread;
-    int rc, one = 1;
+    int rc;
 
     pthread_mutex_lock(&srv->lock);
     if (srv->live >= srv->max_conns) {
@@ -240,9 +239,7 @@ static void start_conn(struct exec_server *srv, int fd, const struct sockaddr *s
         goto undo;
     memset(c, 0, offsetof(struct exec_conn, in));
     c->srv = srv;
-    c->fd = fd;
-    /* Each reply leaves in one sendmsg: waiting to coalesce only delays the tail of large ones. */
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    c->fd = fd; /* sg_accept set TCP_NODELAY: each reply leaves in one sendmsg, so coalescing only delays it */
     sg_addr_format(sa, salen, c->peer, sizeof c->peer);
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, CONN_STACK_BYTES);
@@ -288,17 +285,15 @@ static int exec_run_loop(void *p)
         for (;;) {
             struct sockaddr_storage ss;
             socklen_t sl = sizeof ss;
-            int fd = accept4(srv->listen_fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            int fd = sg_accept(srv->listen_fd, (struct sockaddr *)&ss, &sl);
             if (fd >= 0) {
                 start_conn(srv, fd, (struct sockaddr *)&ss, sl);
                 continue;
             }
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+            if (fd == SG_ACCEPT_PAUSE) {
+                /* Out of descriptors: wait, but wake at once for a stop. */
                 struct pollfd stop = {.fd = srv->stop_fd, .events = POLLIN};
-                sg_warn("accept: %s; pausing", strerror(errno));
-                poll(&stop, 1, ACCEPT_BACKOFF_MS);
-            } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED) {
-                sg_warn("accept: %s", strerror(errno));
+                poll(&stop, 1, SG_ACCEPT_PAUSE_MS);
             }
             break;
         }
@@ -313,11 +308,7 @@ static int exec_run_loop(void *p)
 
 static void exec_stop(void *p)
 {
-    struct exec_server *srv = p;
-    uint64_t one = 1;
-    /* write(2) on an eventfd is async-signal-safe; the counter never gets near its maximum. */
-    if (write(srv->stop_fd, &one, sizeof one) < 0)
-        return;
+    sg_wake_signal(((struct exec_server *)p)->stop_fd);
 }
 
 static void exec_destroy(void *p)
@@ -327,8 +318,7 @@ static void exec_destroy(void *p)
         return;
     if (srv->listen_fd >= 0)
         close(srv->listen_fd);
-    if (srv->stop_fd >= 0)
-        close(srv->stop_fd);
+    sg_wake_close(&srv->stop_fd);
     if (srv->slot_fd >= 0)
         close(srv->slot_fd);
     if (srv->spawn.workdir_fd >= 0)

@@ -24,7 +24,6 @@ int main(int argc, char **argv)
     struct file_config cfg;
     const char *listen = FILE_DEFAULT_LISTEN, *root = FILE_DEFAULT_ROOT, *max_size = "64G", *max_conns = "128";
     const char *io_timeout = "60", *idle_timeout = "300", *log_format = "text";
-    enum sg_log_format fmt;
     uint64_t n;
     char err[512];
     void *srv = NULL;
@@ -54,11 +53,8 @@ int main(int argc, char **argv)
                           opts, argc, argv, NULL);
     if (rc != 0)
         return rc == 1 ? 0 : 2;
-    if (sg_log_format_parse(log_format, &fmt) != SG_OK) {
-        fprintf(stderr, "sockgate-file: --log-format must be text or json, not '%s'\n", log_format);
+    if (sg_log_setup("sockgate-file", log_format) != SG_OK)
         return 2;
-    }
-    sg_log_init("sockgate-file", fmt, SG_LOG_INFO);
     file_config_defaults(&cfg);
     cfg.listen = listen;
     cfg.root = root;

@@ -12,13 +12,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "conn.h"
 #include "sockgate/error.h"
 #include "sockgate/log.h"
+#include "sockgate/wake.h"
 
 /* How long the loop sleeps when accept() is out of descriptors, and how often finished threads are joined. */
 #define ACCEPT_PAUSE_MS 100
@@ -48,8 +48,7 @@ static void file_destroy(void *p)
     }
     if (srv->listen_fd >= 0)
         close(srv->listen_fd);
-    if (srv->wake_fd >= 0)
-        close(srv->wake_fd);
+    sg_wake_close(&srv->wake_fd);
     if (srv->has_store)
         file_store_close(&srv->store);
     if (srv->has_lock)
@@ -94,13 +93,7 @@ int file_server_create(const struct file_config *cfg, void **out, char *err, siz
     rc = sg_listen(&addr, SOCK_STREAM, &srv->listen_fd, err, errlen);
     if (rc != SG_OK)
         goto out;
-    srv->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (srv->wake_fd < 0) {
-        snprintf(err, errlen, "eventfd: %s", strerror(errno));
-        rc = SG_ERR_SYS;
-        goto out;
-    }
-    rc = SG_OK;
+    rc = sg_wake_open(&srv->wake_fd, err, errlen);
 out:
     if (rc != SG_OK)
         file_destroy(srv);
@@ -223,11 +216,7 @@ static int file_run(void *p)
 
 static void file_stop(void *p)
 {
-    struct file_server *srv = p;
-    uint64_t one = 1;
-    /* write(2) on an eventfd is async-signal-safe; a full counter already means "stop". */
-    if (write(srv->wake_fd, &one, sizeof one) < 0)
-        return;
+    sg_wake_signal(((struct file_server *)p)->wake_fd);
 }
 
 static int file_listen_fd(void *p)

@@ -6,10 +6,13 @@
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "conn.h"
+#include "hasher.h"
 #include "sockgate/error.h"
 #include "sockgate/hash.h"
 #include "sockgate/log.h"
@@ -41,6 +44,24 @@ static int checksum_field(const json_t *req, const char *key, size_t hexlen, con
     return SG_OK;
 }
 
+/*
+ * A body over BODY_PIPELINE bytes is received in two alternating buffers of
+ * BODY_BUF bytes: once the frame reader's 64 KiB buffer is used up, the body
+ * is read straight from the socket into one while the other is hashed on a
+ * helper thread (hasher.c). The socket is told not to wake us before
+ * BODY_LOWAT bytes are queued (SO_RCVLOWAT), so a sender's small pieces
+ * (17 KiB from the gateway) arrive as one read, one write and one hash block
+ * of a few hundred KiB instead of one of each per piece.
+ */
+#define BODY_PIPELINE (UINT64_C(1) << 20)
+#define BODY_BUF (512u * 1024u)
+#define BODY_LOWAT (256 * 1024)
+/*
+ * How long to wait for BODY_LOWAT bytes before taking whatever came: a slow
+ * sender that makes progress must not look idle to the I/O timeout.
+ */
+#define BODY_LOWAT_WAIT_MS 200
+
 /* Writes all len bytes to the file fd; 0 or -1 with errno set. */
 static int write_file(int fd, const uint8_t *p, size_t len)
 {
@@ -63,12 +84,80 @@ struct upload {
     uint64_t size;
     uint64_t got;
     struct file_temp tmp;
+    uint8_t *bufs;           /* 2 * BODY_BUF bytes for direct reads, NULL to use the frame reader only */
+    unsigned cur;            /* the buffer the next direct read fills: 0 or 1 */
+    int is_direct;           /* the last chunk is in bufs (else in the frame reader's buffer) */
+    int lowat;               /* the SO_RCVLOWAT set on the socket, 0 while it is the default */
+    int has_hasher;
+    struct hasher hasher;
     struct sg_hash hash;
     const char *want_sha256;
     const char *want_md5;
     char sha256[SG_SHA256_HEX];
     char md5[SG_MD5_HEX];
 };
+
+/* Sets the socket's SO_RCVLOWAT to want when it differs (best effort: a failure only costs wake-ups). */
+static void set_lowat(struct upload *u, int want)
+{
+    if (u->lowat == want)
+        return;
+    if (setsockopt(u->c->fd, SOL_SOCKET, SO_RCVLOWAT, &want, sizeof want) == 0)
+        u->lowat = want;
+}
+
+/*
+ * Returns the next event of the upload frame like file_conn_next. Bytes the
+ * frame reader holds are used first; after that, body bytes are read into
+ * u->bufs[cur] directly, never more than the body has left, so the bytes of a
+ * pipelined next request stay in the socket for the frame reader. They go
+ * through the connection's decoder all the same, which keeps its count.
+ */
+static int next_event(struct upload *u, enum sg_frame_event *ev, const uint8_t **chunk, size_t *len)
+{
+    struct sg_frame_reader *rd = u->c->rd;
+    uint64_t left = rd->dec.body_left;
+    uint8_t *buf;
+    size_t want, got = 0, used = 0;
+    int64_t t = u->c->srv->io_timeout_ms, first;
+    int rc;
+
+    u->is_direct = 0;
+    if (!u->bufs || rd->off < rd->len || left == 0)
+        return file_conn_next(u->c, ev, chunk, len);
+    set_lowat(u, left < BODY_LOWAT ? (int)left : BODY_LOWAT);
+    buf = u->bufs + (size_t)u->cur * BODY_BUF;
+    want = left < BODY_BUF ? (size_t)left : BODY_BUF;
+    first = t >= 0 && t < BODY_LOWAT_WAIT_MS ? t : BODY_LOWAT_WAIT_MS;
+    rc = sg_read_some(u->c->fd, buf, want, &got, sg_now_ms() + first);
+    if (rc == SG_ERR_TIMEOUT && (t < 0 || t > first)) {
+        /* Fewer than the low-water mark came: wait for any byte, for the rest of the I/O timeout. */
+        set_lowat(u, 1);
+        rc = sg_read_some(u->c->fd, buf, want, &got, t < 0 ? -1 : sg_now_ms() + t - first);
+    }
+    if (rc != SG_OK)
+        return rc;
+    u->is_direct = 1;
+    *ev = sg_frame_decode(&rd->dec, buf, got, &used, chunk, len);
+    return *ev == SG_FRAME_BODY && used == got ? SG_OK : SG_ERR_INTERNAL;
+}
+
+/* Feeds a body chunk into the digests: on the helper thread when there is one and the chunk is ours. */
+static void hash_chunk(struct upload *u, const uint8_t *chunk, size_t len)
+{
+    if (!u->has_hasher) {
+        sg_hash_update(&u->hash, chunk, len);
+        return;
+    }
+    if (!u->is_direct) {
+        /* The frame reader reuses its buffer on its next read: hash this chunk now, in order. */
+        hasher_wait(&u->hasher);
+        sg_hash_update(&u->hash, chunk, len);
+        return;
+    }
+    hasher_submit(&u->hasher, chunk, len);
+    u->cur ^= 1; /* the next read fills the other buffer, whose block the submit saw hashed */
+}
 
 /*
  * Streams the body into u->tmp. Returns SG_OK once END was read; an sg_err
@@ -81,7 +170,7 @@ static int receive_body(struct upload *u, int *outcome)
     const uint8_t *chunk;
     size_t len;
     while (ev != SG_FRAME_END) {
-        int rc = file_conn_next(u->c, &ev, &chunk, &len);
+        int rc = next_event(u, &ev, &chunk, &len);
         if (rc != SG_OK) {
             *outcome = FILE_CLOSE;
             return rc; /* a short body: disconnect, timeout or stop */
@@ -89,7 +178,7 @@ static int receive_body(struct upload *u, int *outcome)
         if (ev != SG_FRAME_BODY)
             continue;
         u->got += len;
-        sg_hash_update(&u->hash, chunk, len);
+        hash_chunk(u, chunk, len);
         if (write_file(u->tmp.fd, chunk, len) != 0) {
             int err = file_store_errno(errno);
             char why[128];
@@ -98,6 +187,7 @@ static int receive_body(struct upload *u, int *outcome)
             file_store_temp_discard(&u->c->srv->store, &u->tmp);
             *outcome = file_conn_reply_error(u->c, err, "writing %s failed after %llu bytes: %s", u->name,
                                              (unsigned long long)(u->got - len), why);
+            set_lowat(u, 1); /* the rest is drained through the frame reader, whatever its size */
             if (*outcome == FILE_NEXT)
                 *outcome = file_conn_skip_body(u->c, u->size - u->got);
             return err;
@@ -176,7 +266,16 @@ int file_op_upload(struct file_conn *c, const json_t *req, uint64_t body_size)
         outcome = refuse(&u, rc, why);
         goto out;
     }
+    /* Without the buffers or the thread the upload still works, only with smaller reads or inline hashing. */
+    u.bufs = body_size > BODY_PIPELINE ? malloc(2 * (size_t)BODY_BUF) : NULL;
+    u.has_hasher = u.bufs && hasher_start(&u.hasher, &u.hash) == SG_OK;
     rc = receive_body(&u, &outcome);
+    if (u.has_hasher)
+        hasher_stop(&u.hasher); /* the hash is complete, and the buffers free, only once the helper is done */
+    if (u.lowat)
+        set_lowat(&u, 1); /* the next request's header may be a few bytes */
+    free(u.bufs);
+    u.bufs = NULL;
     if (rc != SG_OK)
         goto out;
     sg_hash_final(&u.hash, u.sha256, u.want_md5 ? u.md5 : NULL);

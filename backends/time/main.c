@@ -11,7 +11,6 @@ int main(int argc, char **argv)
 {
     struct time_config cfg;
     const char *listen = TIME_DEFAULT_LISTEN, *utc = NULL, *log_format = "text";
-    enum sg_log_format fmt;
     char err[256];
     void *srv = NULL;
     int rc;
@@ -29,11 +28,8 @@ int main(int argc, char **argv)
                           opts, argc, argv, NULL);
     if (rc != 0)
         return rc == 1 ? 0 : 2;
-    if (sg_log_format_parse(log_format, &fmt) != SG_OK) {
-        fprintf(stderr, "sockgate-time: --log-format must be text or json, not '%s'\n", log_format);
+    if (sg_log_setup("sockgate-time", log_format) != SG_OK)
         return 2;
-    }
-    sg_log_init("sockgate-time", fmt, SG_LOG_INFO);
     time_config_defaults(&cfg);
     cfg.listen = listen;
     cfg.utc = utc != NULL;

@@ -37,6 +37,17 @@ int sg_log_format_parse(const char *text, enum sg_log_format *out)
     return SG_OK;
 }
 
+int sg_log_setup(const char *prog, const char *format_text)
+{
+    enum sg_log_format format;
+    if (sg_log_format_parse(format_text, &format) != SG_OK) {
+        fprintf(stderr, "%s: --log-format must be text or json, not '%s'\n", prog, format_text);
+        return SG_ERR_INVALID;
+    }
+    sg_log_init(prog, format, SG_LOG_INFO);
+    return SG_OK;
+}
+
 static void timestamp(char *buf, size_t len)
 {
     struct timeval tv;

@@ -24,6 +24,52 @@ const char *sg_test_bin(const char *prog, char *buf, size_t buflen)
     return buf;
 }
 
+/* Children started and not known to be reaped; grown as needed, freed never (the process is ending). */
+static pid_t *started;
+static size_t nstarted, started_cap;
+
+static void kill_started(void)
+{
+    for (size_t i = 0; i < nstarted; i++) {
+        int status;
+        /* Only a child not reaped yet is still ours: its number cannot have been reused. */
+        if (started[i] > 0 && waitpid(started[i], &status, WNOHANG) == 0) {
+            kill(started[i], SIGKILL);
+            waitpid(started[i], &status, 0);
+        }
+    }
+}
+
+void sg_test_kill_at_exit(pid_t pid)
+{
+    if (started_cap == 0)
+        atexit(kill_started);
+    for (size_t i = 0; i < nstarted; i++)
+        if (started[i] <= 0) {
+            started[i] = pid;
+            return;
+        }
+    if (nstarted == started_cap) {
+        size_t cap = started_cap ? 2 * started_cap : 32;
+        pid_t *grown = realloc(started, cap * sizeof *grown);
+        if (!grown) {
+            /* best effort: PR_SET_PDEATHSIG in the child still kills it when we exit */
+            fprintf(stderr, "out of memory tracking child %d\n", (int)pid);
+            return;
+        }
+        started = grown;
+        started_cap = cap;
+    }
+    started[nstarted++] = pid;
+}
+
+void sg_test_forget(pid_t pid)
+{
+    for (size_t i = 0; i < nstarted; i++)
+        if (started[i] == pid)
+            started[i] = 0;
+}
+
 static void dump_log(const char *path)
 {
     FILE *f = fopen(path, "r");
@@ -101,8 +147,10 @@ int sg_proc_start(struct sg_proc *p, const char *const argv[], int timeout_ms)
     close(fd);
     while (sg_now_ms() < deadline) {
         int status;
-        if (find_listening(p))
+        if (find_listening(p)) {
+            sg_test_kill_at_exit(p->pid);
             return 0;
+        }
         if (waitpid(p->pid, &status, WNOHANG) == p->pid) {
             fprintf(stderr, "%s exited before listening (status %d)\n", argv[0], status);
             dump_log(p->log_path);
@@ -125,6 +173,7 @@ int sg_proc_stop(struct sg_proc *p, int timeout_ms)
     int status = 0;
     if (p->pid <= 0)
         return -1;
+    sg_test_forget(p->pid); /* reaped below in every case */
     kill(p->pid, SIGTERM);
     for (;;) {
         pid_t r = waitpid(p->pid, &status, WNOHANG);

@@ -18,9 +18,20 @@ struct sg_proc {
 const char *sg_test_bin(const char *prog, char *buf, size_t buflen);
 
 /*
+ * Kills pid (SIGKILL) and waits for it when the test exits while pid is still
+ * an unreaped child: a failed check exits at once, and must not leave a
+ * server holding ctest's pipes. sg_proc_start registers what it starts.
+ */
+void sg_test_kill_at_exit(pid_t pid);
+
+/* Forgets pid (reaped by the caller: the number may soon belong to another process). */
+void sg_test_forget(pid_t pid);
+
+/*
  * Starts $SOCKGATE_BIN_DIR/argv[0] with argv (NULL-terminated), its stderr to
  * a log file, and waits up to timeout_ms for "listening on HOST:PORT".
- * Returns 0 and fills p, or -1 after printing the log (the process is killed).
+ * Returns 0 and fills p (p->pid is killed at exit unless stopped), or -1
+ * after printing the log (the process is killed).
  */
 int sg_proc_start(struct sg_proc *p, const char *const argv[], int timeout_ms);
 

@@ -13,6 +13,13 @@ void sg_log_init(const char *prog, enum sg_log_format format, enum sg_log_level 
 /* Parses "text" or "json" into *out; returns SG_OK or SG_ERR_INVALID. */
 int sg_log_format_parse(const char *text, enum sg_log_format *out);
 
+/*
+ * What a program does with its --log-format flag: parses format_text and
+ * starts logging as prog at info level. Returns SG_OK, or SG_ERR_INVALID after
+ * printing "PROG: --log-format must be text or json, not 'TEXT'" to stderr.
+ */
+int sg_log_setup(const char *prog, const char *format_text);
+
 /* Logs one line: timestamp, level, program, the function, and the message. */
 void sg_log(enum sg_log_level level, const char *func, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -15,78 +15,39 @@
 #include <arpa/inet.h>
 #include <unistd.h>
 
+#include "check.h"
 #include "harness.h"
 #include "sockgate/error.h"
 #include "sockgate/net.h"
-
-/* check.h's CHECK without its per-binary counter (unused here): a failed requirement exits 1. */
-#define REQUIRE(cond)                                                                        \
-    do {                                                                                     \
-        if (!(cond)) {                                                                       \
-            fprintf(stderr, "%s:%d: %s: requirement failed: %s\n", __FILE__, __LINE__, __func__, \
-                    #cond);                                                                  \
-            exit(1);                                                                         \
-        }                                                                                    \
-    } while (0)
-
-#define MAX_CHILDREN 32
-
-static pid_t children[MAX_CHILDREN];
-static int nchildren;
-
-/* Kills what was started and not reaped: a failed check exits without stopping anything. */
-static void kill_children(void)
-{
-    for (int i = 0; i < nchildren; i++) {
-        int status;
-        if (children[i] > 0 && waitpid(children[i], &status, WNOHANG) == 0) {
-            kill(children[i], SIGKILL);
-            waitpid(children[i], &status, 0);
-        }
-    }
-}
-
-static void remember(pid_t pid)
-{
-    if (nchildren == 0)
-        atexit(kill_children);
-    REQUIRE(nchildren < MAX_CHILDREN);
-    children[nchildren++] = pid;
-}
 
 void ct_start(struct sg_proc *p, const char *const extra[])
 {
     const char *argv[32] = {"sockgate-chat", "--listen", "127.0.0.1:0"};
     int n = 3;
     for (int i = 0; extra && extra[i]; i++) {
-        REQUIRE(n < 31);
+        CHECK(n < 31);
         argv[n++] = extra[i];
     }
     argv[n] = NULL;
-    REQUIRE(sg_proc_start(p, argv, 10000) == 0);
-    remember(p->pid);
+    CHECK(sg_proc_start(p, argv, 10000) == 0); /* the harness kills it at exit unless stopped */
 }
 
 void ct_stop(struct sg_proc *p)
 {
-    pid_t pid = p->pid;
-    REQUIRE(sg_proc_stop(p, 10000) == 0);
-    for (int i = 0; i < nchildren; i++)
-        if (children[i] == pid)
-            children[i] = 0; /* reaped: the number may soon belong to someone else */
+    CHECK(sg_proc_stop(p, 10000) == 0);
 }
 
 void ct_connect(struct ct_conn *c, uint16_t port, int rcvbuf)
 {
     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port)};
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    REQUIRE(fd >= 0);
+    CHECK(fd >= 0);
     /* Before connect, so the window never grows past it: this peer can hold little unread. */
     if (rcvbuf > 0)
-        REQUIRE(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf) == 0);
+        CHECK(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf) == 0);
     sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(connect(fd, (struct sockaddr *)&sin, sizeof sin) == 0);
-    REQUIRE(sg_set_nonblock(fd, 1) == SG_OK);
+    CHECK(connect(fd, (struct sockaddr *)&sin, sizeof sin) == 0);
+    CHECK(sg_set_nonblock(fd, 1) == SG_OK);
     c->fd = fd;
     sg_frame_reader_init(&c->r, fd, 0);
 }
@@ -100,8 +61,8 @@ void ct_close(struct ct_conn *c)
 
 void ct_send(struct ct_conn *c, json_t *req)
 {
-    REQUIRE(req != NULL);
-    REQUIRE(sg_frame_send(c->fd, req, NULL, 0, sg_now_ms() + 10000) == SG_OK);
+    CHECK(req != NULL);
+    CHECK(sg_frame_send(c->fd, req, NULL, 0, sg_now_ms() + 10000) == SG_OK);
     json_decref(req);
 }
 
@@ -124,9 +85,9 @@ int ct_read(struct ct_conn *c, int timeout_ms, json_t **h, char **body, size_t *
             *h = json_incref(sg_frame_decoder_header(&c->r.dec));
             cap = (size_t)sg_frame_decoder_body_size(&c->r.dec) + 1;
             buf = malloc(cap);
-            REQUIRE(buf != NULL);
+            CHECK(buf != NULL);
         } else if (ev == SG_FRAME_BODY) {
-            REQUIRE(len + chunk_len < cap);
+            CHECK(len + chunk_len < cap);
             memcpy(buf + len, chunk, chunk_len);
             len += chunk_len;
         } else if (ev == SG_FRAME_END) {
@@ -153,7 +114,7 @@ json_t *ct_call(struct ct_conn *c, json_t *req)
 {
     json_t *h = NULL;
     ct_send(c, req);
-    REQUIRE(ct_read(c, 10000, &h, NULL, NULL) == SG_OK);
+    CHECK(ct_read(c, 10000, &h, NULL, NULL) == SG_OK);
     return h;
 }
 
@@ -162,7 +123,7 @@ long long ct_stat(struct ct_conn *c, const char *key)
     json_t *h = ct_call(c, json_pack("{s:s}", "op", "stats"));
     json_t *v = json_object_get(json_object_get(h, "stats"), key);
     long long n;
-    REQUIRE(json_is_integer(v));
+    CHECK(json_is_integer(v));
     n = json_integer_value(v);
     json_decref(h);
     return n;
@@ -178,10 +139,10 @@ int ct_udp(char *addr)
     struct sockaddr_in sin = {.sin_family = AF_INET};
     socklen_t len = sizeof sin;
     int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    REQUIRE(fd >= 0);
+    CHECK(fd >= 0);
     sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(bind(fd, (struct sockaddr *)&sin, sizeof sin) == 0);
-    REQUIRE(getsockname(fd, (struct sockaddr *)&sin, &len) == 0);
+    CHECK(bind(fd, (struct sockaddr *)&sin, sizeof sin) == 0);
+    CHECK(getsockname(fd, (struct sockaddr *)&sin, &len) == 0);
     snprintf(addr, SG_ADDR_STRLEN, "127.0.0.1:%u", ntohs(sin.sin_port));
     return fd;
 }
@@ -193,10 +154,10 @@ void ct_udp_send(int udp, uint16_t port, const void *buf, size_t len)
     for (int tries = 0; tries < 1000; tries++) {
         if (sendto(udp, buf, len, 0, (struct sockaddr *)&sin, sizeof sin) == (ssize_t)len)
             return;
-        REQUIRE(errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS || errno == EINTR);
+        CHECK(errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS || errno == EINTR);
         sg_wait_fd(udp, POLLOUT, sg_now_ms() + 100);
     }
-    REQUIRE(!"the UDP socket stayed full");
+    CHECK(!"the UDP socket stayed full");
 }
 
 long ct_udp_recv(int udp, char *buf, size_t cap, int timeout_ms)
@@ -231,9 +192,9 @@ void ct_spawn(struct ct_child *c, const char *const argv[], const char *const en
 {
     int in[2], out[2], err[2];
     memset(c, 0, sizeof *c);
-    REQUIRE(pipe2(in, O_CLOEXEC) == 0 && pipe2(out, O_CLOEXEC) == 0 && pipe2(err, O_CLOEXEC) == 0);
+    CHECK(pipe2(in, O_CLOEXEC) == 0 && pipe2(out, O_CLOEXEC) == 0 && pipe2(err, O_CLOEXEC) == 0);
     c->pid = fork();
-    REQUIRE(c->pid >= 0);
+    CHECK(c->pid >= 0);
     if (c->pid == 0) {
         sigset_t none;
         sigemptyset(&none);
@@ -248,7 +209,7 @@ void ct_spawn(struct ct_child *c, const char *const argv[], const char *const en
         fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
         _exit(127);
     }
-    remember(c->pid);
+    sg_test_kill_at_exit(c->pid);
     close(in[0]);
     close(out[1]);
     close(err[1]);
@@ -260,8 +221,8 @@ void ct_spawn(struct ct_child *c, const char *const argv[], const char *const en
 
 void ct_child_write(struct ct_child *c, const char *text)
 {
-    REQUIRE(c->in_fd >= 0);
-    REQUIRE(write(c->in_fd, text, strlen(text)) == (ssize_t)strlen(text));
+    CHECK(c->in_fd >= 0);
+    CHECK(write(c->in_fd, text, strlen(text)) == (ssize_t)strlen(text));
 }
 
 void ct_child_close_stdin(struct ct_child *c)
@@ -336,9 +297,7 @@ int ct_child_wait(struct ct_child *c, int timeout_ms)
     if (c->err_fd >= 0)
         close(c->err_fd);
     c->out_fd = c->err_fd = -1;
-    for (int i = 0; i < nchildren; i++)
-        if (children[i] == c->pid)
-            children[i] = 0;
+    sg_test_forget(c->pid);
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 

@@ -13,48 +13,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "check.h"
 #include "harness.h"
 #include "sockgate/error.h"
 #include "sockgate/net.h"
 
-/*
- * check.h's CHECK without check.h, whose per-binary pass counter would be
- * unused here: a failed requirement prints where and exits 1.
- */
-#define REQUIRE(cond)                                                                        \
-    do {                                                                                     \
-        if (!(cond)) {                                                                       \
-            fprintf(stderr, "%s:%d: %s: requirement failed: %s\n", __FILE__, __LINE__, __func__, \
-                    #cond);                                                                  \
-            exit(1);                                                                         \
-        }                                                                                    \
-    } while (0)
-
-#define MAX_STARTED 64
-
-static pid_t started[MAX_STARTED];
-static int nstarted;
-
-/* Kills what et_start started and nobody reaped: a failed check exits without stopping servers. */
-static void kill_started(void)
-{
-    for (int i = 0; i < nstarted; i++) {
-        int status;
-        /* Only a child not reaped yet is still ours: its pid cannot have been reused. */
-        if (waitpid(started[i], &status, WNOHANG) == 0) {
-            kill(started[i], SIGKILL);
-            waitpid(started[i], &status, 0);
-        }
-    }
-}
-
 void et_start(struct sg_proc *p, const char *const argv[])
 {
-    REQUIRE(sg_proc_start(p, argv, 10000) == 0);
-    if (nstarted == 0)
-        atexit(kill_started);
-    REQUIRE(nstarted < MAX_STARTED);
-    started[nstarted++] = p->pid;
+    /* The harness kills it at exit unless it was stopped. */
+    CHECK(sg_proc_start(p, argv, 10000) == 0);
 }
 
 static int connect_port(uint16_t port, int type)
@@ -63,10 +30,10 @@ static int connect_port(uint16_t port, int type)
     char text[32], err[256];
     int fd = -1;
     snprintf(text, sizeof text, "127.0.0.1:%u", port);
-    REQUIRE(sg_addr_parse(text, &a, err, sizeof err) == SG_OK);
+    CHECK(sg_addr_parse(text, &a, err, sizeof err) == SG_OK);
     if (sg_connect(&a, type, 5000, &fd, err, sizeof err) != SG_OK) {
         fprintf(stderr, "connect %s: %s\n", text, err);
-        REQUIRE(fd >= 0);
+        CHECK(fd >= 0);
     }
     return fd;
 }
@@ -85,13 +52,13 @@ void et_expect_reply(int fd, const char *msg, const char *expect)
 {
     size_t len = strlen(msg);
     char *got = calloc(1, len + 1);
-    REQUIRE(got != NULL);
-    REQUIRE(strlen(expect) == len);
-    REQUIRE(sg_write_all(fd, msg, len, sg_deadline_after(10000)) == SG_OK);
-    REQUIRE(sg_read_full(fd, got, len, sg_deadline_after(10000)) == SG_OK);
+    CHECK(got != NULL);
+    CHECK(strlen(expect) == len);
+    CHECK(sg_write_all(fd, msg, len, sg_deadline_after(10000)) == SG_OK);
+    CHECK(sg_read_full(fd, got, len, sg_deadline_after(10000)) == SG_OK);
     if (strcmp(got, expect) != 0)
         fprintf(stderr, "got \"%s\", expected \"%s\"\n", got, expect);
-    REQUIRE(strcmp(got, expect) == 0);
+    CHECK(strcmp(got, expect) == 0);
     free(got);
 }
 
@@ -99,7 +66,7 @@ long et_udp_ask(int fd, const void *msg, size_t len, void *reply, size_t cap)
 {
     for (int attempt = 0; attempt < 3; attempt++) {
         ssize_t n;
-        REQUIRE(send(fd, msg, len, 0) == (ssize_t)len);
+        CHECK(send(fd, msg, len, 0) == (ssize_t)len);
         if (sg_wait_fd(fd, POLLIN, sg_deadline_after(2000)) != SG_OK)
             continue;
         n = recv(fd, reply, cap, 0);
@@ -139,7 +106,7 @@ static int temp_file(void)
 {
     char tmpl[] = "/tmp/sockgate-et-XXXXXX";
     int fd = mkstemp(tmpl);
-    REQUIRE(fd >= 0);
+    CHECK(fd >= 0);
     unlink(tmpl);
     return fd;
 }
@@ -153,10 +120,10 @@ int et_run(const char *const argv[], const char *stdin_text, const char *const e
 
     memset(r, 0, sizeof *r);
     if (stdin_text)
-        REQUIRE(sg_write_all(in, stdin_text, strlen(stdin_text), -1) == SG_OK);
+        CHECK(sg_write_all(in, stdin_text, strlen(stdin_text), -1) == SG_OK);
     lseek(in, 0, SEEK_SET);
     pid = fork();
-    REQUIRE(pid >= 0);
+    CHECK(pid >= 0);
     if (pid == 0) {
         sigset_t none;
         sigemptyset(&none);
@@ -201,10 +168,10 @@ const char *et_source_file(const char *name, char *buf, size_t buflen)
 long et_raise_fd_limit(long want)
 {
     struct rlimit rl;
-    REQUIRE(getrlimit(RLIMIT_NOFILE, &rl) == 0);
+    CHECK(getrlimit(RLIMIT_NOFILE, &rl) == 0);
     if (rl.rlim_cur < (rlim_t)want) {
         rl.rlim_cur = rl.rlim_max < (rlim_t)want ? rl.rlim_max : (rlim_t)want;
-        REQUIRE(setrlimit(RLIMIT_NOFILE, &rl) == 0);
+        CHECK(setrlimit(RLIMIT_NOFILE, &rl) == 0);
     }
     return (long)rl.rlim_cur;
 }

@@ -14,17 +14,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "check.h"
 #include "sockgate/error.h"
 #include "sockgate/net.h"
-
-/* check.h is for test mains (it defines the pass counter); helpers fail through this. */
-#define CHECK(cond)                                                                           \
-    do {                                                                                      \
-        if (!(cond)) {                                                                        \
-            fprintf(stderr, "%s:%d: %s: CHECK failed: %s\n", __FILE__, __LINE__, __func__, #cond); \
-            exit(1);                                                                          \
-        }                                                                                     \
-    } while (0)
 
 #define KEEP_MAX ((size_t)64 << 20)
 #define IO_TIMEOUT_MS 60000
@@ -226,39 +218,17 @@ int fc_count_prefix(const char *dir, const char *prefix)
     return n;
 }
 
-/* Servers started and not yet stopped: killed at exit so a failed CHECK never leaves one behind. */
-static struct sg_proc *live[16];
-
-static void kill_live(void)
-{
-    for (size_t i = 0; i < sizeof live / sizeof live[0]; i++)
-        if (live[i] && live[i]->pid > 0) {
-            kill(live[i]->pid, SIGKILL);
-            waitpid(live[i]->pid, NULL, 0);
-            live[i]->pid = 0;
-        }
-}
-
 void fc_server_start(struct sg_proc *p, const char *root, const char *const *extra)
 {
-    static int registered;
     const char *argv[32] = {"sockgate-file", "--listen", "127.0.0.1:0", "--root", root};
-    size_t slot = 0;
     int n = 5;
-    if (!registered)
-        atexit(kill_live);
-    registered = 1;
     for (int i = 0; extra && extra[i]; i++) {
         CHECK(n < 30);
         argv[n++] = extra[i];
     }
     argv[n] = NULL;
+    /* The harness kills it at exit unless it was stopped: a failed CHECK never leaves one behind. */
     CHECK(sg_proc_start(p, argv, 10000) == 0);
-    /* The first free slot: never used, this very record, or a server already stopped. */
-    while (slot < sizeof live / sizeof live[0] && live[slot] && live[slot] != p && live[slot]->pid > 0)
-        slot++;
-    if (slot < sizeof live / sizeof live[0])
-        live[slot] = p;
 }
 
 void fc_server_stop(struct sg_proc *p)

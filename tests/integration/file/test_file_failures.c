@@ -391,6 +391,43 @@ static void test_idle_connection_closed(void)
     fc_server_stop(&other);
 }
 
+/*
+ * A big upload waits for a few hundred KiB at a time (SO_RCVLOWAT), but a
+ * sender that trickles 64 KiB every 350 ms makes progress and must not hit a
+ * 1 s I/O timeout: the upload completes, whole.
+ */
+static void test_slow_sender_is_not_idle(void)
+{
+    const size_t size = MIB + 4096, piece = 64 * 1024;
+    char root2[400], sha[SG_SHA256_HEX];
+    const char *flags[] = {"--io-timeout", "1", NULL};
+    uint8_t *data = malloc(size);
+    struct sg_proc other;
+    struct fc_conn *c;
+    struct fc_resp r;
+
+    CHECK(data != NULL);
+    fc_fill(data, size, 91);
+    fc_sha256(data, size, sha);
+    snprintf(root2, sizeof root2, "%s/root-slow", dir);
+    fc_server_start(&other, root2, flags);
+    c = fc_open(other.port);
+    CHECK(fc_send(c, json_pack("{s:s, s:s, s:I}", "op", "upload", "filename", "slow", "total_size", (json_int_t)size),
+                  NULL, 0) == SG_OK);
+    for (size_t off = 0; off < size; off += piece) {
+        size_t n = size - off < piece ? size - off : piece;
+        CHECK(sg_write_all(c->fd, data + off, n, sg_now_ms() + 5000) == SG_OK);
+        usleep(350 * 1000);
+    }
+    CHECK(fc_recv(c, &r, 0) == SG_OK);
+    CHECK(fc_error(&r) == NULL);
+    CHECK_STR_EQ(fc_str(&r, "sha256"), sha);
+    fc_resp_free(&r);
+    fc_close(c);
+    fc_server_stop(&other);
+    free(data);
+}
+
 static void test_disk_full(void)
 {
     char mnt[400], root2[420];
@@ -462,6 +499,7 @@ int main(void)
     RUN_TEST(test_max_conns);
     RUN_TEST(test_stop_mid_upload);
     RUN_TEST(test_idle_connection_closed);
+    RUN_TEST(test_slow_sender_is_not_idle);
     RUN_TEST(test_disk_full);
     fc_server_stop(&server);
     sg_test_rmtree(dir);

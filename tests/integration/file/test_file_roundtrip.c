@@ -295,6 +295,55 @@ static void test_pipelining_and_ids(void)
     fc_close(c);
 }
 
+/*
+ * A body over 1 MiB is read straight from the socket in big blocks and hashed
+ * on a helper thread (with md5 too, here): the requests written right behind
+ * it in the same stream must still be read whole and answered in order.
+ */
+static void test_pipelined_after_big_upload(void)
+{
+    const size_t size = 3 * 1024 * 1024 + 7;
+    struct fc_conn *c = fc_open(server.port);
+    uint8_t *buf = malloc(2 * size + 4096), *data = malloc(size);
+    char sha[SG_SHA256_HEX];
+    size_t len = 0;
+    struct fc_resp r;
+
+    CHECK(buf != NULL && data != NULL);
+    fc_fill(data, size, 77);
+    fc_sha256(data, size, sha);
+    append_frame(buf, &len, json_pack("{s:s, s:s, s:I, s:s}", "op", "upload", "filename", "big-piped", "total_size",
+                                      (json_int_t)size, "md5", "0123456789abcdef0123456789abcdef"));
+    memcpy(buf + len, data, size);
+    len += size;
+    append_frame(buf, &len, json_pack("{s:s, s:s, s:I, s:s}", "op", "upload", "filename", "big-piped", "total_size",
+                                      (json_int_t)size, "sha256", sha));
+    memcpy(buf + len, data, size);
+    len += size - 1; /* the last byte goes with the download request below, in one write */
+    CHECK(sg_write_all(c->fd, buf, len, sg_now_ms() + 30000) == SG_OK);
+    len = 0;
+    buf[len++] = data[size - 1];
+    append_frame(buf, &len, json_pack("{s:s, s:s, s:i}", "op", "download", "filename", "big-piped", "id", 7));
+    CHECK(sg_write_all(c->fd, buf, len, sg_now_ms() + 5000) == SG_OK);
+    /* The first upload's md5 is wrong: refused after the whole body, the stream still in step. */
+    CHECK(fc_recv(c, &r, 0) == SG_OK);
+    CHECK_STR_EQ(fc_error(&r), "checksum_mismatch");
+    fc_resp_free(&r);
+    CHECK(fc_recv(c, &r, 0) == SG_OK);
+    CHECK(fc_error(&r) == NULL);
+    CHECK_INT_EQ(fc_int(&r, "size"), (int64_t)size);
+    CHECK_STR_EQ(fc_str(&r, "sha256"), sha);
+    fc_resp_free(&r);
+    CHECK(fc_recv(c, &r, size) == SG_OK);
+    CHECK_INT_EQ(fc_int(&r, "id"), 7);
+    CHECK_INT_EQ(r.len, size);
+    CHECK(r.body && memcmp(r.body, data, size) == 0);
+    fc_resp_free(&r);
+    fc_close(c);
+    free(buf);
+    free(data);
+}
+
 static void test_checksums_accepted(void)
 {
     struct fc_conn *c = fc_open(server.port);
@@ -440,6 +489,7 @@ int main(void)
     RUN_TEST(test_ranges);
     RUN_TEST(test_list_stat_delete);
     RUN_TEST(test_pipelining_and_ids);
+    RUN_TEST(test_pipelined_after_big_upload);
     RUN_TEST(test_checksums_accepted);
     RUN_TEST(test_cache_staleness);
     RUN_TEST(test_bad_requests);

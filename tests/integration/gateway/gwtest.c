@@ -11,11 +11,15 @@
 
 #include "sockgate/hash.h"
 
-/* check.h's CHECK, minus its pass counter that only test mains use. */
+/* The request a gw_expect_* call checks, named when a check fails, since the failing line is then in here. */
+static char checking[256];
+
+/* check.h's CHECK, minus its pass counter that only test mains use, plus the request being checked. */
 #define CHECK(cond)                                                                                  \
     do {                                                                                             \
         if (!(cond)) {                                                                               \
-            fprintf(stderr, "%s:%d: %s: CHECK failed: %s\n", __FILE__, __LINE__, __func__, #cond); \
+            fprintf(stderr, "%s:%d: %s: CHECK failed: %s%s%s\n", __FILE__, __LINE__, __func__, #cond, \
+                    *checking ? " in " : "", checking);                                              \
             exit(1);                                                                                 \
         }                                                                                            \
     } while (0)
@@ -24,40 +28,6 @@
 
 /* Answers in these tests are small; a bigger one is a bug worth failing on. */
 #define MAX_BODY (64u << 20)
-
-/* Programs still running; a failed CHECK exits, and then these must not outlive the test. */
-static struct sg_proc *live[32];
-
-static void kill_live(void)
-{
-    for (size_t i = 0; i < sizeof live / sizeof live[0]; i++)
-        if (live[i] && live[i]->pid > 0) {
-            kill(live[i]->pid, SIGKILL);
-            waitpid(live[i]->pid, NULL, 0);
-            live[i]->pid = 0;
-        }
-}
-
-void gw_track(struct sg_proc *p)
-{
-    static int registered;
-    if (!registered) {
-        atexit(kill_live);
-        registered = 1;
-    }
-    for (size_t i = 0; i < sizeof live / sizeof live[0]; i++)
-        if (!live[i] || live[i] == p) {
-            live[i] = p;
-            return;
-        }
-}
-
-void gw_untrack(struct sg_proc *p)
-{
-    for (size_t i = 0; i < sizeof live / sizeof live[0]; i++)
-        if (live[i] == p)
-            live[i] = NULL;
-}
 
 void gw_start(struct gw *g, const char *const extra[])
 {
@@ -79,14 +49,12 @@ void gw_start(struct gw *g, const char *const extra[])
         argv[n++] = extra[i];
     }
     argv[n] = NULL;
-    CHECK(sg_proc_start(&g->proc, argv, 10000) == 0);
-    gw_track(&g->proc);
+    CHECK(sg_proc_start(&g->proc, argv, 10000) == 0); /* the harness kills it at exit unless stopped */
     snprintf(g->base, sizeof g->base, "http://%s:%u", g->proc.host, g->proc.port);
 }
 
 void gw_stop(struct gw *g)
 {
-    gw_untrack(&g->proc);
     CHECK_INT_EQ(sg_proc_stop(&g->proc, 15000), 0);
     sg_test_rmtree(g->dir);
 }
@@ -162,10 +130,11 @@ struct http_resp *gw_do(struct gw *g, const char *method, const char *path, cons
     return http_do(method, url, headers, body, body ? strlen(body) : 0);
 }
 
+const char *const gw_json_headers[] = {"Content-Type: application/json", NULL};
+
 struct http_resp *gw_post_json(struct gw *g, const char *path, const char *json)
 {
-    const char *headers[] = {"Content-Type: application/json", NULL};
-    return gw_do(g, "POST", path, headers, json);
+    return gw_do(g, "POST", path, gw_json_headers, json);
 }
 
 char *http_header(const struct http_resp *r, const char *name)
@@ -215,6 +184,15 @@ void check_error(const struct http_resp *r, long status, const char *code)
     json_decref(j);
 }
 
+void check_header(const struct http_resp *r, const char *name, const char *want)
+{
+    char *h = http_header(r, name);
+    if (!h || strcmp(h, want) != 0)
+        fprintf(stderr, "header %s: expected \"%s\", got \"%s\"\n", name, want, h ? h : "(none)");
+    CHECK_STR_EQ(h, want);
+    free(h);
+}
+
 void http_free(struct http_resp *r)
 {
     if (!r)
@@ -222,6 +200,36 @@ void http_free(struct http_resp *r)
     free(r->body);
     free(r->headers);
     free(r);
+}
+
+json_t *http_ok_json(const struct http_resp *r, long status)
+{
+    if (r->status != status)
+        fprintf(stderr, "expected %ld, got %ld: %.300s\n", status, r->status, r->body);
+    CHECK_INT_EQ(r->status, status);
+    return http_json(r);
+}
+
+json_t *gw_expect_json(struct gw *g, const char *method, const char *path, const char *const headers[],
+                       const char *body, long status)
+{
+    struct http_resp *r = gw_do(g, method, path, headers, body);
+    json_t *j;
+    snprintf(checking, sizeof checking, "%s %s", method, path);
+    j = http_ok_json(r, status);
+    checking[0] = '\0';
+    http_free(r);
+    return j;
+}
+
+void gw_expect_error(struct gw *g, const char *method, const char *path, const char *const headers[],
+                     const char *body, long status, const char *code)
+{
+    struct http_resp *r = gw_do(g, method, path, headers, body);
+    snprintf(checking, sizeof checking, "%s %s", method, path);
+    check_error(r, status, code);
+    checking[0] = '\0';
+    http_free(r);
 }
 
 void fill_pattern(unsigned char *buf, size_t len, unsigned seed)

@@ -20,12 +20,6 @@ struct gw {
  */
 void gw_start(struct gw *g, const char *const extra[]);
 
-/* Kills p (SIGKILL) when the test exits while it still runs: a failed CHECK must not leave it behind. */
-void gw_track(struct sg_proc *p);
-
-/* Forgets p (it was stopped). */
-void gw_untrack(struct sg_proc *p);
-
 /* Sends SIGTERM, checks the gateway exits 0, and removes its directory. */
 void gw_stop(struct gw *g);
 
@@ -62,8 +56,29 @@ json_t *http_json(const struct http_resp *r);
 /* Checks the status and that the body is {"error": {"code": code, "message": non-empty}}. */
 void check_error(const struct http_resp *r, long status, const char *code);
 
+/* Checks that header name is there with exactly the value want (first match, case-insensitive). */
+void check_header(const struct http_resp *r, const char *name, const char *want);
+
 /* Frees r. */
 void http_free(struct http_resp *r);
+
+/* The headers of a request with a JSON body, for gw_do and the gw_expect_* calls. */
+extern const char *const gw_json_headers[];
+
+/* Checks the status (printing the body when it differs) and parses the body as JSON; new reference. */
+json_t *http_ok_json(const struct http_resp *r, long status);
+
+/*
+ * Sends method path as gw_do does, checks the answer's status and returns its
+ * body as JSON (new reference); the answer itself is freed. A failure names
+ * the request.
+ */
+json_t *gw_expect_json(struct gw *g, const char *method, const char *path, const char *const headers[],
+                       const char *body, long status);
+
+/* Sends method path as gw_do does and checks the answer with check_error; a failure names the request. */
+void gw_expect_error(struct gw *g, const char *method, const char *path, const char *const headers[],
+                     const char *body, long status, const char *code);
 
 /* Writes len bytes of a repeatable pseudo-random stream (seeded by seed) into buf. */
 void fill_pattern(unsigned char *buf, size_t len, unsigned seed);

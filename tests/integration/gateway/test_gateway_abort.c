@@ -319,7 +319,6 @@ static void check_root_clean(const struct gw *of)
 static void stop_promptly(struct gw *one, const char *what)
 {
     int rc;
-    gw_untrack(&one->proc);
     rc = sg_proc_stop(&one->proc, NOTICE_MS);
     if (rc != 0)
         fprintf(stderr, "%s: the gateway did not exit 0 within %d ms of SIGTERM\n", what, NOTICE_MS);
@@ -356,9 +355,9 @@ static void run_case(enum kind kind, enum point point, enum ending ending)
             what, NOTICE_MS, l.uploads, l.requests, l.is_close_wait ? "its socket in CLOSE-WAIT" : "its socket gone",
             l.files);
     /* It would wait out its grace period on SIGTERM: no use waiting for it. */
-    gw_untrack(&one.proc);
     kill(one.proc.pid, SIGKILL);
     waitpid(one.proc.pid, NULL, 0);
+    sg_test_forget(one.proc.pid);
     unlink(one.proc.log_path);
     sg_test_rmtree(one.dir);
 }

@@ -15,34 +15,20 @@
 
 static struct gw g;
 
-static json_t *ok_json(struct http_resp *r, long status)
-{
-    if (r->status != status)
-        fprintf(stderr, "expected %ld, got %ld: %.300s\n", status, r->status, r->body);
-    CHECK_INT_EQ(r->status, status);
-    return http_json(r);
-}
-
 static void test_echo(void)
 {
-    struct http_resp *r = gw_post_json(&g, "/api/v1/echo", "{\"message\": \"hi there\"}");
-    json_t *j = ok_json(r, 200);
+    json_t *j = gw_expect_json(&g, "POST", "/api/v1/echo", gw_json_headers, "{\"message\": \"hi there\"}", 200);
     CHECK_STR_EQ(json_string_value(json_object_get(j, "reply")), "HI THERE");
     json_decref(j);
-    http_free(r);
 
     /* Only ASCII letters change: the UTF-8 bytes of é pass through untouched. */
-    r = gw_post_json(&g, "/api/v1/echo", "{\"message\": \"h\\u00e9llo 42\"}");
-    j = ok_json(r, 200);
+    j = gw_expect_json(&g, "POST", "/api/v1/echo", gw_json_headers, "{\"message\": \"h\\u00e9llo 42\"}", 200);
     CHECK_STR_EQ(json_string_value(json_object_get(j, "reply")), "H\xc3\xa9LLO 42");
     json_decref(j);
-    http_free(r);
 
-    r = gw_post_json(&g, "/api/v1/echo", "{\"message\": \"\"}");
-    j = ok_json(r, 200);
+    j = gw_expect_json(&g, "POST", "/api/v1/echo", gw_json_headers, "{\"message\": \"\"}", 200);
     CHECK_STR_EQ(json_string_value(json_object_get(j, "reply")), "");
     json_decref(j);
-    http_free(r);
 }
 
 static void test_echo_long_message(void)
@@ -50,7 +36,6 @@ static void test_echo_long_message(void)
     /* 40000 bytes cross the echo protocol's 16 KiB window in pieces and come back whole. */
     size_t n = 40000;
     char *msg = malloc(n + 1), *body = malloc(n + 32), *want = malloc(n + 1);
-    struct http_resp *r;
     json_t *j;
     CHECK(msg && body && want);
     for (size_t i = 0; i < n; i++) {
@@ -59,11 +44,9 @@ static void test_echo_long_message(void)
     }
     msg[n] = want[n] = '\0';
     snprintf(body, n + 32, "{\"message\":\"%s\"}", msg);
-    r = gw_post_json(&g, "/api/v1/echo", body);
-    j = ok_json(r, 200);
+    j = gw_expect_json(&g, "POST", "/api/v1/echo", gw_json_headers, body, 200);
     CHECK_STR_EQ(json_string_value(json_object_get(j, "reply")), want);
     json_decref(j);
-    http_free(r);
     free(msg);
     free(body);
     free(want);
@@ -73,41 +56,26 @@ static void test_echo_errors(void)
 {
     const char *text_plain[] = {"Content-Type: text/plain", NULL};
     const char *json_type[] = {"Content-Type: application/json", NULL};
-    struct http_resp *r = gw_post_json(&g, "/api/v1/echo", "{\"message\": ");
     char *big;
-    check_error(r, 400, "invalid_request");
-    http_free(r);
-    r = gw_post_json(&g, "/api/v1/echo", "{\"msg\": \"x\"}");
-    check_error(r, 400, "invalid_request");
-    http_free(r);
-    r = gw_post_json(&g, "/api/v1/echo", "[1, 2]");
-    check_error(r, 400, "invalid_request");
-    http_free(r);
-    r = gw_post_json(&g, "/api/v1/echo", "");
-    check_error(r, 400, "invalid_request");
-    http_free(r);
+    gw_expect_error(&g, "POST", "/api/v1/echo", gw_json_headers, "{\"message\": ", 400, "invalid_request");
+    gw_expect_error(&g, "POST", "/api/v1/echo", gw_json_headers, "{\"msg\": \"x\"}", 400, "invalid_request");
+    gw_expect_error(&g, "POST", "/api/v1/echo", gw_json_headers, "[1, 2]", 400, "invalid_request");
+    gw_expect_error(&g, "POST", "/api/v1/echo", gw_json_headers, "", 400, "invalid_request");
     /* POST with neither Content-Length nor chunked encoding. */
-    r = gw_do(&g, "POST", "/api/v1/echo", json_type, NULL);
-    check_error(r, 411, "length_required");
-    http_free(r);
-    r = gw_do(&g, "POST", "/api/v1/echo", text_plain, "{\"message\": \"x\"}");
-    check_error(r, 415, "unsupported_media_type");
-    http_free(r);
+    gw_expect_error(&g, "POST", "/api/v1/echo", json_type, NULL, 411, "length_required");
+    gw_expect_error(&g, "POST", "/api/v1/echo", text_plain, "{\"message\": \"x\"}", 415, "unsupported_media_type");
     /* Over the default --max-json of 1 MiB: refused from its Content-Length, before any byte is read. */
     big = malloc(2u << 20);
     CHECK(big);
     memset(big, ' ', (2u << 20) - 1);
     big[(2u << 20) - 1] = '\0';
-    r = gw_post_json(&g, "/api/v1/echo", big);
-    check_error(r, 413, "too_large");
-    http_free(r);
+    gw_expect_error(&g, "POST", "/api/v1/echo", gw_json_headers, big, 413, "too_large");
     free(big);
 }
 
 static void test_time(void)
 {
-    struct http_resp *r = gw_do(&g, "GET", "/api/v1/time?format=%25Y", NULL, NULL);
-    json_t *j = ok_json(r, 200);
+    json_t *j = gw_expect_json(&g, "GET", "/api/v1/time?format=%25Y", NULL, NULL, 200);
     char year[16];
     time_t now = time(NULL);
     struct tm tm;
@@ -116,34 +84,28 @@ static void test_time(void)
     CHECK_STR_EQ(json_string_value(json_object_get(j, "time")), year);
     CHECK_STR_EQ(json_string_value(json_object_get(j, "format")), "%Y");
     json_decref(j);
-    http_free(r);
 
-    r = gw_do(&g, "GET", "/api/v1/time", NULL, NULL);
-    j = ok_json(r, 200);
+    j = gw_expect_json(&g, "GET", "/api/v1/time", NULL, NULL, 200);
     CHECK_STR_EQ(json_string_value(json_object_get(j, "format")), "%Y-%m-%d %X");
     /* "2024-05-01 12:34:56": the tutorial's default format. */
     CHECK_INT_EQ(strlen(json_string_value(json_object_get(j, "time"))), 19);
     json_decref(j);
-    http_free(r);
 }
 
 static void test_time_errors(void)
 {
     char path[1200] = "/api/v1/time?format=";
-    struct http_resp *r;
     size_t n = strlen(path);
     for (int i = 0; i < 300; i++)
         path[n++] = 'x';
     path[n] = '\0';
-    r = gw_do(&g, "GET", path, NULL, NULL);
-    check_error(r, 400, "invalid_request");
-    http_free(r);
+    gw_expect_error(&g, "GET", path, NULL, NULL, 400, "invalid_request");
 }
 
 static void test_exec(void)
 {
-    struct http_resp *r = gw_post_json(&g, "/api/v1/exec", "{\"argv\": [\"echo\", \"a\", \"b\"]}");
-    json_t *j = ok_json(r, 200);
+    json_t *j = gw_expect_json(&g, "POST", "/api/v1/exec",
+                               gw_json_headers, "{\"argv\": [\"echo\", \"a\", \"b\"]}", 200);
     CHECK_INT_EQ(json_integer_value(json_object_get(j, "exit_code")), 0);
     CHECK_STR_EQ(json_string_value(json_object_get(j, "stdout")), "a b\n");
     CHECK_STR_EQ(json_string_value(json_object_get(j, "stderr")), "");
@@ -151,66 +113,51 @@ static void test_exec(void)
     CHECK(json_is_false(json_object_get(j, "truncated")));
     CHECK(json_is_integer(json_object_get(j, "duration_ms")));
     json_decref(j);
-    http_free(r);
 
     /* A command line is split with shell quoting, and no shell runs it: ';' is a plain word. */
-    r = gw_post_json(&g, "/api/v1/exec", "{\"command\": \"echo 'a  b' ; c\"}");
-    j = ok_json(r, 200);
+    j = gw_expect_json(&g, "POST", "/api/v1/exec", gw_json_headers, "{\"command\": \"echo 'a  b' ; c\"}", 200);
     CHECK_STR_EQ(json_string_value(json_object_get(j, "stdout")), "a  b ; c\n");
     json_decref(j);
-    http_free(r);
 
-    r = gw_post_json(&g, "/api/v1/exec", "{\"argv\": [\"cat\"], \"stdin\": \"from stdin\"}");
-    j = ok_json(r, 200);
+    j = gw_expect_json(&g, "POST", "/api/v1/exec",
+                       gw_json_headers, "{\"argv\": [\"cat\"], \"stdin\": \"from stdin\"}", 200);
     CHECK_STR_EQ(json_string_value(json_object_get(j, "stdout")), "from stdin");
     json_decref(j);
-    http_free(r);
 
-    r = gw_post_json(&g, "/api/v1/exec", "{\"argv\": [\"false\"]}");
-    j = ok_json(r, 200);
+    j = gw_expect_json(&g, "POST", "/api/v1/exec", gw_json_headers, "{\"argv\": [\"false\"]}", 200);
     CHECK_INT_EQ(json_integer_value(json_object_get(j, "exit_code")), 1);
     json_decref(j);
-    http_free(r);
 }
 
 static void test_exec_binary_output(void)
 {
     /* 0xff 0xfe is not UTF-8: it comes back as base64 instead of text. */
-    struct http_resp *r = gw_post_json(&g, "/api/v1/exec", "{\"argv\": [\"printf\", \"\\\\377\\\\376\"]}");
-    json_t *j = ok_json(r, 200);
+    json_t *j = gw_expect_json(&g, "POST", "/api/v1/exec",
+                               gw_json_headers, "{\"argv\": [\"printf\", \"\\\\377\\\\376\"]}", 200);
     CHECK(json_object_get(j, "stdout") == NULL);
     CHECK_STR_EQ(json_string_value(json_object_get(j, "stdout_base64")), "//4=");
     CHECK_STR_EQ(json_string_value(json_object_get(j, "stderr")), "");
     json_decref(j);
-    http_free(r);
 }
 
 static void test_exec_timeout(void)
 {
-    struct http_resp *r = gw_post_json(&g, "/api/v1/exec", "{\"argv\": [\"sleep\", \"30\"], \"timeout_ms\": 300}");
-    json_t *j = ok_json(r, 200);
+    json_t *j = gw_expect_json(&g, "POST", "/api/v1/exec",
+                               gw_json_headers, "{\"argv\": [\"sleep\", \"30\"], \"timeout_ms\": 300}", 200);
     CHECK(json_is_true(json_object_get(j, "timed_out")));
     json_decref(j);
-    http_free(r);
 }
 
 static void test_exec_errors(void)
 {
-    struct http_resp *r = gw_post_json(&g, "/api/v1/exec", "{\"argv\": [\"rm\", \"-rf\", \"x\"]}");
-    check_error(r, 403, "command_not_allowed");
-    http_free(r);
-    r = gw_post_json(&g, "/api/v1/exec", "{\"argv\": [\"echo\"], \"command\": \"echo\"}");
-    check_error(r, 400, "invalid_request");
-    http_free(r);
-    r = gw_post_json(&g, "/api/v1/exec", "{\"argv\": []}");
-    check_error(r, 400, "invalid_request");
-    http_free(r);
-    r = gw_post_json(&g, "/api/v1/exec", "{\"command\": \"echo 'unterminated\"}");
-    check_error(r, 400, "invalid_request");
-    http_free(r);
-    r = gw_post_json(&g, "/api/v1/exec", "{\"argv\": [\"echo\"], \"timeout_ms\": -5}");
-    check_error(r, 400, "invalid_request");
-    http_free(r);
+    gw_expect_error(&g, "POST", "/api/v1/exec", gw_json_headers, "{\"argv\": [\"rm\", \"-rf\", \"x\"]}", 403, "command_not_allowed");
+    gw_expect_error(&g, "POST", "/api/v1/exec",
+                    gw_json_headers, "{\"argv\": [\"echo\"], \"command\": \"echo\"}", 400, "invalid_request");
+    gw_expect_error(&g, "POST", "/api/v1/exec", gw_json_headers, "{\"argv\": []}", 400, "invalid_request");
+    gw_expect_error(&g, "POST", "/api/v1/exec",
+                    gw_json_headers, "{\"command\": \"echo 'unterminated\"}", 400, "invalid_request");
+    gw_expect_error(&g, "POST", "/api/v1/exec",
+                    gw_json_headers, "{\"argv\": [\"echo\"], \"timeout_ms\": -5}", 400, "invalid_request");
 }
 
 static struct http_resp *put_bytes(const char *name, const void *data, size_t len)
@@ -233,18 +180,15 @@ static void test_files(void)
     fill_pattern(data, sizeof data, 1);
     sha256_hex(data, sizeof data, want);
     r = put_bytes("hello%20world.bin", data, sizeof data);
-    j = ok_json(r, 201);
+    j = http_ok_json(r, 201);
     CHECK_STR_EQ(json_string_value(json_object_get(j, "name")), "hello world.bin");
     CHECK_INT_EQ(json_integer_value(json_object_get(j, "size")), sizeof data);
     CHECK_STR_EQ(json_string_value(json_object_get(j, "sha256")), want);
-    h = http_header(r, "Location");
-    CHECK_STR_EQ(h, "/api/v1/files/hello%20world.bin");
-    free(h);
+    check_header(r, "Location", "/api/v1/files/hello%20world.bin");
     json_decref(j);
     http_free(r);
 
-    r = gw_do(&g, "GET", "/api/v1/files", NULL, NULL);
-    j = ok_json(r, 200);
+    j = gw_expect_json(&g, "GET", "/api/v1/files", NULL, NULL, 200);
     list = json_object_get(j, "files");
     CHECK(json_is_array(list));
     for (i = 0; i < json_array_size(list); i++) {
@@ -258,7 +202,6 @@ static void test_files(void)
     }
     CHECK(seen);
     json_decref(j);
-    http_free(r);
 
     r = gw_do(&g, "GET", "/api/v1/files/hello%20world.bin", NULL, NULL);
     CHECK_INT_EQ(r->status, 200);
@@ -273,9 +216,7 @@ static void test_files(void)
     r = gw_do(&g, "HEAD", "/api/v1/files/hello%20world.bin", NULL, NULL);
     CHECK_INT_EQ(r->status, 200);
     CHECK_INT_EQ(r->len, 0);
-    h = http_header(r, "Content-Length");
-    CHECK_STR_EQ(h, "5000");
-    free(h);
+    check_header(r, "Content-Length", "5000");
     h = http_header(r, "ETag");
     CHECK(h && strlen(h) == 66 && strncmp(h + 1, want, 64) == 0);
     free(h);
@@ -284,12 +225,8 @@ static void test_files(void)
     r = gw_do(&g, "DELETE", "/api/v1/files/hello%20world.bin", NULL, NULL);
     CHECK_INT_EQ(r->status, 204);
     http_free(r);
-    r = gw_do(&g, "GET", "/api/v1/files/hello%20world.bin", NULL, NULL);
-    check_error(r, 404, "not_found");
-    http_free(r);
-    r = gw_do(&g, "DELETE", "/api/v1/files/hello%20world.bin", NULL, NULL);
-    check_error(r, 404, "not_found");
-    http_free(r);
+    gw_expect_error(&g, "GET", "/api/v1/files/hello%20world.bin", NULL, NULL, 404, "not_found");
+    gw_expect_error(&g, "DELETE", "/api/v1/files/hello%20world.bin", NULL, NULL, 404, "not_found");
 }
 
 static void test_files_errors(void)
@@ -297,9 +234,7 @@ static void test_files_errors(void)
     struct http_resp *r = put_bytes(".hidden", "x", 1);
     check_error(r, 400, "invalid_name");
     http_free(r);
-    r = gw_do(&g, "PUT", "/api/v1/files/empty-put", NULL, NULL);
-    check_error(r, 411, "length_required");
-    http_free(r);
+    gw_expect_error(&g, "PUT", "/api/v1/files/empty-put", NULL, NULL, 411, "length_required");
     /* An explicitly empty body is a legitimate empty file. */
     r = put_bytes("empty", "", 0);
     CHECK_INT_EQ(r->status, 201);
@@ -312,27 +247,19 @@ static void test_files_errors(void)
 
 static void test_routing_errors(void)
 {
-    struct http_resp *r = gw_do(&g, "GET", "/api/v1/nothing-here", NULL, NULL);
-    char *h;
-    check_error(r, 404, "not_found");
-    http_free(r);
+    struct http_resp *r;
+    gw_expect_error(&g, "GET", "/api/v1/nothing-here", NULL, NULL, 404, "not_found");
     r = gw_do(&g, "PATCH", "/api/v1/files/x", NULL, NULL);
     check_error(r, 405, "method_not_allowed");
-    h = http_header(r, "Allow");
-    CHECK_STR_EQ(h, "GET, HEAD, PUT, DELETE, OPTIONS");
-    free(h);
+    check_header(r, "Allow", "GET, HEAD, PUT, DELETE, OPTIONS");
     http_free(r);
     r = gw_do(&g, "GET", "/api/v1/echo", NULL, NULL);
     check_error(r, 405, "method_not_allowed");
-    h = http_header(r, "Allow");
-    CHECK_STR_EQ(h, "POST, OPTIONS");
-    free(h);
+    check_header(r, "Allow", "POST, OPTIONS");
     http_free(r);
     r = gw_do(&g, "OPTIONS", "/api/v1/files", NULL, NULL);
     CHECK_INT_EQ(r->status, 204);
-    h = http_header(r, "Allow");
-    CHECK_STR_EQ(h, "GET, HEAD, POST, OPTIONS");
-    free(h);
+    check_header(r, "Allow", "GET, HEAD, POST, OPTIONS");
     http_free(r);
 }
 
@@ -414,9 +341,7 @@ static void test_page(void)
     free(h);
     free(want);
     http_free(r);
-    r = gw_do(&g, "GET", "/no-such-asset.js", NULL, NULL);
-    check_error(r, 404, "not_found");
-    http_free(r);
+    gw_expect_error(&g, "GET", "/no-such-asset.js", NULL, NULL, 404, "not_found");
 }
 
 static void test_web_root(void)
@@ -438,9 +363,7 @@ static void test_web_root(void)
     CHECK_INT_EQ(r->status, 200);
     CHECK_STR_EQ(r->body, "<p>from the web root</p>\n");
     http_free(r);
-    r = gw_do(&w, "GET", "/.secret", NULL, NULL);
-    check_error(r, 404, "not_found");
-    http_free(r);
+    gw_expect_error(&w, "GET", "/.secret", NULL, NULL, 404, "not_found");
     gw_stop(&w);
     sg_test_rmtree(dir);
 }
@@ -448,14 +371,13 @@ static void test_web_root(void)
 static void test_health(void)
 {
     struct http_resp *r = gw_do(&g, "GET", "/healthz", NULL, NULL);
-    json_t *j = ok_json(r, 200), *b;
+    json_t *j = http_ok_json(r, 200), *b;
     const char *names[] = {"echo", "time", "exec", "file"};
     CHECK_STR_EQ(json_string_value(json_object_get(j, "status")), "ok");
     json_decref(j);
     http_free(r);
 
-    r = gw_do(&g, "GET", "/readyz", NULL, NULL);
-    j = ok_json(r, 200);
+    j = gw_expect_json(&g, "GET", "/readyz", NULL, NULL, 200);
     CHECK(json_is_true(json_object_get(j, "ready")));
     b = json_object_get(j, "backends");
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
@@ -465,7 +387,6 @@ static void test_health(void)
         CHECK(strncmp(json_string_value(json_object_get(one, "address")), "127.0.0.1:", 10) == 0);
     }
     json_decref(j);
-    http_free(r);
 }
 
 static void test_metrics(void)
@@ -500,7 +421,7 @@ static void lower(char *s)
 static void test_openapi(void)
 {
     struct http_resp *r = gw_do(&g, "GET", "/api/v1/openapi.json", NULL, NULL);
-    json_t *doc = ok_json(r, 200), *paths = json_object_get(doc, "paths"), *ops;
+    json_t *doc = http_ok_json(r, 200), *paths = json_object_get(doc, "paths"), *ops;
     char cmd[600], bin[512], method[16], path[256];
     const char *key;
     size_t n_routes = 0, n_ops = 0;
@@ -577,7 +498,6 @@ static void test_sigterm_waits_for_requests(void)
         fprintf(stderr, "the slow exec ended (status %ld) before it was seen in flight\n", c.status);
     CHECK(polls < 500 && !atomic_load(&c.done));
     /* SIGTERM now: the in-flight command still gets its answer, then the gateway exits 0. */
-    gw_untrack(&g.proc);
     CHECK_INT_EQ(sg_proc_stop(&g.proc, 15000), 0);
     pthread_join(t, NULL);
     CHECK_INT_EQ(c.status, 200);

@@ -23,8 +23,7 @@ static char file_root[400];
 
 static void start_backend(struct sg_proc *p, const char *const argv[])
 {
-    CHECK(sg_proc_start(p, argv, 10000) == 0);
-    gw_track(p);
+    CHECK(sg_proc_start(p, argv, 10000) == 0); /* the harness kills it at exit unless stopped */
 }
 
 static void start_file_backend(const char *listen)
@@ -39,29 +38,20 @@ static void kill_backend(struct sg_proc *p)
     CHECK(p->pid > 0);
     kill(p->pid, SIGKILL);
     waitpid(p->pid, NULL, 0);
-    gw_untrack(p);
+    sg_test_forget(p->pid);
     unlink(p->log_path);
     p->pid = 0;
 }
 
 static void stop_backend(struct sg_proc *p)
 {
-    gw_untrack(p);
     CHECK_INT_EQ(sg_proc_stop(p, 10000), 0);
-}
-
-static json_t *ok_json(struct http_resp *r, long status)
-{
-    if (r->status != status)
-        fprintf(stderr, "expected %ld, got %ld: %.300s\n", status, r->status, r->body);
-    CHECK_INT_EQ(r->status, status);
-    return http_json(r);
 }
 
 static void test_ready_with_separate_backends(void)
 {
     struct http_resp *r = gw_do(&g, "GET", "/readyz", NULL, NULL);
-    json_t *j = ok_json(r, 200), *b = json_object_get(j, "backends");
+    json_t *j = http_ok_json(r, 200), *b = json_object_get(j, "backends");
     const char *names[] = {"echo", "time", "exec", "file"};
     const struct sg_proc *procs[] = {&echo_p, &time_p, &exec_p, &file_p};
     for (size_t i = 0; i < 4; i++) {
@@ -77,24 +67,19 @@ static void test_ready_with_separate_backends(void)
 static void test_every_row(void)
 {
     const char *octet[] = {"Content-Type: application/octet-stream", NULL};
-    struct http_resp *r = gw_post_json(&g, "/api/v1/echo", "{\"message\": \"separate\"}");
-    json_t *j = ok_json(r, 200);
+    struct http_resp *r;
+    json_t *j = gw_expect_json(&g, "POST", "/api/v1/echo", gw_json_headers, "{\"message\": \"separate\"}", 200);
     char url[300];
     CHECK_STR_EQ(json_string_value(json_object_get(j, "reply")), "SEPARATE");
     json_decref(j);
-    http_free(r);
 
-    r = gw_do(&g, "GET", "/api/v1/time?format=%25H", NULL, NULL);
-    j = ok_json(r, 200);
+    j = gw_expect_json(&g, "GET", "/api/v1/time?format=%25H", NULL, NULL, 200);
     CHECK_INT_EQ(json_string_length(json_object_get(j, "time")), 2);
     json_decref(j);
-    http_free(r);
 
-    r = gw_post_json(&g, "/api/v1/exec", "{\"command\": \"echo separate\"}");
-    j = ok_json(r, 200);
+    j = gw_expect_json(&g, "POST", "/api/v1/exec", gw_json_headers, "{\"command\": \"echo separate\"}", 200);
     CHECK_STR_EQ(json_string_value(json_object_get(j, "stdout")), "separate\n");
     json_decref(j);
-    http_free(r);
 
     snprintf(url, sizeof url, "%s/api/v1/files/sep.txt", g.base);
     r = http_do("PUT", url, octet, "separate file", 13);
@@ -104,11 +89,9 @@ static void test_every_row(void)
     CHECK_INT_EQ(r->status, 200);
     CHECK_STR_EQ(r->body, "separate file");
     http_free(r);
-    r = gw_do(&g, "GET", "/api/v1/files", NULL, NULL);
-    j = ok_json(r, 200);
+    j = gw_expect_json(&g, "GET", "/api/v1/files", NULL, NULL, 200);
     CHECK_INT_EQ(json_array_size(json_object_get(j, "files")), 1);
     json_decref(j);
-    http_free(r);
 }
 
 /* An upload whose read callback kills the file backend after kill_at bytes. */
@@ -160,18 +143,14 @@ static void test_file_backend_killed_during_upload(void)
     CHECK_INT_EQ(status, 502);
 
     /* Nobody listens now: unavailable. */
-    r = gw_do(&g, "GET", "/api/v1/files", NULL, NULL);
-    check_error(r, 503, "unavailable");
-    http_free(r);
+    gw_expect_error(&g, "GET", "/api/v1/files", NULL, NULL, 503, "unavailable");
     r = gw_do(&g, "GET", "/readyz", NULL, NULL);
     CHECK_INT_EQ(r->status, 503);
     http_free(r);
 
     /* Back on the same address: used again without restarting the gateway, and the torn upload is gone. */
     start_file_backend(listen);
-    r = gw_do(&g, "GET", "/api/v1/files/doomed.bin", NULL, NULL);
-    check_error(r, 404, "not_found");
-    http_free(r);
+    gw_expect_error(&g, "GET", "/api/v1/files/doomed.bin", NULL, NULL, 404, "not_found");
     r = gw_do(&g, "GET", "/api/v1/files/sep.txt", NULL, NULL);
     CHECK_INT_EQ(r->status, 200);
     CHECK_STR_EQ(r->body, "separate file");
@@ -235,19 +214,14 @@ static void test_echo_backend_gone_and_back(void)
 {
     char listen[64];
     const char *argv[] = {"sockgate-echo", "--listen", listen, NULL};
-    struct http_resp *r;
     json_t *j;
     snprintf(listen, sizeof listen, "%s", echo_p.addr);
     stop_backend(&echo_p);
-    r = gw_post_json(&g, "/api/v1/echo", "{\"message\": \"anyone?\"}");
-    check_error(r, 503, "unavailable");
-    http_free(r);
+    gw_expect_error(&g, "POST", "/api/v1/echo", gw_json_headers, "{\"message\": \"anyone?\"}", 503, "unavailable");
     start_backend(&echo_p, argv);
-    r = gw_post_json(&g, "/api/v1/echo", "{\"message\": \"back\"}");
-    j = ok_json(r, 200);
+    j = gw_expect_json(&g, "POST", "/api/v1/echo", gw_json_headers, "{\"message\": \"back\"}", 200);
     CHECK_STR_EQ(json_string_value(json_object_get(j, "reply")), "BACK");
     json_decref(j);
-    http_free(r);
 }
 
 /* A backend that accepts connections and never answers, or answers garbage. */
@@ -318,18 +292,10 @@ static void test_silent_backend_times_out(void)
                               "--timeout-ms", "500", NULL};
         gw_start(&slow, args);
     }
-    r = gw_post_json(&slow, "/api/v1/echo", "{\"message\": \"hello?\"}");
-    check_error(r, 504, "timeout");
-    http_free(r);
-    r = gw_do(&slow, "GET", "/api/v1/time", NULL, NULL);
-    check_error(r, 504, "timeout");
-    http_free(r);
-    r = gw_do(&slow, "GET", "/api/v1/files", NULL, NULL);
-    check_error(r, 504, "timeout");
-    http_free(r);
-    r = gw_do(&slow, "GET", "/api/v1/files/x", NULL, NULL);
-    check_error(r, 504, "timeout");
-    http_free(r);
+    gw_expect_error(&slow, "POST", "/api/v1/echo", gw_json_headers, "{\"message\": \"hello?\"}", 504, "timeout");
+    gw_expect_error(&slow, "GET", "/api/v1/time", NULL, NULL, 504, "timeout");
+    gw_expect_error(&slow, "GET", "/api/v1/files", NULL, NULL, 504, "timeout");
+    gw_expect_error(&slow, "GET", "/api/v1/files/x", NULL, NULL, 504, "timeout");
     r = gw_do(&slow, "GET", "/readyz", NULL, NULL);
     CHECK_INT_EQ(r->status, 503);
     {
@@ -350,18 +316,13 @@ static void test_garbage_backend_is_bad_gateway(void)
 {
     struct fake f;
     struct gw bad;
-    struct http_resp *r;
     fake_start(&f, 1);
     {
         const char *args[] = {"--exec", f.addr, "--file", f.addr, "--timeout-ms", "2000", NULL};
         gw_start(&bad, args);
     }
-    r = gw_do(&bad, "GET", "/api/v1/files", NULL, NULL);
-    check_error(r, 502, "protocol_error");
-    http_free(r);
-    r = gw_post_json(&bad, "/api/v1/exec", "{\"argv\": [\"echo\"]}");
-    check_error(r, 502, "protocol_error");
-    http_free(r);
+    gw_expect_error(&bad, "GET", "/api/v1/files", NULL, NULL, 502, "protocol_error");
+    gw_expect_error(&bad, "POST", "/api/v1/exec", gw_json_headers, "{\"argv\": [\"echo\"]}", 502, "protocol_error");
     gw_stop(&bad);
     fake_stop(&f);
 }

@@ -473,25 +473,16 @@ static void test_reply_errors(void)
     check_error(r, 404, "not_found"); /* never wrote: the service sends nothing to it */
     http_free(r);
     snprintf(body, sizeof body, "{\"to\": \"%s\"}", udp_name);
-    r = gw_post_json(&g, "/api/v1/chat/reply", body);
-    check_error(r, 400, "invalid_request");
-    http_free(r);
+    gw_expect_error(&g, "POST", "/api/v1/chat/reply", gw_json_headers, body, 400, "invalid_request");
     snprintf(body, sizeof body, "{\"to\": \"%s\", \"text\": \"\"}", udp_name);
-    r = gw_post_json(&g, "/api/v1/chat/reply", body);
-    check_error(r, 400, "invalid_request");
-    http_free(r);
+    gw_expect_error(&g, "POST", "/api/v1/chat/reply", gw_json_headers, body, 400, "invalid_request");
     memset(text, 'a', 1025);
     text[1025] = '\0';
     snprintf(body, sizeof body, "{\"to\": \"%s\", \"text\": \"%s\"}", udp_name, text);
-    r = gw_post_json(&g, "/api/v1/chat/reply", body);
-    check_error(r, 413, "too_large");
-    http_free(r);
-    r = gw_post_json(&g, "/api/v1/chat/reply", "{\"to\": 5, \"text\": \"x\"}");
-    check_error(r, 400, "invalid_request");
-    http_free(r);
-    r = gw_post_json(&g, "/api/v1/chat/reply", "not json");
-    check_error(r, 400, "invalid_request");
-    http_free(r);
+    gw_expect_error(&g, "POST", "/api/v1/chat/reply", gw_json_headers, body, 413, "too_large");
+    gw_expect_error(&g, "POST", "/api/v1/chat/reply",
+                    gw_json_headers, "{\"to\": 5, \"text\": \"x\"}", 400, "invalid_request");
+    gw_expect_error(&g, "POST", "/api/v1/chat/reply", gw_json_headers, "not json", 400, "invalid_request");
 }
 
 static void test_peers(void)
@@ -518,12 +509,8 @@ static void test_peers(void)
 static void test_bad_resume_point(void)
 {
     const char *bad_id[] = {"Last-Event-ID: yesterday", NULL};
-    struct http_resp *r = gw_do(&g, "GET", "/api/v1/chat/events", bad_id, NULL);
-    check_error(r, 400, "invalid_request");
-    http_free(r);
-    r = gw_do(&g, "GET", "/api/v1/chat/events?after=-1", NULL, NULL);
-    check_error(r, 400, "invalid_request");
-    http_free(r);
+    gw_expect_error(&g, "GET", "/api/v1/chat/events", bad_id, NULL, 400, "invalid_request");
+    gw_expect_error(&g, "GET", "/api/v1/chat/events?after=-1", NULL, NULL, 400, "invalid_request");
 }
 
 static void test_disconnect_frees_subscription(void)
@@ -588,17 +575,13 @@ static void test_token_and_cookie(void)
     struct http_resp *r;
     struct sse *s;
 
-    r = gw_do(&g2, "GET", "/api/v1/chat/events", NULL, NULL);
-    check_error(r, 401, "unauthorized");
-    http_free(r);
+    gw_expect_error(&g2, "GET", "/api/v1/chat/events", NULL, NULL, 401, "unauthorized");
     s = sse_open(&g2, "/api/v1/chat/events", bearer);
     CHECK_INT_EQ(s->status, 200);
     json_decref(sse_subscribed(s));
     sse_close(s);
 
-    r = gw_do(&g2, "POST", "/api/v1/session", NULL, "");
-    check_error(r, 401, "unauthorized");
-    http_free(r);
+    gw_expect_error(&g2, "POST", "/api/v1/session", NULL, "", 401, "unauthorized");
     r = gw_do(&g2, "POST", "/api/v1/session", bearer, "");
     CHECK_INT_EQ(r->status, 204);
     set_cookie = http_header(r, "Set-Cookie");
@@ -617,13 +600,9 @@ static void test_token_and_cookie(void)
     CHECK_INT_EQ(s->status, 200);
     json_decref(sse_subscribed(s));
     sse_close(s);
-    r = gw_do(&g2, "GET", "/api/v1/chat/events", wrong_cookie, NULL);
-    check_error(r, 401, "unauthorized");
-    http_free(r);
+    gw_expect_error(&g2, "GET", "/api/v1/chat/events", wrong_cookie, NULL, 401, "unauthorized");
     /* The cookie opens the event stream only; every other route still wants the header. */
-    r = gw_do(&g2, "GET", "/api/v1/chat/peers", cookie, NULL);
-    check_error(r, 401, "unauthorized");
-    http_free(r);
+    gw_expect_error(&g2, "GET", "/api/v1/chat/peers", cookie, NULL, 401, "unauthorized");
     r = gw_do(&g2, "GET", "/api/v1/chat/peers", bearer, NULL);
     CHECK_INT_EQ(r->status, 200);
     http_free(r);
@@ -777,13 +756,11 @@ int main(void)
     RUN_TEST(test_stop_ends_streams);
 
     CHECK(sg_proc_start(&chat_p, chat_argv, 10000) == 0);
-    gw_track(&chat_p);
     CHECK(sg_addr_parse(chat_p.addr, &chat_addr, err, sizeof err) == SG_OK);
     gw_start(&g2, g2_args);
     RUN_TEST(test_token_and_cookie);
     RUN_TEST(test_slow_reader_is_bounded);
     gw_stop(&g2);
-    gw_untrack(&chat_p);
     CHECK_INT_EQ(sg_proc_stop(&chat_p, 10000), 0);
 
     close(udp_fd);

@@ -56,7 +56,6 @@ static void check_range(const char *range, long status, size_t off, size_t len, 
 static void test_range(void)
 {
     struct http_resp *r;
-    char *h;
     put_file("ranged", content, FILE_LEN);
     check_range("bytes=0-9", 206, 0, 10, "bytes 0-9/100000");
     check_range("bytes=99990-", 206, 99990, 10, "bytes 99990-99999/100000");
@@ -67,9 +66,7 @@ static void test_range(void)
     check_range("lines=1-2", 200, 0, FILE_LEN, NULL);
     r = get_with("ranged", "Range: bytes=100000-");
     check_error(r, 416, "range_not_satisfiable");
-    h = http_header(r, "Content-Range");
-    CHECK_STR_EQ(h, "bytes */100000");
-    free(h);
+    check_header(r, "Content-Range", "bytes */100000");
     http_free(r);
 }
 
@@ -169,19 +166,11 @@ static void test_multipart_errors(void)
     const char *cut =
         "--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"cut.bin\"\r\n\r\npartial bytes";
     const char *urlenc[] = {"Content-Type: application/x-www-form-urlencoded", NULL};
-    struct http_resp *r = gw_do(&g, "POST", "/api/v1/files", no_files, form);
-    check_error(r, 400, "invalid_request");
-    http_free(r);
+    gw_expect_error(&g, "POST", "/api/v1/files", no_files, form, 400, "invalid_request");
     /* A body that ends before its closing boundary stores nothing. */
-    r = gw_do(&g, "POST", "/api/v1/files", no_files, cut);
-    check_error(r, 400, "invalid_request");
-    http_free(r);
-    r = gw_do(&g, "GET", "/api/v1/files/cut.bin", NULL, NULL);
-    check_error(r, 404, "not_found");
-    http_free(r);
-    r = gw_do(&g, "POST", "/api/v1/files", urlenc, "a=b");
-    check_error(r, 415, "unsupported_media_type");
-    http_free(r);
+    gw_expect_error(&g, "POST", "/api/v1/files", no_files, cut, 400, "invalid_request");
+    gw_expect_error(&g, "GET", "/api/v1/files/cut.bin", NULL, NULL, 404, "not_found");
+    gw_expect_error(&g, "POST", "/api/v1/files", urlenc, "a=b", 415, "unsupported_media_type");
 }
 
 /* Feeds a body of a size libcurl does not announce, so it goes out chunked. */
@@ -267,7 +256,6 @@ static void test_aborted_upload_leaves_nothing(void)
 {
     static unsigned char big[8u << 20];
     struct feeder f = {big, sizeof big, 0, 1u << 20};
-    struct http_resp *r;
     CURLcode rc;
     int polls = 0;
     /* The client gives up after 1 MiB of the 8 MiB it announced. */
@@ -277,9 +265,7 @@ static void test_aborted_upload_leaves_nothing(void)
     while (count_leftovers() > 0 && polls++ < 500)
         usleep(10 * 1000);
     CHECK_INT_EQ(count_leftovers(), 0);
-    r = gw_do(&g, "GET", "/api/v1/files/aborted.bin", NULL, NULL);
-    check_error(r, 404, "not_found");
-    http_free(r);
+    gw_expect_error(&g, "GET", "/api/v1/files/aborted.bin", NULL, NULL, 404, "not_found");
     /* The gateway and backend are fine afterwards. */
     put_file("after-abort", "ok", 2);
 }
@@ -301,9 +287,7 @@ static void test_upload_limit(void)
     http_free(r);
     /* Chunked, found too big on the way: refused, nothing stored. */
     CHECK_INT_EQ(upload_stream(&small, "too-big", &f, -1, &rc), 413);
-    r = gw_do(&small, "GET", "/api/v1/files/too-big", NULL, NULL);
-    check_error(r, 404, "not_found");
-    http_free(r);
+    gw_expect_error(&small, "GET", "/api/v1/files/too-big", NULL, NULL, 404, "not_found");
     gw_stop(&small);
 }
 
