@@ -34,6 +34,7 @@ struct exec_server {
     struct exec_spawn_env spawn; /* envp, workdir and /dev/null descriptors, limits: what each spawn reuses */
     char *workdir;
     int own_workdir;           /* 1: made by us, removed at destroy */
+    int workdir_lock_fd;       /* holds the flock that marks our own workdir as alive (workdir.c) */
     int64_t timeout_ms;
     int64_t max_timeout_ms;
     int64_t kill_grace_ms;

@@ -3,7 +3,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stddef.h>
 #include <limits.h>
 #include <poll.h>
@@ -17,6 +16,7 @@
 
 #include "exec_internal.h"
 #include "reply.h"
+#include "workdir.h"
 #include "sockgate/accept.h"
 #include "sockgate/error.h"
 #include "sockgate/log.h"
@@ -54,15 +54,6 @@ static const char *child_lang(void)
     return lang;
 }
 
-static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
-{
-    (void)st;
-    (void)type;
-    (void)ftw;
-    remove(path); /* best effort: whatever stays is reported by the final rmdir */
-    return 0;
-}
-
 /* Makes the private workdir, or checks and keeps the given one. */
 static int setup_workdir(struct exec_server *srv, const char *given, char *err, size_t errlen)
 {
@@ -75,12 +66,13 @@ static int setup_workdir(struct exec_server *srv, const char *given, char *err, 
         }
     } else {
         const char *tmp = getenv("TMPDIR");
-        snprintf(path, sizeof path, "%s/sockgate-exec-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-        if (!mkdtemp(path)) {
-            snprintf(err, errlen, "cannot make a private workdir in %s: %s", tmp && *tmp ? tmp : "/tmp",
-                     strerror(errno));
-            return SG_ERR_SYS;
-        }
+        int rc;
+        if (!tmp || !*tmp)
+            tmp = "/tmp";
+        exec_workdir_sweep(tmp);
+        rc = exec_workdir_make(tmp, path, sizeof path, &srv->workdir_lock_fd, err, errlen);
+        if (rc != SG_OK)
+            return rc;
         srv->own_workdir = 1;
     }
     srv->workdir = strdup(path);
@@ -162,7 +154,7 @@ int exec_server_create(const struct exec_config *cfg, void **out, char *err, siz
         snprintf(err, errlen, "out of memory");
         return SG_ERR_NOMEM;
     }
-    srv->listen_fd = srv->stop_fd = srv->slot_fd = -1;
+    srv->listen_fd = srv->stop_fd = srv->slot_fd = srv->workdir_lock_fd = -1;
     srv->spawn.workdir_fd = srv->spawn.devnull_fd = -1;
     pthread_mutex_init(&srv->lock, NULL);
     pthread_cond_init(&srv->idle, NULL);
@@ -325,11 +317,11 @@ static void exec_destroy(void *p)
         close(srv->spawn.workdir_fd);
     if (srv->spawn.devnull_fd >= 0)
         close(srv->spawn.devnull_fd);
-    if (srv->own_workdir && srv->workdir) {
-        nftw(srv->workdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-        if (access(srv->workdir, F_OK) == 0)
-            sg_warn("could not remove the workdir %s", srv->workdir);
-    }
+    if (srv->own_workdir && srv->workdir && exec_workdir_remove(srv->workdir) != 0)
+        sg_warn("could not remove the workdir %s", srv->workdir);
+    /* Unlocked only once removed, so no sweep can race the removal. */
+    if (srv->workdir_lock_fd >= 0)
+        close(srv->workdir_lock_fd);
     free(srv->workdir);
     free(srv->envp[0]);
     free(srv->envp[1]);

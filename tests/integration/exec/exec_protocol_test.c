@@ -1,8 +1,14 @@
 /* exec_protocol_test.c - sockgate-exec's wire behaviour: the tutorial's exchange, framed requests, errors. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -349,6 +355,87 @@ static void test_private_workdir_removed(void)
     CHECK(stat(dir, &st) != 0);
 }
 
+/* Returns the private workdir of srv, asked with pwd, into dir. */
+static void workdir_of(const struct sg_proc *srv, char *dir, size_t cap)
+{
+    const char *const pwd[] = {"pwd", NULL};
+    struct xt_reply r;
+    xt_exec(srv, pwd, NULL, 0, &r);
+    CHECK_INT_EQ(xt_int(&r, "exit_code"), 0);
+    CHECK(r.len > 1 && r.len < cap);
+    snprintf(dir, cap, "%.*s", (int)r.len - 1, (char *)r.body);
+    xt_reply_free(&r);
+}
+
+/* Makes tmp/name a directory last modified a minute ago; returns a descriptor of it. */
+static int old_dir(const char *tmp, const char *name)
+{
+    char path[4096];
+    struct timespec ago[2];
+    int fd;
+    snprintf(path, sizeof path, "%s/%s", tmp, name);
+    CHECK(mkdir(path, 0700) == 0);
+    fd = open(path, O_RDONLY | O_DIRECTORY);
+    CHECK(fd >= 0);
+    clock_gettime(CLOCK_REALTIME, &ago[0]);
+    ago[0].tv_sec -= 60;
+    ago[1] = ago[0];
+    CHECK(futimens(fd, ago) == 0);
+    return fd;
+}
+
+/*
+ * The workdir of a server killed with SIGKILL (no destroy ran) is removed by
+ * the next server's start; a live server's (locked), a fresh one and other
+ * names stay.
+ */
+static void test_killed_servers_workdir_swept(void)
+{
+    const char *const args[] = {"--allow", "pwd", NULL};
+    char tmp[256], dead[4096], mine[4096], path[4096];
+    struct timespec ago[2];
+    struct sg_proc a, b;
+    struct stat st;
+    int held, other, status = 0;
+
+    CHECK(sg_test_tmpdir(tmp, sizeof tmp) == 0);
+    CHECK(setenv("TMPDIR", tmp, 1) == 0);
+    xt_start(&a, args);
+    workdir_of(&a, dead, sizeof dead);
+    CHECK(strncmp(dead, tmp, strlen(tmp)) == 0);
+    CHECK(kill(a.pid, SIGKILL) == 0);
+    CHECK(waitpid(a.pid, &status, 0) == a.pid);
+    sg_test_forget(a.pid);
+    a.pid = -1;
+    CHECK(stat(dead, &st) == 0); /* left behind: nothing ran at its death */
+    clock_gettime(CLOCK_REALTIME, &ago[0]);
+    ago[0].tv_sec -= 60;
+    ago[1] = ago[0];
+    CHECK(utimensat(AT_FDCWD, dead, ago, 0) == 0);
+
+    held = old_dir(tmp, "sockgate-exec-held");
+    CHECK(flock(held, LOCK_EX | LOCK_NB) == 0); /* as a living server holds its own */
+    other = old_dir(tmp, "not-sockgate-exec");
+    snprintf(path, sizeof path, "%s/sockgate-exec-fresh", tmp);
+    CHECK(mkdir(path, 0700) == 0);
+
+    xt_start(&b, args);
+    workdir_of(&b, mine, sizeof mine);
+    CHECK(stat(dead, &st) != 0 && errno == ENOENT);
+    CHECK(stat(mine, &st) == 0);
+    CHECK(stat(path, &st) == 0);
+    snprintf(path, sizeof path, "%s/sockgate-exec-held", tmp);
+    CHECK(stat(path, &st) == 0);
+    snprintf(path, sizeof path, "%s/not-sockgate-exec", tmp);
+    CHECK(stat(path, &st) == 0);
+    xt_stop(&b);
+    CHECK(stat(mine, &st) != 0);
+    close(held);
+    close(other);
+    unsetenv("TMPDIR");
+    sg_test_rmtree(tmp);
+}
+
 /* Connections past --max-conns get a busy error frame and are closed; the ones inside go on. */
 static void test_busy_past_max_conns(void)
 {
@@ -416,6 +503,7 @@ int main(void)
     RUN_TEST(test_environment_scrubbed);
     RUN_TEST(test_busy_past_max_conns);
     RUN_TEST(test_allowed_program_gone);
+    RUN_TEST(test_killed_servers_workdir_swept);
     RUN_TEST(test_private_workdir_removed); /* stops the server: keep it last */
     return TESTS_DONE();
 }
