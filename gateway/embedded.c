@@ -10,19 +10,19 @@
 #include "sockgate/net.h"
 
 #ifdef SG_HAVE_ECHO
-#include "../backends/echo/server.h"
+#include "echo/server.h"
 #endif
 #ifdef SG_HAVE_TIME
-#include "../backends/time/server.h"
+#include "time/server.h"
 #endif
 #ifdef SG_HAVE_EXEC
-#include "../backends/exec/server.h"
+#include "exec/server.h"
 #endif
 #ifdef SG_HAVE_FILE
-#include "../backends/file/server.h"
+#include "file/server.h"
 #endif
 #ifdef SG_HAVE_CHAT
-#include "../backends/chat/server.h"
+#include "chat/server.h"
 #endif
 
 /* Every embedded service listens here; the kernel picks the port. */

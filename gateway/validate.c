@@ -8,7 +8,7 @@
 #include "sockgate/error.h"
 
 #ifdef SG_HAVE_EXEC
-#include "../backends/exec/argv_split.h"
+#include "exec/argv_split.h"
 #endif
 
 /* Writes why into err and returns rc. */

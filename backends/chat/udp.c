@@ -7,7 +7,7 @@
 #include "sockgate/error.h"
 #include "sockgate/log.h"
 #include "sockgate/text.h"
-#include "udp_guard.h"
+#include "echo/udp_guard.h"
 
 #define UDP_BATCH 64 /* datagrams per wake-up, so a flood cannot starve the TCP side */
 

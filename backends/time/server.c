@@ -12,7 +12,7 @@
 #include "sockgate/error.h"
 #include "sockgate/log.h"
 #include "sockgate/net.h"
-#include "udp_guard.h"
+#include "echo/udp_guard.h"
 
 #define BATCH 32            /* datagrams taken per system call */
 #define STOP_POLL_MS 500    /* the longest a stop can go unnoticed if its wake-up is lost */

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "argv_split.h"
+#include "exec/argv_split.h"
 #include "sockgate/error.h"
 
 /*

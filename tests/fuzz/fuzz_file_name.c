@@ -3,7 +3,7 @@
 #include <string.h>
 #include <stdlib.h>
 
-#include "name.h"
+#include "file/name.h"
 #include "sockgate/error.h"
 #include "sockgate/text.h"
 

@@ -9,8 +9,8 @@
 
 #include <jansson.h>
 
-#include "../backends/exec/argv_split.h"
-#include "name.h"
+#include "exec/argv_split.h"
+#include "file/name.h"
 #include "sockgate/error.h"
 #include "sockgate/text.h"
 #include "validate.h"

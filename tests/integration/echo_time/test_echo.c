@@ -14,7 +14,7 @@
 #include "harness.h"
 #include "sockgate/error.h"
 #include "sockgate/net.h"
-#include "udp_guard.h"
+#include "echo/udp_guard.h"
 
 static struct sg_proc echo; /* one upper-casing server shared by most cases */
 

@@ -10,7 +10,7 @@
 #include "check.h"
 #include "et_util.h"
 #include "harness.h"
-#include "server.h"
+#include "time/server.h"
 #include "sockgate/error.h"
 #include "sockgate/net.h"
 

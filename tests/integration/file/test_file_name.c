@@ -2,7 +2,7 @@
 #include <string.h>
 
 #include "check.h"
-#include "name.h"
+#include "file/name.h"
 #include "sockgate/error.h"
 
 /* Checks name[0..len) gets the expected verdict; why must say something when refused. */
