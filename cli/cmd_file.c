@@ -21,6 +21,7 @@
 
 #include "commands.h"
 #include "common.h"
+#include "hash_pipe.h"
 #include "progress.h"
 #include "sockgate/error.h"
 #include "sockgate/frame.h"
@@ -29,7 +30,6 @@
 #include "sockgate/opts.h"
 #include "sockgate/text.h"
 
-#define PUT_CHUNK (256u * 1024u)
 #define LIST_BODY_MAX (UINT64_C(256) << 20)
 /* After the last body byte the server fsyncs: allow the timeout plus 1 s per 20 MiB stored. */
 #define FSYNC_BYTES_PER_MS (20u * 1024u)
@@ -166,30 +166,33 @@ static int send_watching(struct session *s, const uint8_t *p, size_t len)
     return SG_OK;
 }
 
-/* Streams size bytes of fd to the server while hashing them into sha; SG_OK, 1 (early reply) or an error. */
+/*
+ * Streams size bytes of fd to the server while the hashing thread digests the
+ * same buffers into sha (each byte is read once, so what is hashed is what was
+ * sent); SG_OK, 1 (early reply) or an error.
+ */
 static int put_body(struct session *s, int fd, uint64_t size, const char *label, int quiet, char sha[SG_SHA256_HEX])
 {
     struct cli_progress bar;
-    struct sg_hash h;
-    uint8_t *buf = malloc(PUT_CHUNK);
+    struct hash_pipe *pipe = hash_pipe_start();
     uint64_t sent = 0;
-    int rc = buf ? sg_hash_init(&h, 0) : SG_ERR_NOMEM;
-    if (rc != SG_OK) {
-        free(buf);
-        return rc;
-    }
+    int rc = SG_OK;
+    if (!pipe)
+        return SG_ERR_NOMEM;
     cli_progress_start(&bar, label, size, quiet);
     while (sent < size) {
-        size_t want = size - sent < PUT_CHUNK ? (size_t)(size - sent) : PUT_CHUNK;
-        ssize_t n = read(fd, buf, want);
-        if (n < 0 && errno == EINTR)
-            continue;
+        uint8_t *buf = hash_pipe_take(pipe);
+        size_t want = size - sent < HASH_PIPE_SLOT_SIZE ? (size_t)(size - sent) : HASH_PIPE_SLOT_SIZE;
+        ssize_t n;
+        do
+            n = read(fd, buf, want);
+        while (n < 0 && errno == EINTR);
         if (n <= 0) {
             /* Sending fewer bytes than announced makes the server discard the upload. */
             rc = n == 0 ? SG_ERR_INVALID : SG_ERR_SYS;
             break;
         }
-        sg_hash_update(&h, buf, (size_t)n);
+        hash_pipe_submit(pipe, (size_t)n);
         rc = send_watching(s, buf, (size_t)n);
         if (rc != SG_OK)
             break;
@@ -198,9 +201,9 @@ static int put_body(struct session *s, int fd, uint64_t size, const char *label,
     }
     cli_progress_end(&bar);
     if (rc == SG_OK)
-        sg_hash_final(&h, sha, NULL);
-    sg_hash_free(&h);
-    free(buf);
+        hash_pipe_finish(pipe, sha);
+    else
+        hash_pipe_abort(pipe);
     return rc;
 }
 
@@ -377,44 +380,105 @@ out:
     return fd;
 }
 
-/* Receives the body (total bytes) into fd while hashing it; 0, or -1 after printing why. */
+/*
+ * Decodes n input bytes of the download's frame, appending its body bytes to
+ * buf at *fill (in may point there already: then nothing is copied). Sets *ev
+ * to END once the frame is complete; SG_OK or SG_ERR_PROTO.
+ */
+static int take_body(struct session *s, const uint8_t *in, size_t n, uint8_t *buf, size_t *fill,
+                     enum sg_frame_event *ev)
+{
+    for (;;) {
+        const uint8_t *chunk;
+        size_t used, len;
+        *ev = sg_frame_decode(&s->rd->dec, in, n, &used, &chunk, &len);
+        in += used;
+        n -= used;
+        if (*ev == SG_FRAME_ERROR)
+            return SG_ERR_PROTO;
+        if (*ev == SG_FRAME_BODY) {
+            if (chunk != buf + *fill)
+                memmove(buf + *fill, chunk, len);
+            *fill += len;
+        }
+        /* Bytes after the frame's end (there should be none) are ignored, as the server sends no other frame. */
+        if (*ev == SG_FRAME_END || *ev == SG_FRAME_NEED_MORE)
+            return SG_OK;
+    }
+}
+
+/*
+ * Fills buf (HASH_PIPE_SLOT_SIZE bytes) with body bytes until it is full or
+ * the frame ends (*ev END): first what the reader buffered with the header,
+ * then straight from the socket into buf. *fill is set even on failure.
+ */
+static int fill_body(struct session *s, uint8_t *buf, size_t *fill, enum sg_frame_event *ev)
+{
+    struct sg_frame_reader *r = s->rd;
+    int rc = SG_OK;
+    *fill = 0;
+    while (rc == SG_OK && *ev != SG_FRAME_END && *fill < HASH_PIPE_SLOT_SIZE) {
+        size_t room = HASH_PIPE_SLOT_SIZE - *fill, got = 0;
+        if (r->off < r->len) {
+            /* The reader read past the header: those first body bytes are in its buffer. */
+            got = r->len - r->off < room ? r->len - r->off : room;
+            r->off += got;
+            rc = take_body(s, r->buf + r->off - got, got, buf, fill, ev);
+            continue;
+        }
+        rc = sg_read_some(s->fd, buf + *fill, room, &got, sg_now_ms() + s->timeout_ms);
+        if (rc == SG_OK)
+            rc = take_body(s, buf + *fill, got, buf, fill, ev);
+    }
+    return rc;
+}
+
+/*
+ * Receives the body (total bytes) into fd while the hashing thread digests
+ * each buffer as it is written; 0, or -1 after printing why.
+ */
 static int get_body(struct session *s, int fd, uint64_t total, const char *label, int quiet, char sha[SG_SHA256_HEX])
 {
     struct cli_progress bar;
-    struct sg_hash h;
+    struct hash_pipe *pipe = hash_pipe_start();
     enum sg_frame_event ev = SG_FRAME_HEADER;
-    const uint8_t *chunk;
-    size_t len;
     uint64_t got = 0;
-    int rc = sg_hash_init(&h, 0), status = -1;
-    if (rc != SG_OK) {
-        cli_error("out of memory");
+    uint8_t none = 0;
+    size_t none_fill = 0;
+    int rc, status = -1;
+    if (!pipe) {
+        cli_error("get: cannot start the hashing thread: out of memory");
         return -1;
     }
     cli_progress_start(&bar, label, total, quiet);
-    while (ev != SG_FRAME_END) {
-        rc = sg_frame_reader_next(s->rd, &ev, &chunk, &len, sg_now_ms() + s->timeout_ms);
-        if (rc != SG_OK) {
-            cli_progress_end(&bar);
-            report_io(s, rc, "in the middle of the file");
-            goto out;
-        }
-        if (ev != SG_FRAME_BODY)
+    /* A 0-byte body ends right after the header: one decode call with no input says so. */
+    rc = take_body(s, &none, 0, &none, &none_fill, &ev);
+    while (rc == SG_OK && ev != SG_FRAME_END) {
+        uint8_t *buf = hash_pipe_take(pipe);
+        size_t fill;
+        rc = fill_body(s, buf, &fill, &ev);
+        if (fill == 0)
             continue;
-        sg_hash_update(&h, chunk, len);
-        if (write_all_fd(fd, chunk, len) != 0) {
+        hash_pipe_submit(pipe, fill);
+        /* The hashing thread reads buf while it is written out: both only read it. */
+        if (write_all_fd(fd, buf, fill) != 0) {
             cli_progress_end(&bar);
             cli_error("get: writing: %s", strerror(errno));
             goto out;
         }
-        got += len;
+        got += fill;
         cli_progress_update(&bar, got);
     }
     cli_progress_end(&bar);
-    sg_hash_final(&h, sha, NULL);
+    if (rc != SG_OK) {
+        report_io(s, rc, "in the middle of the file");
+        goto out;
+    }
+    hash_pipe_finish(pipe, sha);
+    pipe = NULL;
     status = 0;
 out:
-    sg_hash_free(&h);
+    hash_pipe_abort(pipe);
     return status;
 }
 

@@ -287,6 +287,52 @@ static void test_get_refuses_wrong_hash(void)
     CHECK_INT_EQ(leftover_parts(), 0);
 }
 
+/*
+ * The same two lies over a body of several MiB, so the download is cut (or
+ * found wrong) with buffers still queued for the hashing thread: get must stop
+ * it, exit 1 and leave neither OUT nor a temporary file.
+ */
+static void test_get_big_lies_leave_nothing(void)
+{
+    size_t len = 5 * 1024 * 1024 + 3;
+    char *data = malloc(len), laddr[64], dst[400], *err;
+    struct liar l;
+    pthread_t t;
+    CHECK(data != NULL);
+    for (size_t i = 0; i < len; i++)
+        data[i] = (char)(i * 131u + 7u);
+    snprintf(dst, sizeof dst, "%s/big-lie", work);
+
+    /* Whole body, wrong sha256. */
+    l = (struct liar){.body = data, .body_len = len};
+    l.header = json_pack("{s:s, s:I, s:I, s:i, s:s, s:i}", "name", "x", "total_size", (json_int_t)len, "size",
+                         (json_int_t)len, "offset", 0, "sha256",
+                         "0000000000000000000000000000000000000000000000000000000000000000", "mtime", 1);
+    liar_start(&l, &t);
+    snprintf(laddr, sizeof laddr, "127.0.0.1:%u", (unsigned)l.port);
+    CHECK_INT_EQ(cli((const char *[]){"get", laddr, "x", dst, NULL}, NULL, &err), 1);
+    CHECK(strstr(err, "sha256 mismatch") != NULL);
+    free(err);
+    liar_finish(&l, t);
+    CHECK(!fc_exists(dst));
+    CHECK_INT_EQ(leftover_parts(), 0);
+
+    /* 5 MiB sent of the 12 MiB promised, then the connection closes. */
+    l = (struct liar){.body = data, .body_len = len};
+    l.header = json_pack("{s:s, s:I, s:I, s:i, s:s, s:i}", "name", "x", "total_size", (json_int_t)(12 << 20), "size",
+                         (json_int_t)(12 << 20), "offset", 0, "sha256",
+                         "0000000000000000000000000000000000000000000000000000000000000000", "mtime", 1);
+    liar_start(&l, &t);
+    snprintf(laddr, sizeof laddr, "127.0.0.1:%u", (unsigned)l.port);
+    CHECK_INT_EQ(cli((const char *[]){"get", laddr, "x", dst, NULL}, NULL, &err), 1);
+    CHECK(strstr(err, "closed the connection in the middle of the file") != NULL);
+    free(err);
+    liar_finish(&l, t);
+    CHECK(!fc_exists(dst));
+    CHECK_INT_EQ(leftover_parts(), 0);
+    free(data);
+}
+
 static void test_get_interrupted_leaves_nothing(void)
 {
     struct liar l = {.body = "first bytes of many", .body_len = 19, .stall = 1};
@@ -336,6 +382,7 @@ int main(void)
     RUN_TEST(test_errors);
     RUN_TEST(test_put_refused_early);
     RUN_TEST(test_get_refuses_wrong_hash);
+    RUN_TEST(test_get_big_lies_leave_nothing);
     RUN_TEST(test_get_interrupted_leaves_nothing);
     fc_server_stop(&server);
     sg_test_rmtree(dir);
