@@ -145,7 +145,7 @@ def _file_addr(ctx):
     return "127.0.0.1:%d" % ctx.state["file"].port
 
 
-def upload_cli(ctx):
+def upload_cli(ctx, fid="upload_cli"):
     src, size, sha = ctx.state["src"]
     argv = [ctx.bin("sockgate-cli"), "put", "--quiet", _file_addr(ctx), src, NAME]
 
@@ -154,19 +154,48 @@ def upload_cli(ctx):
             raise BenchError("sockgate-cli put printed %r, not sha256 %s" % (out.strip(), sha))
         return size, elapsed
     fsrv = ctx.state["file"]
-    return _transfer(ctx, "upload_cli", "sg", argv, lambda: [fsrv.pid], "mem_file", check)
+    return _transfer(ctx, fid, "sg", argv, lambda: [fsrv.pid], "mem_file", check)
 
 
-def download_cli(ctx):
+def download_cli(ctx, fid="download_cli"):
     _, size, _ = ctx.state["src"]
     argv = [ctx.bin("sockgate-cli"), "get", "--quiet", _file_addr(ctx), NAME, "-"]
     fsrv = ctx.state["file"]
     sink = open(os.devnull, "wb")
     try:
-        return _transfer(ctx, "download_cli", "sg", argv, lambda: [fsrv.pid], "mem_file",
+        return _transfer(ctx, fid, "sg", argv, lambda: [fsrv.pid], "mem_file",
                          lambda out, elapsed: (size, elapsed), stdout=sink)
     finally:
         sink.close()
+
+
+# The same transfers against a peer that also hashes every byte with sha256, as sockgate-cli
+# does to verify what it sent or received: nginx's transfers with `openssl dgst -sha256` (the same
+# libcrypto, so the same SHA instructions) beside them.
+
+def _hashing_peer(ctx, fid, script, args, size, sha):
+    argv = ["bash", "-c", script, "bash"] + args
+
+    def check(out, elapsed):
+        if sha not in out:
+            raise BenchError("the peer's hash printed %r, not %s" % (out.strip()[-200:], sha))
+        return size, elapsed
+    return _transfer(ctx, fid, "peer", argv, lambda: peers.nginx_workers(ctx), "mem_file", check)
+
+
+def upload_hashing_peer(ctx):
+    src, size, sha = ctx.state["src"]
+    url = "http://127.0.0.1:%d/dav/%s" % (ctx.servers["nginx"].port, NAME)
+    # openssl reads the file while curl sends it: the client hashes alongside, as the cli's thread does.
+    script = ('openssl dgst -sha256 "$1" & curl -sS -f -H Expect: -T "$1" -o /dev/null "$2"; rc=$?; wait $!; exit $rc')
+    return _hashing_peer(ctx, "upload_cli_hashed", script, [src, url], size, sha)
+
+
+def download_hashing_peer(ctx):
+    _, size, sha = ctx.state["src"]
+    url = "http://127.0.0.1:%d/static/%s" % (ctx.servers["nginx"].port, NAME)
+    script = 'set -o pipefail; curl -sS -f "$1" | openssl dgst -sha256'
+    return _hashing_peer(ctx, "download_cli_hashed", script, [url], size, sha)
 
 
 def loopback_round(ctx):
@@ -257,6 +286,12 @@ GROUPS = [
         Figure("download_cli", "1 GiB download MiB/s: get via cli", "MiB/s", "sockgate-cli get (sockgate-file)",
                "nginx static GET", "ratio", 0.8, download_cli, lambda c: _nginx_get(c, "download_cli"),
                source="issue 5"),
+        Figure("upload_cli_hashed", "same put, against a peer that hashes too", "MiB/s",
+               "sockgate-cli put (sockgate-file)", "nginx WebDAV PUT + openssl sha256 of the file alongside", "shown",
+               None, lambda c: upload_cli(c, "upload_cli_hashed"), upload_hashing_peer),
+        Figure("download_cli_hashed", "same get, against a peer that hashes too", "MiB/s",
+               "sockgate-cli get (sockgate-file)", "nginx static GET piped into openssl sha256", "shown", None,
+               lambda c: download_cli(c, "download_cli_hashed"), download_hashing_peer),
         Figure("loopback", "loopback ceiling MiB/s", "MiB/s", "fastest sockgate transfer above",
                "iperf3 single stream", "shown", None),
         Figure("mem_gw", "memory: gateway peak RSS during 1 GiB PUT and GET", "MiB", "sockgate (gateway)",
