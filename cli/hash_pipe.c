@@ -49,6 +49,17 @@ static void *hash_loop(void *arg)
     return NULL;
 }
 
+/* Frees p and what it holds; its thread is not running (never started, or joined). */
+static void release(struct hash_pipe *p)
+{
+    sg_hash_free(&p->hash);
+    pthread_cond_destroy(&p->has_free);
+    pthread_cond_destroy(&p->has_work);
+    pthread_mutex_destroy(&p->lock);
+    free(p->slots);
+    free(p);
+}
+
 struct hash_pipe *hash_pipe_start(void)
 {
     struct hash_pipe *p = calloc(1, sizeof *p);
@@ -71,12 +82,7 @@ struct hash_pipe *hash_pipe_start(void)
     rc = pthread_create(&p->thread, NULL, hash_loop, p);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {
-        sg_hash_free(&p->hash);
-        pthread_cond_destroy(&p->has_free);
-        pthread_cond_destroy(&p->has_work);
-        pthread_mutex_destroy(&p->lock);
-        free(p->slots);
-        free(p);
+        release(p);
         return NULL;
     }
     return p;
@@ -113,12 +119,7 @@ static void stop(struct hash_pipe *p, int aborting, char *sha)
     pthread_join(p->thread, NULL);
     if (sha)
         sg_hash_final(&p->hash, sha, NULL);
-    sg_hash_free(&p->hash);
-    pthread_cond_destroy(&p->has_free);
-    pthread_cond_destroy(&p->has_work);
-    pthread_mutex_destroy(&p->lock);
-    free(p->slots);
-    free(p);
+    release(p);
 }
 
 void hash_pipe_finish(struct hash_pipe *p, char sha[SG_SHA256_HEX])

@@ -35,29 +35,29 @@ struct flags {
     struct gw_config *cfg;
 };
 
+/* Appends a copy of value to items (n of cap used); -1 when full, empty or out of memory. */
+static int append_copy(const char **items, size_t *n, size_t cap, const char *value)
+{
+    if (*n >= cap || !*value)
+        return -1;
+    /* sg_options_parse frees its copy of a comma list, so keep our own. */
+    items[*n] = strdup(value);
+    if (!items[*n])
+        return -1;
+    (*n)++;
+    return 0;
+}
+
 static int add_cors_origin(const char *value, void *ctx)
 {
     struct gw_config *cfg = ctx;
-    if (cfg->n_cors_origins >= GW_MAX_CORS_ORIGINS)
-        return -1;
-    /* sg_options_parse frees its copy of a comma list, so keep our own. */
-    cfg->cors_origins[cfg->n_cors_origins] = strdup(value);
-    if (!cfg->cors_origins[cfg->n_cors_origins])
-        return -1;
-    cfg->n_cors_origins++;
-    return 0;
+    return append_copy(cfg->cors_origins, &cfg->n_cors_origins, GW_MAX_CORS_ORIGINS, value);
 }
 
 static int add_allow_host(const char *value, void *ctx)
 {
     struct gw_config *cfg = ctx;
-    if (cfg->n_allow_hosts >= GW_MAX_ALLOW_HOSTS || !*value)
-        return -1;
-    cfg->allow_hosts[cfg->n_allow_hosts] = strdup(value);
-    if (!cfg->allow_hosts[cfg->n_allow_hosts])
-        return -1;
-    cfg->n_allow_hosts++;
-    return 0;
+    return append_copy(cfg->allow_hosts, &cfg->n_allow_hosts, GW_MAX_ALLOW_HOSTS, value);
 }
 
 static int parse_number(const char *flag, const char *text, uint64_t min, uint64_t max, int allow_suffix,

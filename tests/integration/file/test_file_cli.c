@@ -292,44 +292,43 @@ static void test_get_refuses_wrong_hash(void)
  * found wrong) with buffers still queued for the hashing thread: get must stop
  * it, exit 1 and leave neither OUT nor a temporary file.
  */
+/* A download answer's header promising size bytes of a whole file whose sha256 is all zeros (a lie). */
+static json_t *zero_sha_header(json_int_t size)
+{
+    return json_pack("{s:s, s:I, s:I, s:i, s:s, s:i}", "name", "x", "total_size", size, "size", size, "offset", 0,
+                     "sha256", "0000000000000000000000000000000000000000000000000000000000000000", "mtime", 1);
+}
+
+/* Runs get against a liar sending body (len bytes) under a header promising size; checks the failure leaves nothing. */
+static void get_from_liar(const char *body, size_t len, json_int_t size, const char *dst, const char *want_error)
+{
+    struct liar l = {.body = body, .body_len = len};
+    char laddr[64], *err;
+    pthread_t t;
+    l.header = zero_sha_header(size);
+    liar_start(&l, &t);
+    snprintf(laddr, sizeof laddr, "127.0.0.1:%u", (unsigned)l.port);
+    CHECK_INT_EQ(cli((const char *[]){"get", laddr, "x", dst, NULL}, NULL, &err), 1);
+    CHECK(strstr(err, want_error) != NULL);
+    free(err);
+    liar_finish(&l, t);
+    CHECK(!fc_exists(dst));
+    CHECK_INT_EQ(leftover_parts(), 0);
+}
+
 static void test_get_big_lies_leave_nothing(void)
 {
     size_t len = 5 * 1024 * 1024 + 3;
-    char *data = malloc(len), laddr[64], dst[400], *err;
-    struct liar l;
-    pthread_t t;
+    char *data = malloc(len), dst[400];
     CHECK(data != NULL);
     for (size_t i = 0; i < len; i++)
         data[i] = (char)(i * 131u + 7u);
     snprintf(dst, sizeof dst, "%s/big-lie", work);
 
     /* Whole body, wrong sha256. */
-    l = (struct liar){.body = data, .body_len = len};
-    l.header = json_pack("{s:s, s:I, s:I, s:i, s:s, s:i}", "name", "x", "total_size", (json_int_t)len, "size",
-                         (json_int_t)len, "offset", 0, "sha256",
-                         "0000000000000000000000000000000000000000000000000000000000000000", "mtime", 1);
-    liar_start(&l, &t);
-    snprintf(laddr, sizeof laddr, "127.0.0.1:%u", (unsigned)l.port);
-    CHECK_INT_EQ(cli((const char *[]){"get", laddr, "x", dst, NULL}, NULL, &err), 1);
-    CHECK(strstr(err, "sha256 mismatch") != NULL);
-    free(err);
-    liar_finish(&l, t);
-    CHECK(!fc_exists(dst));
-    CHECK_INT_EQ(leftover_parts(), 0);
-
+    get_from_liar(data, len, (json_int_t)len, dst, "sha256 mismatch");
     /* 5 MiB sent of the 12 MiB promised, then the connection closes. */
-    l = (struct liar){.body = data, .body_len = len};
-    l.header = json_pack("{s:s, s:I, s:I, s:i, s:s, s:i}", "name", "x", "total_size", (json_int_t)(12 << 20), "size",
-                         (json_int_t)(12 << 20), "offset", 0, "sha256",
-                         "0000000000000000000000000000000000000000000000000000000000000000", "mtime", 1);
-    liar_start(&l, &t);
-    snprintf(laddr, sizeof laddr, "127.0.0.1:%u", (unsigned)l.port);
-    CHECK_INT_EQ(cli((const char *[]){"get", laddr, "x", dst, NULL}, NULL, &err), 1);
-    CHECK(strstr(err, "closed the connection in the middle of the file") != NULL);
-    free(err);
-    liar_finish(&l, t);
-    CHECK(!fc_exists(dst));
-    CHECK_INT_EQ(leftover_parts(), 0);
+    get_from_liar(data, len, (json_int_t)(12 << 20), dst, "closed the connection in the middle of the file");
     free(data);
 }
 
