@@ -22,6 +22,7 @@
  * (fewer poll, read and send rounds; docs/internals/gateway.md, "Files").
  */
 #define DOWNLOAD_BLOCK (1024u * 1024u)
+#define DOWNLOAD_MIN_BLOCK 4096u
 
 /* What the gateway needs of a stored file for its headers. */
 struct file_meta {
@@ -356,7 +357,11 @@ int api_files_get(struct request *rq)
         upstream_release(st->c, 1);
         st->c = NULL;
     }
-    resp = MHD_create_response_from_callback(size, DOWNLOAD_BLOCK, read_download, st, NULL);
+    /* A small file gets a block its own size: libmicrohttpd allocates the whole block per response. */
+    resp = MHD_create_response_from_callback(size, size >= DOWNLOAD_BLOCK ? DOWNLOAD_BLOCK
+                                                   : size < DOWNLOAD_MIN_BLOCK ? DOWNLOAD_MIN_BLOCK
+                                                                               : (size_t)size,
+                                             read_download, st, NULL);
     if (!resp)
         return request_fail(rq, SG_ERR_NOMEM, "out of memory");
     add_file_headers(resp, rq->param, &m);

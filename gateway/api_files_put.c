@@ -29,7 +29,8 @@
 struct put_state {
     struct upstream_conn *c; /* the backend connection of a streamed upload */
     uint64_t expected;       /* Content-Length */
-    uint8_t *block;          /* PUT_BLOCK bytes gathered for the next write (streamed uploads) */
+    uint8_t *block;          /* bytes gathered for the next write (streamed uploads) */
+    size_t block_cap;        /* PUT_BLOCK, or the whole body when smaller: a small upload holds no big block */
     size_t have;             /* bytes in block */
     int is_spooled;
     struct spool sp;
@@ -76,7 +77,8 @@ int api_files_put_begin(struct request *rq)
                     (json_int_t)st->expected, "id", rq->id);
     if (!hdr)
         return request_fail(rq, SG_ERR_INVALID_NAME, "the file name is not valid UTF-8");
-    st->block = st->expected > 0 ? malloc(PUT_BLOCK) : NULL;
+    st->block_cap = st->expected < PUT_BLOCK ? (size_t)st->expected : PUT_BLOCK;
+    st->block = st->expected > 0 ? malloc(st->block_cap) : NULL;
     if (st->expected > 0 && !st->block) {
         json_decref(hdr);
         return request_fail(rq, SG_ERR_NOMEM, "out of memory");
@@ -113,16 +115,16 @@ int api_files_put_body(struct request *rq, const char *data, size_t len)
         return request_fail(rq, rc, "%s", err);
     }
     while (len > 0) {
-        size_t n = PUT_BLOCK - st->have < len ? PUT_BLOCK - st->have : len;
-        if (st->have == 0 && n == PUT_BLOCK) {
+        size_t n = st->block_cap - st->have < len ? st->block_cap - st->have : len;
+        if (st->have == 0 && n == st->block_cap) {
             rc = send_body(rq, st, data, n); /* a whole block in libmicrohttpd's buffer needs no copy */
         } else {
             memcpy(st->block + st->have, data, n);
             st->have += n;
             rc = SG_OK;
-            if (st->have == PUT_BLOCK) {
+            if (st->have == st->block_cap) {
                 st->have = 0;
-                rc = send_body(rq, st, st->block, PUT_BLOCK);
+                rc = send_body(rq, st, st->block, st->block_cap);
             }
         }
         if (rc != SG_OK)
