@@ -473,6 +473,22 @@ static int is_stale(const struct upstream_conn *c, int rc)
     return c->is_reused && c->got == 0 && rc == SG_ERR_CLOSED;
 }
 
+/*
+ * Returns 1 for the requests that change nothing (reads): those are the only
+ * ones sent again after a pooled connection died with them in flight, since the
+ * backend may have carried out the first copy before it died (an exec would
+ * run twice, a chat reply go out twice, a delete answer not_found).
+ */
+static int is_read_only(const json_t *header)
+{
+    static const char *const reads[] = {"ping", "list", "stat", "download", "peers"};
+    const char *op = json_string_value(json_object_get(header, "op"));
+    for (size_t i = 0; op && i < sizeof reads / sizeof reads[0]; i++)
+        if (strcmp(op, reads[i]) == 0)
+            return 1;
+    return 0;
+}
+
 int upstream_call(struct upstream *up, const json_t *header, const void *body, size_t body_len, json_t **resp,
                   char **resp_body, size_t *resp_len, size_t max_body, int64_t deadline_ms, char *err,
                   size_t errlen)
@@ -489,16 +505,19 @@ int upstream_call(struct upstream *up, const json_t *header, const void *body, s
     if (resp_len)
         *resp_len = 0;
     for (int attempt = 0; attempt < 2; attempt++) {
+        int is_sent;
         rc = acquire(up, &c, attempt > 0, deadline_ms, err, errlen);
         if (rc != SG_OK)
             return rc;
         rc = upstream_send_frame(c, header, body, body_len, deadline_ms);
-        if (rc == SG_OK)
+        is_sent = rc == SG_OK;
+        if (is_sent)
             rc = upstream_read_header(c, resp, &size, deadline_ms, why, sizeof why);
         else
             snprintf(why, sizeof why, "%s while sending the request",
                      rc == SG_ERR_TIMEOUT ? "stalled" : "closed the connection");
-        if (rc == SG_OK || !is_stale(c, rc))
+        /* A request the backend could not have received whole is always safe to send again. */
+        if (rc == SG_OK || !is_stale(c, rc) || (is_sent && !is_read_only(header)))
             break;
         /* The pooled connection had been closed by the backend: one retry on a fresh one. */
         upstream_release(c, 0);

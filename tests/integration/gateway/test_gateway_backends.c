@@ -15,6 +15,7 @@
 
 #include "check.h"
 #include "gwtest.h"
+#include "sockgate/error.h"
 #include "sockgate/net.h"
 
 static struct gw g;
@@ -327,6 +328,118 @@ static void test_garbage_backend_is_bad_gateway(void)
     fake_stop(&f);
 }
 
+/*
+ * A framed backend that answers the first request of every connection and
+ * then, on the second, reads it whole and dies without a word: a backend
+ * killed while it carries out a request that came on a pooled connection.
+ */
+struct dying {
+    int fd;
+    atomic_int stop;
+    atomic_int received; /* requests read, whatever their op */
+    pthread_t thread;
+    char addr[SG_ADDR_STRLEN];
+};
+
+/* Reads one frame from fd; returns its header (new reference) or NULL at EOF or on error. */
+static json_t *read_request(int fd)
+{
+    unsigned char len[4];
+    char *text;
+    json_t *hdr = NULL;
+    uint32_t n;
+    int64_t deadline = sg_deadline_after(5000);
+    if (sg_read_full(fd, len, 4, deadline) != SG_OK)
+        return NULL;
+    n = (uint32_t)len[0] | (uint32_t)len[1] << 8 | (uint32_t)len[2] << 16 | (uint32_t)len[3] << 24;
+    text = n < 65536 ? malloc(n) : NULL;
+    if (text && sg_read_full(fd, text, n, deadline) == SG_OK)
+        hdr = json_loadb(text, n, 0, NULL);
+    free(text);
+    return hdr; /* the requests of this test carry no body */
+}
+
+/* Answers hdr's op as a real backend would, with an empty result. */
+static void answer(int fd, const json_t *hdr)
+{
+    const char *op = json_string_value(json_object_get(hdr, "op"));
+    int is_list = op && strcmp(op, "list") == 0;
+    json_t *resp = is_list ? json_pack("{s:i,s:i}", "count", 0, "total_size", 2)
+                           : json_pack("{s:i,s:i,s:i,s:i,s:b,s:b,s:i}", "total_size", 0, "stdout_size", 0,
+                                       "stderr_size", 0, "exit_code", 0, "timed_out", 0, "truncated", 0,
+                                       "duration_ms", 1);
+    char *text = json_dumps(resp, JSON_COMPACT);
+    size_t n = strlen(text);
+    unsigned char len[4] = {(unsigned char)n, (unsigned char)(n >> 8), (unsigned char)(n >> 16), 0};
+    int64_t deadline = sg_deadline_after(5000);
+    CHECK(sg_write_all(fd, len, 4, deadline) == SG_OK && sg_write_all(fd, text, n, deadline) == SG_OK);
+    if (is_list)
+        CHECK(sg_write_all(fd, "[]", 2, deadline) == SG_OK);
+    free(text);
+    json_decref(resp);
+}
+
+static void *dying_main(void *arg)
+{
+    struct dying *d = arg;
+    while (!atomic_load(&d->stop)) {
+        struct pollfd p = {.fd = d->fd, .events = POLLIN};
+        json_t *hdr;
+        int fd;
+        if (poll(&p, 1, 50) <= 0 || (fd = accept(d->fd, NULL, NULL)) < 0)
+            continue;
+        for (int nth = 0; nth < 2 && (hdr = read_request(fd)) != NULL; nth++) {
+            atomic_fetch_add(&d->received, 1);
+            if (nth == 0)
+                answer(fd, hdr);
+            json_decref(hdr);
+        }
+        close(fd);
+    }
+    return NULL;
+}
+
+/*
+ * A write (an exec) whose pooled connection dies with it is not sent again:
+ * the backend may have run it already, so the caller hears 502. A read (the
+ * file list) is sent again on a fresh connection and answered.
+ */
+static void test_pooled_death_replays_reads_only(void)
+{
+    struct sg_addr a;
+    struct dying d;
+    struct gw gd;
+    char err[256];
+    json_t *j;
+    memset(&d, 0, sizeof d);
+    CHECK(sg_addr_parse("127.0.0.1:0", &a, err, sizeof err) == 0);
+    CHECK(sg_listen(&a, SOCK_STREAM, &d.fd, err, sizeof err) == 0);
+    sg_local_addr(d.fd, d.addr, sizeof d.addr);
+    CHECK(pthread_create(&d.thread, NULL, dying_main, &d) == 0);
+    {
+        const char *args[] = {"--exec", d.addr, "--file", d.addr, "--timeout-ms", "3000", NULL};
+        gw_start(&gd, args);
+    }
+    j = gw_expect_json(&gd, "POST", "/api/v1/exec", gw_json_headers, "{\"argv\": [\"echo\"]}", 200);
+    json_decref(j);
+    /* Sent on the pooled connection, read, then the backend died: not run a second time. */
+    gw_expect_error(&gd, "POST", "/api/v1/exec", gw_json_headers, "{\"argv\": [\"echo\"]}", 502,
+                    "connection_closed");
+    CHECK_INT_EQ(atomic_load(&d.received), 2);
+
+    j = gw_expect_json(&gd, "GET", "/api/v1/files", NULL, NULL, 200);
+    json_decref(j);
+    /* The same death under a list: asked again on a fresh connection, answered. */
+    j = gw_expect_json(&gd, "GET", "/api/v1/files", NULL, NULL, 200);
+    CHECK_INT_EQ((int)json_array_size(json_object_get(j, "files")), 0);
+    json_decref(j);
+    CHECK_INT_EQ(atomic_load(&d.received), 5);
+    gw_stop(&gd);
+    atomic_store(&d.stop, 1);
+    pthread_join(d.thread, NULL);
+    close(d.fd);
+}
+
 int main(void)
 {
     const char *echo_argv[] = {"sockgate-echo", "--listen", "127.0.0.1:0", NULL};
@@ -353,6 +466,7 @@ int main(void)
     RUN_TEST(test_echo_backend_gone_and_back);
     RUN_TEST(test_silent_backend_times_out);
     RUN_TEST(test_garbage_backend_is_bad_gateway);
+    RUN_TEST(test_pooled_death_replays_reads_only);
     gw_stop(&g);
     stop_backend(&echo_p);
     stop_backend(&time_p);
