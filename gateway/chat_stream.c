@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -19,6 +18,7 @@
 #include "sockgate/frame.h"
 #include "sockgate/log.h"
 #include "sockgate/net.h"
+#include "sockgate/wake.h"
 
 /*
  * A chat message header is at most about 6.3 KiB (1024 bytes of text, each
@@ -85,7 +85,7 @@ static struct {
     pthread_t thread;
     int has_thread;
     int ep;      /* the epoll set: every subscription, every watched client, wake_fd */
-    int wake_fd; /* an eventfd: streams to service or to free, or stop */
+    int wake_fd; /* a wake-up descriptor (sockgate/wake.h): streams to service or to free, or stop */
     int is_closing, is_stopping;
     struct chat_stream *head;
     atomic_long n_open;
@@ -101,12 +101,11 @@ int chat_streams_have_room(void)
     return chat_streams_open() < CHAT_STREAMS_MAX;
 }
 
-/* Wakes the pump; best effort: a full eventfd counter already means "wake up". */
+/* Wakes the pump. */
 static void poke(void)
 {
-    uint64_t one = 1;
-    if (P.wake_fd >= 0 && write(P.wake_fd, &one, sizeof one) < 0 && errno != EAGAIN)
-        sg_warn("cannot wake the chat pump: %s", strerror(errno));
+    if (P.wake_fd >= 0)
+        sg_wake_signal(P.wake_fd);
 }
 
 /* (lock) Lets libmicrohttpd run the stream's connection again if it is parked. */
@@ -364,11 +363,9 @@ static void *pump_main(void *arg)
         }
         for (int i = 0; i < n; i++) {
             struct watch *w = evs[i].data.ptr;
-            uint64_t count;
             int is_released;
             if (!w) {
-                if (read(P.wake_fd, &count, sizeof count) < 0 && errno != EAGAIN)
-                    sg_warn("chat pump: reading its eventfd: %s", strerror(errno));
+                sg_wake_drain(P.wake_fd);
                 continue;
             }
             /* A released stream is still allocated (only reap() frees it), so looking is safe. */
@@ -394,9 +391,10 @@ static void *pump_main(void *arg)
 int chat_streams_start(char *err, size_t errlen)
 {
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+    if (sg_wake_open(&P.wake_fd, err, errlen) != SG_OK)
+        goto fail;
     P.ep = epoll_create1(EPOLL_CLOEXEC);
-    P.wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (P.ep < 0 || P.wake_fd < 0 || epoll_ctl(P.ep, EPOLL_CTL_ADD, P.wake_fd, &ev) != 0) {
+    if (P.ep < 0 || epoll_ctl(P.ep, EPOLL_CTL_ADD, P.wake_fd, &ev) != 0) {
         snprintf(err, errlen, "chat event streams: %s", strerror(errno));
         goto fail;
     }
@@ -409,9 +407,8 @@ int chat_streams_start(char *err, size_t errlen)
 fail:
     if (P.ep >= 0)
         close(P.ep);
-    if (P.wake_fd >= 0)
-        close(P.wake_fd);
-    P.ep = P.wake_fd = -1;
+    sg_wake_close(&P.wake_fd);
+    P.ep = -1;
     return SG_ERR_SYS;
 }
 
@@ -446,8 +443,8 @@ void chat_streams_stop(void)
     }
     P.head = NULL;
     close(P.ep);
-    close(P.wake_fd);
-    P.ep = P.wake_fd = -1;
+    sg_wake_close(&P.wake_fd);
+    P.ep = -1;
 }
 
 /* libmicrohttpd wants more of the body: hand over what is queued, end, or park the connection. */
