@@ -24,6 +24,14 @@
 #define DOWNLOAD_BLOCK (1024u * 1024u)
 #define DOWNLOAD_MIN_BLOCK 4096u
 
+/* The response buffer for a body of size bytes: libmicrohttpd allocates it whole, so a small file gets its own size. */
+static size_t download_block(uint64_t size)
+{
+    if (size >= DOWNLOAD_BLOCK)
+        return DOWNLOAD_BLOCK;
+    return size < DOWNLOAD_MIN_BLOCK ? DOWNLOAD_MIN_BLOCK : (size_t)size;
+}
+
 /* What the gateway needs of a stored file for its headers. */
 struct file_meta {
     uint64_t size;
@@ -357,11 +365,7 @@ int api_files_get(struct request *rq)
         upstream_release(st->c, 1);
         st->c = NULL;
     }
-    /* A small file gets a block its own size: libmicrohttpd allocates the whole block per response. */
-    resp = MHD_create_response_from_callback(size, size >= DOWNLOAD_BLOCK ? DOWNLOAD_BLOCK
-                                                   : size < DOWNLOAD_MIN_BLOCK ? DOWNLOAD_MIN_BLOCK
-                                                                               : (size_t)size,
-                                             read_download, st, NULL);
+    resp = MHD_create_response_from_callback(size, download_block(size), read_download, st, NULL);
     if (!resp)
         return request_fail(rq, SG_ERR_NOMEM, "out of memory");
     add_file_headers(resp, rq->param, &m);

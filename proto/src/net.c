@@ -203,13 +203,15 @@ int sg_set_nonblock(int fd, int on)
     return fcntl(fd, F_SETFL, flags) < 0 ? SG_ERR_SYS : SG_OK;
 }
 
-/* True when fd's local address equals its peer address (a self-connection). */
-static int is_self_connected(int fd)
+/* True when fd, connected to addr, has its peer's address as its own (a self-connection). */
+static int is_self_connected(int fd, const struct sg_addr *addr)
 {
     struct sockaddr_storage local, peer;
     socklen_t llen = sizeof local, plen = sizeof peer;
 
+    /* Ports first: they differ on almost every connection, and then the peer need not be asked. */
     if (getsockname(fd, (struct sockaddr *)&local, &llen) < 0 ||
+        sg_addr_port((const struct sockaddr *)&local) != sg_addr_port((const struct sockaddr *)&addr->ss) ||
         getpeername(fd, (struct sockaddr *)&peer, &plen) < 0)
         return 0;
     if (local.ss_family != peer.ss_family)
@@ -262,7 +264,7 @@ done:
      * pick that very port as our source: TCP then "connects" to itself and UDP
      * reads back its own datagrams, so a dead backend would look alive and echo
      * the request as the answer. Treat it as the refusal it really is. */
-    if (is_self_connected(s)) {
+    if (is_self_connected(s, addr)) {
         soerr = ECONNREFUSED;
         goto failed;
     }

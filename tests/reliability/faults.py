@@ -280,16 +280,9 @@ def main():
         gw = start_gateway(work, backends)
         load_phase(args, work, backends, gw, fig)
         gw = kill_uploads_phase(args, work, backends, gw, root, fig)
-        codes = {"sockgate": gw.stop()}
-        for name, p in backends.items():
-            codes[p.name] = p.stop()
-        bad = [n for n, c in codes.items() if c != 0]
-        fig.check("programs_not_exiting_0_on_sigterm", len(bad), "=", 0)
-        if bad:
-            rellib.stderr("faults: exit statuses %s" % codes)
+        fig.check_clean_exits([("sockgate", gw)] + [(p.name, p) for p in backends.values()])
     except Exception as e:  # a suite that cannot run is a failure, with the reason
-        fig.missed.append("the suite stopped: %s" % e)
-        rellib.stderr("faults: %s" % e)
+        fig.stopped(e)
         args.keep = True
     finally:
         for p in list(backends.values()) + ([gw] if gw else []):

@@ -451,14 +451,9 @@ def main():
         fig.check("commands_run_not_allowed", len(markers), "=", 0)
         fig.check("secrets_leaked", env.leaks, "=", 0)
         fig.check("sanity_requests_failed_after", sane.count(False), "=", 0)
-        codes = {n: p.stop() for n, p in env.procs.items()}
-        bad = [n for n, c in codes.items() if c != 0]
-        fig.check("programs_not_exiting_0_on_sigterm", len(bad), "=", 0)
-        if bad:
-            rellib.stderr("hostile: exit statuses %s" % codes)
+        fig.check_clean_exits(env.procs.items())
     except Exception as e:
-        fig.missed.append("the suite stopped: %r" % e)
-        rellib.stderr("hostile: %r" % e)
+        fig.stopped(e)
         args.keep = True
     finally:
         for p in env.procs.values():

@@ -341,6 +341,19 @@ class Figures:
             self.missed.append("%s.%s = %s (target %s %s)" % (self.suite, name, value, op, limit))
         return ok
 
+    def check_clean_exits(self, procs):
+        """Stops each (name, Proc) with SIGTERM and checks that every one exited 0."""
+        codes = {name: p.stop() for name, p in procs}
+        bad = [n for n, c in codes.items() if c != 0]
+        self.check("programs_not_exiting_0_on_sigterm", len(bad), "=", 0)
+        if bad:
+            stderr("%s: exit statuses %s" % (self.suite, codes))
+
+    def stopped(self, e):
+        """Records a suite that could not run to its end as a failure, with the reason."""
+        self.missed.append("the suite stopped: %r" % e)
+        stderr("%s: %r" % (self.suite, e))
+
     def finish(self):
         self.info("load_average_at_end", round(os.getloadavg()[0], 1))
         if self.missed:

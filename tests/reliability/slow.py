@@ -373,8 +373,7 @@ def main():
         fig.check("gateway_exit_status_on_sigterm", gw.stop(), "=", 0)
         control.stop()
     except Exception as e:
-        fig.missed.append("the suite stopped: %s" % e)
-        rellib.stderr("slow: %s" % e)
+        fig.stopped(e)
         args.keep = True
     finally:
         if gw:

@@ -192,16 +192,9 @@ def main():
         ports = {p.port for p in backends.values()}
         idle_phase(args, work, "gateway", gw, gw, fig, ports)
         idle_phase(args, work, "echo", backends["echo"], gw, fig, {backends["echo"].port})
-        codes = {"sockgate": gw.stop()}
-        for p in backends.values():
-            codes[p.name] = p.stop()
-        bad = [n for n, c in codes.items() if c != 0]
-        fig.check("programs_not_exiting_0_on_sigterm", len(bad), "=", 0)
-        if bad:
-            rellib.stderr("soak: exit statuses %s" % codes)
+        fig.check_clean_exits([("sockgate", gw)] + [(p.name, p) for p in backends.values()])
     except Exception as e:
-        fig.missed.append("the suite stopped: %s" % e)
-        rellib.stderr("soak: %s" % e)
+        fig.stopped(e)
         args.keep = True
     finally:
         for p in list(backends.values()) + ([gw] if gw else []):
