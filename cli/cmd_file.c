@@ -174,7 +174,7 @@ static int send_watching(struct session *s, const uint8_t *p, size_t len)
 static int put_body(struct session *s, int fd, uint64_t size, const char *label, int quiet, char sha[SG_SHA256_HEX])
 {
     struct cli_progress bar;
-    struct hash_pipe *pipe = hash_pipe_start();
+    struct hash_pipe *pipe = hash_pipe_start(size);
     uint64_t sent = 0;
     int rc = SG_OK;
     if (!pipe)
@@ -440,7 +440,7 @@ static int fill_body(struct session *s, uint8_t *buf, size_t *fill, enum sg_fram
 static int get_body(struct session *s, int fd, uint64_t total, const char *label, int quiet, char sha[SG_SHA256_HEX])
 {
     struct cli_progress bar;
-    struct hash_pipe *pipe = hash_pipe_start();
+    struct hash_pipe *pipe = hash_pipe_start(total);
     enum sg_frame_event ev = SG_FRAME_HEADER;
     uint64_t got = 0;
     uint8_t none = 0;

@@ -21,8 +21,12 @@
 
 struct hash_pipe;
 
-/* Starts the hashing thread and its buffers; returns a new pipe (freed by finish or abort) or NULL on failure. */
-struct hash_pipe *hash_pipe_start(void);
+/*
+ * Starts the hashing thread and its buffers for a transfer of transfer_size
+ * bytes (sockgate/iobuf.h picks their pages by it); returns a new pipe
+ * (freed by finish or abort) or NULL on failure.
+ */
+struct hash_pipe *hash_pipe_start(uint64_t transfer_size);
 
 /*
  * Returns a free buffer of HASH_PIPE_SLOT_SIZE bytes (borrowed, owned by p),

@@ -8,6 +8,7 @@
 #include "metrics.h"
 #include "server.h"
 #include "sockgate/error.h"
+#include "sockgate/iobuf.h"
 #include "sockgate/frame.h"
 #include "spool.h"
 
@@ -29,6 +30,7 @@
 struct put_state {
     struct upstream_conn *c; /* the backend connection of a streamed upload */
     uint64_t expected;       /* Content-Length */
+    struct sg_iobuf mem;     /* holds block: on 2 MiB pages for a large upload (sockgate/iobuf.h) */
     uint8_t *block;          /* bytes gathered for the next write (streamed uploads) */
     size_t block_cap;        /* PUT_BLOCK, or the whole body when smaller: a small upload holds no big block */
     size_t have;             /* bytes in block */
@@ -44,7 +46,7 @@ static void put_free(struct request *rq, int is_complete)
     upstream_release(st->c, 0);
     spool_close(&st->sp);
     metrics_uploads(-1);
-    free(st->block);
+    sg_iobuf_free(&st->mem);
     free(st);
     rq->state = NULL;
 }
@@ -78,11 +80,11 @@ int api_files_put_begin(struct request *rq)
     if (!hdr)
         return request_fail(rq, SG_ERR_INVALID_NAME, "the file name is not valid UTF-8");
     st->block_cap = st->expected < PUT_BLOCK ? (size_t)st->expected : PUT_BLOCK;
-    st->block = st->expected > 0 ? malloc(st->block_cap) : NULL;
-    if (st->expected > 0 && !st->block) {
+    if (st->expected > 0 && sg_iobuf_alloc(&st->mem, st->block_cap, st->expected) != SG_OK) {
         json_decref(hdr);
         return request_fail(rq, SG_ERR_NOMEM, "out of memory");
     }
+    st->block = st->mem.data;
     rc = upstream_begin(up, hdr, &st->c, request_deadline(rq), err, sizeof err);
     json_decref(hdr);
     return rc == SG_OK ? SG_OK : request_fail(rq, rc, "%s", err);

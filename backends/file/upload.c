@@ -15,6 +15,7 @@
 #include "hasher.h"
 #include "sockgate/error.h"
 #include "sockgate/hash.h"
+#include "sockgate/iobuf.h"
 #include "sockgate/log.h"
 
 /* Returns 1 when text is exactly len hex digits (either case). */
@@ -84,6 +85,7 @@ struct upload {
     uint64_t size;
     uint64_t got;
     struct file_temp tmp;
+    struct sg_iobuf mem;     /* holds bufs: on 2 MiB pages for a large body (sockgate/iobuf.h) */
     uint8_t *bufs;           /* 2 * BODY_BUF bytes for direct reads, NULL to use the frame reader only */
     unsigned cur;            /* the buffer the next direct read fills: 0 or 1 */
     int is_direct;           /* the last chunk is in bufs (else in the frame reader's buffer) */
@@ -267,14 +269,15 @@ int file_op_upload(struct file_conn *c, const json_t *req, uint64_t body_size)
         goto out;
     }
     /* Without the buffers or the thread the upload still works, only with smaller reads or inline hashing. */
-    u.bufs = body_size > BODY_PIPELINE ? malloc(2 * (size_t)BODY_BUF) : NULL;
+    if (body_size > BODY_PIPELINE && sg_iobuf_alloc(&u.mem, 2 * (size_t)BODY_BUF, body_size) == SG_OK)
+        u.bufs = u.mem.data;
     u.has_hasher = u.bufs && hasher_start(&u.hasher, &u.hash) == SG_OK;
     rc = receive_body(&u, &outcome);
     if (u.has_hasher)
         hasher_stop(&u.hasher); /* the hash is complete, and the buffers free, only once the helper is done */
     if (u.lowat)
         set_lowat(&u, 1); /* the next request's header may be a few bytes */
-    free(u.bufs);
+    sg_iobuf_free(&u.mem);
     u.bufs = NULL;
     if (rc != SG_OK)
         goto out;
