@@ -213,7 +213,21 @@ struct liar {
     const char *body;
     size_t body_len; /* bytes actually sent */
     int stall;       /* keep the connection open afterwards until the client leaves */
+    size_t piece;    /* when set, the body goes out in pieces of this many bytes ... */
+    int pace_ms;     /* ... one every pace_ms */
 };
+
+/* Sends the reply's header, then its body piece by piece at the liar's pace. */
+static void send_paced(struct liar *l, int fd)
+{
+    sg_frame_send(fd, l->header, NULL, 0, sg_now_ms() + 10000);
+    for (size_t off = 0; off < l->body_len; off += l->piece) {
+        size_t n = l->body_len - off < l->piece ? l->body_len - off : l->piece;
+        usleep((useconds_t)l->pace_ms * 1000u);
+        if (sg_write_all(fd, l->body + off, n, sg_now_ms() + 10000) != SG_OK)
+            return;
+    }
+}
 
 static void *liar_main(void *arg)
 {
@@ -228,7 +242,10 @@ static void *liar_main(void *arg)
     sg_frame_reader_init(&rd, fd, 0);
     while (ev != SG_FRAME_END && sg_frame_reader_next(&rd, &ev, &chunk, &len, sg_now_ms() + 10000) == SG_OK)
         ;
-    sg_frame_send(fd, l->header, l->body, l->body_len, sg_now_ms() + 10000);
+    if (l->piece)
+        send_paced(l, fd);
+    else
+        sg_frame_send(fd, l->header, l->body, l->body_len, sg_now_ms() + 10000);
     if (l->stall) {
         char b;
         size_t got;
@@ -332,6 +349,38 @@ static void test_get_big_lies_leave_nothing(void)
     free(data);
 }
 
+/*
+ * A server slower than get's low-water mark (32 KiB every 200 ms: 512 KiB
+ * would take 3.2 s) but never silent for long is not timed out by a 3 s
+ * --timeout: get waits at most 1 s for a full batch, then takes what came.
+ */
+static void test_get_slow_server(void)
+{
+    size_t len = 640 * 1024;
+    char *data = malloc(len), laddr[64], dst[400], sha[SG_SHA256_HEX];
+    struct liar l = {.body_len = len, .piece = 32 * 1024, .pace_ms = 200};
+    uint8_t *back;
+    size_t back_len;
+    pthread_t t;
+    CHECK(data != NULL);
+    fc_fill((uint8_t *)data, len, 41);
+    fc_sha256(data, len, sha);
+    l.body = data;
+    l.header = json_pack("{s:s, s:I, s:I, s:i, s:s, s:i}", "name", "x", "total_size", (json_int_t)len, "size",
+                         (json_int_t)len, "offset", 0, "sha256", sha, "mtime", 1);
+    liar_start(&l, &t);
+    snprintf(laddr, sizeof laddr, "127.0.0.1:%u", (unsigned)l.port);
+    snprintf(dst, sizeof dst, "%s/slow", work);
+    CHECK_INT_EQ(cli((const char *[]){"get", "--timeout", "3000", laddr, "x", dst, NULL}, NULL, NULL), 0);
+    liar_finish(&l, t);
+    back = fc_read_file(dst, &back_len);
+    CHECK_INT_EQ(back_len, len);
+    CHECK(memcmp(back, data, len) == 0);
+    free(back);
+    unlink(dst);
+    free(data);
+}
+
 static void test_get_interrupted_leaves_nothing(void)
 {
     struct liar l = {.body = "first bytes of many", .body_len = 19, .stall = 1};
@@ -382,6 +431,7 @@ int main(void)
     RUN_TEST(test_put_refused_early);
     RUN_TEST(test_get_refuses_wrong_hash);
     RUN_TEST(test_get_big_lies_leave_nothing);
+    RUN_TEST(test_get_slow_server);
     RUN_TEST(test_get_interrupted_leaves_nothing);
     fc_server_stop(&server);
     sg_test_rmtree(dir);
