@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "name.h"
@@ -22,6 +23,15 @@
 #define RECORD_MAX 256
 #define META_TEMP ".tmp-record"
 #define HASH_CHUNK 65536
+/*
+ * A hash read from a file changed this recently before the reading began is
+ * not cached. A file's timestamps only move when the clock ticks (a jiffy on
+ * kernels before 6.13, up to 2 s on some filesystems), so a change made right
+ * after the hash could leave size, mtime and ctime as recorded and the stale
+ * hash would be served for good: git's "racy clean" problem, solved the same
+ * way. Such a file is hashed again on each request until it is older.
+ */
+#define RACY_WINDOW_NS (INT64_C(2) * 1000 * 1000 * 1000)
 
 /* Writes the record line for hex and sb into buf; returns its length. */
 static int record_format(char *buf, size_t cap, const char *hex, const struct stat *sb)
@@ -125,6 +135,14 @@ out:
     return rc;
 }
 
+/* Returns 1 when sb's last change (ctime) is less than RACY_WINDOW_NS before when, or after it. */
+static int changed_recently(const struct stat *sb, const struct timespec *when)
+{
+    int64_t changed = (int64_t)sb->st_ctim.tv_sec * 1000000000 + sb->st_ctim.tv_nsec;
+    int64_t now = (int64_t)when->tv_sec * 1000000000 + when->tv_nsec;
+    return now - changed < RACY_WINDOW_NS;
+}
+
 /* Returns 1 when a and b describe the same unchanged file. */
 static int same_file(const struct stat *a, const struct stat *b)
 {
@@ -137,6 +155,7 @@ int file_store_sha256(struct file_store *st, const char *name, int fd, const str
                       char hex[SG_SHA256_HEX])
 {
     struct stat opened, after;
+    struct timespec started;
     int own_fd = -1, rc;
 
     if (record_lookup(st, name, sb, hex))
@@ -151,9 +170,10 @@ int file_store_sha256(struct file_store *st, const char *name, int fd, const str
         }
         fd = own_fd;
     }
+    clock_gettime(CLOCK_REALTIME, &started);
     rc = hash_fd(fd, hex);
-    /* Only a hash of a file that did not change while it was read is worth keeping. */
-    if (rc == SG_OK && fstat(fd, &after) == 0 && same_file(&after, sb))
+    /* Only a hash of a file that did not change while it was read, nor just before, is worth keeping. */
+    if (rc == SG_OK && fstat(fd, &after) == 0 && same_file(&after, sb) && !changed_recently(sb, &started))
         file_store_meta_put(st, name, sb, hex);
     if (own_fd >= 0)
         close(own_fd);
