@@ -5,11 +5,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -235,6 +237,32 @@ int sg_proc_fd_count(pid_t pid)
             n++;
     closedir(d);
     return n;
+}
+
+uint16_t sg_test_hold_port(int type, uint16_t port, int *fd)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(port)};
+    socklen_t len = sizeof sin;
+    int s = socket(AF_INET, type | SOCK_CLOEXEC, 0), one = 1;
+    uint16_t held = 0;
+
+    *fd = -1;
+    if (s < 0)
+        return 0;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(s, (struct sockaddr *)&sin, sizeof sin) < 0 || getsockname(s, (struct sockaddr *)&sin, &len) < 0)
+        goto out;
+    /* Connected to itself, a UDP socket is not the match for any other sender. */
+    if (type == SOCK_DGRAM && connect(s, (struct sockaddr *)&sin, sizeof sin) < 0)
+        goto out;
+    held = ntohs(sin.sin_port);
+    *fd = s;
+    s = -1;
+out:
+    if (s >= 0)
+        close(s);
+    return held;
 }
 
 int sg_test_tmpdir(char *buf, size_t buflen)

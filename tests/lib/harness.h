@@ -47,6 +47,18 @@ long sg_proc_rss_kib(pid_t pid);
 /* Returns the number of open file descriptors of pid, or -1. */
 int sg_proc_fd_count(pid_t pid);
 
+/*
+ * Holds a loopback port on which nothing answers: type SOCK_STREAM binds a
+ * TCP socket without listening (connections are refused), SOCK_DGRAM a UDP
+ * socket connected to itself (a datagram from anyone else draws ICMP port
+ * unreachable). While held, no bind to port 0 and no outgoing connection is
+ * given the port, so "nothing listens there" stays true, unlike for a port
+ * merely closed; SO_REUSEADDR lets a program told to listen there (sg_listen)
+ * bind it all the same. port 0 picks one. Returns the port with the socket in
+ * *fd (the caller closes it), or 0.
+ */
+uint16_t sg_test_hold_port(int type, uint16_t port, int *fd);
+
 /* Creates a fresh temporary directory and writes its path into buf. */
 int sg_test_tmpdir(char *buf, size_t buflen);
 

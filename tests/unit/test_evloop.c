@@ -203,6 +203,7 @@ static void test_loop_pauses_accepts(void)
         char err[256];
         uint16_t port;
         int lfd = listener(&port), cfd, token, fd, n;
+        int64_t resume_ms;
         CHECK_INT_EQ(sg_evloop_open(&l, err, sizeof err), SG_OK);
         CHECK_INT_EQ(sg_evloop_add_listener(&l, lfd, &token), 0);
         cfd = client(port);
@@ -214,9 +215,17 @@ static void test_loop_pauses_accepts(void)
         CHECK_INT_EQ(sg_evloop_accept(&l, sg_now_ms()), -1);
         CHECK(l.accept_resume_ms > 0);
         CHECK_INT_EQ(setrlimit(RLIMIT_NOFILE, &lim), 0);
-        /* Paused: the still-queued connection is not reported until the pause ends. */
+        /*
+         * Paused: the still-queued connection is not reported until the pause
+         * ends. Checked only when the wait ended before the pause did, which
+         * a loaded machine may not grant (the pause is 100 ms).
+         */
+        resume_ms = l.accept_resume_ms;
         n = sg_evloop_wait(&l, evs, 4, 0);
-        CHECK_INT_EQ(n, 0);
+        if (sg_now_ms() < resume_ms)
+            CHECK_INT_EQ(n, 0);
+        else
+            fprintf(stderr, "  (the pause was over before it could be checked)\n");
         do
             n = sg_evloop_wait(&l, evs, 4, LONG_WAIT_MS);
         while (n == 0 && l.accept_resume_ms);

@@ -14,6 +14,21 @@
 static struct sg_proc srv;
 static struct ct_conn ctl; /* requests; stays open across the tests, as a gateway's pooled connection */
 
+/*
+ * The sockets that became peers of srv stay open until srv stops: a closed
+ * one's port can be handed to a later test's socket, which srv would then
+ * take for that old peer (a "silent" socket found in the table, a count of
+ * messages off by the old ones).
+ */
+static int peer_fds[8];
+static int n_peer_fds;
+
+static void keep_peer_open(int fd)
+{
+    CHECK(n_peer_fds < (int)(sizeof peer_fds / sizeof peer_fds[0]));
+    peer_fds[n_peer_fds++] = fd;
+}
+
 static json_t *reply_req(const char *to, const char *text)
 {
     return json_pack("{s:s, s:s, s:s, s:s}", "op", "reply", "to", to, "text", text, "id", "r");
@@ -66,7 +81,7 @@ static void test_message_and_reply(void)
     /* Every open page sees the operator's reply too. */
     json_decref(expect_message(&sub, "out", addr, "收到 hi"));
     ct_close(&sub);
-    close(u);
+    keep_peer_open(u);
 }
 
 /* The service can only ever send to an address that wrote to it, matched byte for byte. */
@@ -121,7 +136,7 @@ static void test_reply_refused(void)
         json_decref(h);
         CHECK_INT_EQ(ct_udp_recv(w, got, sizeof got, 5000), 1024);
     }
-    close(w);
+    keep_peer_open(w);
     close(s);
 }
 
@@ -192,8 +207,8 @@ static void test_peers(void)
     json_decref(list);
     json_decref(h);
     free(body);
-    close(ua);
-    close(ub);
+    keep_peer_open(ua);
+    keep_peer_open(ub);
 }
 
 /* Bad requests get an error and leave the connection usable; a broken frame closes it. */
@@ -360,5 +375,7 @@ int main(void)
     RUN_TEST(test_peer_eviction);
     ct_close(&ctl);
     ct_stop(&srv);
+    for (int i = 0; i < n_peer_fds; i++)
+        close(peer_fds[i]);
     return TESTS_DONE();
 }

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "chat_util.h"
@@ -130,9 +131,12 @@ static void test_cli_errors(void)
     const char *bad_timeout[] = {bin, "chat", "--timeout", "soon", server_addr, NULL};
     const char *unreachable[] = {bin, "chat", "--name", "taibai", "--timeout", "10000", nobody, NULL};
     struct ct_child cli;
-    int u = ct_udp(nobody);
+    int u = -1;
+    uint16_t port = sg_test_hold_port(SOCK_DGRAM, 0, &u);
 
-    close(u); /* a port that was just free: nothing listens there now */
+    /* Held, not merely closed: a closed port could be handed to another test's socket meanwhile. */
+    CHECK(port != 0);
+    snprintf(nobody, sizeof nobody, "127.0.0.1:%u", port);
 
     sg_test_bin("sockgate-cli", bin, sizeof bin);
     ct_spawn(&cli, no_addr, NULL);
@@ -146,6 +150,7 @@ static void test_cli_errors(void)
     ct_child_close_stdin(&cli);
     CHECK_INT_EQ(ct_child_wait(&cli, 15000), 1);
     CHECK(strstr(cli.err, "refused") != NULL);
+    close(u);
 }
 
 int main(void)

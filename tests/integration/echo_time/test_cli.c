@@ -16,17 +16,14 @@ static struct sg_proc echo, tm;
 static char cli[512];
 static struct et_run_result *r;
 
-/* A port with nothing behind it: one the kernel just handed out, closed again. */
-static uint16_t dead_port(int type)
+/*
+ * A port with nothing behind it, held in *fd until the caller closes it: a
+ * port merely closed again could be handed to another test's server meanwhile.
+ */
+static uint16_t dead_port(int type, int *fd)
 {
-    struct sg_addr a;
-    char err[256];
-    int fd = -1;
-    uint16_t port;
-    CHECK_INT_EQ(sg_addr_parse("127.0.0.1:0", &a, err, sizeof err), SG_OK);
-    CHECK_INT_EQ(sg_listen(&a, type, &fd, err, sizeof err), SG_OK);
-    port = sg_local_port(fd);
-    close(fd);
+    uint16_t port = sg_test_hold_port(type, 0, fd);
+    CHECK(port != 0);
     return port;
 }
 
@@ -115,12 +112,15 @@ static void test_failures(void)
     const char *usage[] = {cli, "echo", NULL};
     const char *bad_timeout[] = {cli, "time", "--timeout", "soon", tm.addr, NULL};
     const char *unknown[] = {cli, "echo", "--tcp", echo.addr, NULL};
-    snprintf(addr, sizeof addr, "127.0.0.1:%u", dead_port(SOCK_DGRAM));
-    snprintf(tcp_addr, sizeof tcp_addr, "127.0.0.1:%u", dead_port(SOCK_STREAM));
+    int udp_hold, tcp_hold;
+    snprintf(addr, sizeof addr, "127.0.0.1:%u", dead_port(SOCK_DGRAM, &udp_hold));
+    snprintf(tcp_addr, sizeof tcp_addr, "127.0.0.1:%u", dead_port(SOCK_STREAM, &tcp_hold));
     CHECK_INT_EQ(et_run(time_argv, NULL, NULL, 10000, r), 1);
     CHECK(strstr(r->err, "refused") != NULL || strstr(r->err, "timeout") != NULL);
     CHECK_INT_EQ(et_run(echo_argv, NULL, NULL, 10000, r), 1);
     CHECK(strstr(r->err, "refused") != NULL);
+    close(udp_hold);
+    close(tcp_hold);
     CHECK_INT_EQ(et_run(usage, NULL, NULL, 10000, r), 2);
     CHECK(strstr(r->err, "ADDR") != NULL);
     CHECK_INT_EQ(et_run(bad_timeout, NULL, NULL, 10000, r), 2);

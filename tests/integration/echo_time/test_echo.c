@@ -17,6 +17,7 @@
 #include "echo/udp_guard.h"
 
 static struct sg_proc echo; /* one upper-casing server shared by most cases */
+static int echo_idle_fds;     /* its descriptors with no client connected, counted at start */
 
 static void start_echo(struct sg_proc *p, const char *extra1, const char *extra2)
 {
@@ -133,29 +134,42 @@ static void test_udp_hello(void)
     close(fd);
 }
 
+/*
+ * Asks one question on a socket of its own: et_udp_ask sends again after 2 s
+ * without an answer, and the late answer to the first send must not be read
+ * as the answer to a later question.
+ */
+static long udp_ask_once(const void *msg, size_t len, void *reply, size_t cap)
+{
+    int fd = et_udp_connect(echo.port), size = 1 << 20;
+    long n;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size); /* best effort: room for a big reply */
+    n = et_udp_ask(fd, msg, len, reply, cap);
+    close(fd);
+    return n;
+}
+
 /* Oversized, binary and empty datagrams: answered with their exact copy, and the server lives on. */
 static void test_udp_bad_input(void)
 {
     enum { MAX = 65507 };
     int fd = et_udp_connect(echo.port), sfd;
     unsigned char *big = malloc(MAX), *got = malloc(MAX + 1);
-    int size = 1 << 20;
     char small[8];
     CHECK(big && got);
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size); /* best effort: room for the big reply */
     for (int i = 0; i < MAX; i++)
         big[i] = (unsigned char)(i * 7);
-    CHECK_INT_EQ(et_udp_ask(fd, big, MAX, got, MAX + 1), MAX);
+    CHECK_INT_EQ(udp_ask_once(big, MAX, got, MAX + 1), MAX);
     for (int i = 0; i < MAX; i++) {
         int b = (unsigned char)(i * 7);
         CHECK_INT_EQ(got[i], (b >= 'a' && b <= 'z') ? b - 32 : b);
     }
     /* One byte over the UDP limit cannot even be sent: the kernel refuses it. */
     CHECK(send(fd, big, MAX + 1, 0) < 0 && errno == EMSGSIZE);
-    CHECK_INT_EQ(et_udp_ask(fd, "", 0, got, MAX), 0);
-    CHECK_INT_EQ(et_udp_ask(fd, "\0\xff\x80q", 4, got, MAX), 4);
+    CHECK_INT_EQ(udp_ask_once("", 0, got, MAX), 0);
+    CHECK_INT_EQ(udp_ask_once("\0\xff\x80q", 4, got, MAX), 4);
     CHECK(memcmp(got, "\0\xff\x80Q", 4) == 0);
-    CHECK_INT_EQ(et_udp_ask(fd, "still", 5, small, sizeof small), 5);
+    CHECK_INT_EQ(udp_ask_once("still", 5, small, sizeof small), 5);
     CHECK(memcmp(small, "STILL", 5) == 0);
     /* TCP is unaffected. */
     sfd = et_tcp_connect(echo.port);
@@ -242,7 +256,8 @@ static void test_plain_mode(void)
 static void test_max_conns(void)
 {
     struct sg_proc p;
-    int a, b, c, d = -1;
+    int a, b, c, d, held;
+    int64_t deadline;
     const char *argv[] = {"sockgate-echo", "--listen", "127.0.0.1:0", "--max-conns=2", NULL};
     et_start(&p, argv);
     a = et_tcp_connect(p.port);
@@ -253,16 +268,20 @@ static void test_max_conns(void)
     CHECK_INT_EQ(et_wait_closed(c, 10000), 1);
     close(c);
     et_expect_reply(a, "one again", "ONE AGAIN");
+    held = sg_proc_fd_count(p.pid); /* a's and b's; c's is closed, as c saw */
     close(a);
-    /* The server notices the close asynchronously: try a bounded number of times. */
-    for (int i = 0; i < 100 && d < 0; i++) {
-        d = et_tcp_connect(p.port);
-        if (et_wait_closed(d, 50)) {
-            close(d);
-            d = -1;
-        }
-    }
-    CHECK(d >= 0);
+    /*
+     * The server notices the close asynchronously: wait until it let go of
+     * a's descriptor (and with it a's slot), then a new client must be served.
+     * A client that is closed at once only shows so after some delay, so
+     * trying clients until one stays open a moment would take one that is
+     * about to be closed on a loaded machine for a served one.
+     */
+    deadline = sg_deadline_after(10000);
+    while (sg_proc_fd_count(p.pid) >= held && sg_now_ms() < deadline)
+        usleep(10 * 1000);
+    CHECK(sg_proc_fd_count(p.pid) < held);
+    d = et_tcp_connect(p.port);
     et_expect_reply(d, "three", "THREE");
     close(b);
     close(d);
@@ -274,12 +293,15 @@ static void test_idle_timeout(void)
 {
     struct sg_proc p;
     int quiet, busy;
-    start_echo(&p, "--idle-timeout", "1");
+    start_echo(&p, "--idle-timeout", "2");
     quiet = et_tcp_connect(p.port);
     busy = et_tcp_connect(p.port);
     et_expect_reply(quiet, "hi", "HI");
-    /* busy talks every 200 ms for 2.4 s, well past the 1 s timeout. */
-    for (int i = 0; i < 12; i++) {
+    /*
+     * busy talks every 200 ms for 3.6 s, well past the 2 s timeout; its
+     * silences may stretch by 1.8 s on a loaded machine before it looks idle.
+     */
+    for (int i = 0; i < 18; i++) {
         et_expect_reply(busy, "ping", "PING");
         usleep(200 * 1000);
     }
@@ -319,37 +341,41 @@ static void test_bad_flags(void)
     free(r);
 }
 
+/* Waits up to 10 s for the shared server to hold want descriptors; returns how many it holds. */
+static int wait_echo_fds(int want)
+{
+    int64_t deadline = sg_deadline_after(10000);
+    int n;
+    while ((n = sg_proc_fd_count(echo.pid)) != want && sg_now_ms() < deadline)
+        usleep(10 * 1000);
+    return n;
+}
+
 /* Closed clients give their descriptors back. */
 static void test_no_descriptor_leak(void)
 {
-    int before = sg_proc_fd_count(echo.pid), fds[50], after = -1;
-    /* Earlier cases' clients may still be closing on the server's side: wait for the count to settle. */
-    for (int i = 0; i < 100; i++) {
-        usleep(20 * 1000);
-        after = sg_proc_fd_count(echo.pid);
-        if (after == before)
-            break;
-        before = after;
-    }
-    after = -1;
-    CHECK(before > 0);
+    int fds[50];
+    /*
+     * Earlier cases' clients may still be closing on the server's side: wait
+     * for the count it had with no client at all (a count that merely stays
+     * put for a moment may still hold one the server is slow to close).
+     */
+    CHECK(echo_idle_fds > 0);
+    CHECK_INT_EQ(wait_echo_fds(echo_idle_fds), echo_idle_fds);
     for (int i = 0; i < 50; i++) {
         fds[i] = et_tcp_connect(echo.port);
         et_expect_reply(fds[i], "x", "X");
     }
-    CHECK_INT_EQ(sg_proc_fd_count(echo.pid), before + 50);
+    CHECK_INT_EQ(sg_proc_fd_count(echo.pid), echo_idle_fds + 50);
     for (int i = 0; i < 50; i++)
         close(fds[i]);
-    for (int i = 0; i < 200 && after != before; i++) {
-        usleep(10 * 1000);
-        after = sg_proc_fd_count(echo.pid);
-    }
-    CHECK_INT_EQ(after, before);
+    CHECK_INT_EQ(wait_echo_fds(echo_idle_fds), echo_idle_fds);
 }
 
 int main(void)
 {
     start_echo(&echo, NULL, NULL);
+    echo_idle_fds = sg_proc_fd_count(echo.pid);
     RUN_TEST(test_tutorial_hello);
     RUN_TEST(test_message_loop);
     RUN_TEST(test_two_quick_writes);

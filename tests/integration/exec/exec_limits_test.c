@@ -60,14 +60,18 @@ static void test_timeout_kills_tree(void)
     CHECK(xt_wait_gone(b, 5000));
 }
 
-/* A tree that ignores SIGTERM gets SIGKILL after the grace period, grandchildren included. */
+/*
+ * A tree that ignores SIGTERM gets SIGKILL after the grace period,
+ * grandchildren included. The timeout leaves the shell time to reach its
+ * trap on a loaded machine: a SIGTERM before it would end the shell itself.
+ */
 static void test_timeout_escalates_to_sigkill(void)
 {
     char a[32], b[32], script[128];
     const char *const argv[] = {"sh", "-c", script, NULL};
     struct xt_reply r;
     snprintf(script, sizeof script, "trap '' TERM; sleep %s & sleep %s; wait", mark(a, 8721), mark(b, 8722));
-    exec_with_timeout(argv, 300, &r);
+    exec_with_timeout(argv, 2000, &r);
     CHECK(xt_true(&r, "timed_out"));
     CHECK_INT_EQ(xt_int(&r, "signal"), SIGKILL);
     xt_reply_free(&r);
@@ -92,15 +96,19 @@ static void test_leftover_background_process_killed(void)
 /*
  * A process that leaves the group (setsid) and keeps the output pipe open is
  * out of reach: the reply still comes, once the drain period after the
- * leader's exit is over, with what was written.
+ * leader's exit is over, with what was written. The leader waits until the
+ * background job leads its own session (field 6 of /proc/PID/stat): had it
+ * not got that far when the leader exits, the group kill would still reach it.
  */
 static void test_escaped_process_does_not_hold_reply(void)
 {
-    char a[32], script[128];
+    char a[32], script[256];
     const char *const argv[] = {"sh", "-c", script, NULL};
     struct xt_reply r;
     pid_t escaped;
-    snprintf(script, sizeof script, "setsid sleep %s & sleep 0.2; echo hi", mark(a, 8781));
+    snprintf(script, sizeof script,
+             "setsid sleep %s & until [ \"$(cut -d' ' -f6 /proc/$!/stat)\" = $! ]; do sleep 0.05; done; echo hi",
+             mark(a, 8781));
     exec_with_timeout(argv, 30000, &r);
     xt_check_stdout(&r, "hi\n");
     CHECK(!xt_true(&r, "timed_out"));

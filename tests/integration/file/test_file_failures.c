@@ -393,14 +393,16 @@ static void test_idle_connection_closed(void)
 
 /*
  * A big upload waits for a few hundred KiB at a time (SO_RCVLOWAT), but a
- * sender that trickles 64 KiB every 350 ms makes progress and must not hit a
- * 1 s I/O timeout: the upload completes, whole.
+ * sender that trickles 32 KiB every 350 ms makes progress and must not hit a
+ * 2 s I/O timeout: the upload completes, whole. 256 KiB take 2.45 s to come,
+ * longer than the timeout, while a pause may stretch by 1.6 s on a loaded
+ * machine before the sender really is idle.
  */
 static void test_slow_sender_is_not_idle(void)
 {
-    const size_t size = MIB + 4096, piece = 64 * 1024;
+    const size_t size = MIB + 4096, piece = 32 * 1024;
     char root2[400], sha[SG_SHA256_HEX];
-    const char *flags[] = {"--io-timeout", "1", NULL};
+    const char *flags[] = {"--io-timeout", "2", NULL};
     uint8_t *data = malloc(size);
     struct sg_proc other;
     struct fc_conn *c;

@@ -22,9 +22,29 @@ static struct gw g;
 static struct sg_proc echo_p, time_p, exec_p, file_p;
 static char file_root[400];
 
+/*
+ * The port of a backend that is down, held until the backend is started on
+ * it again: a port merely freed could be taken by another test's server or
+ * socket meanwhile (sg_test_hold_port), and the restart would fail.
+ */
+static int held_tcp = -1, held_udp = -1;
+
+/* Holds p's TCP port, and its UDP port too when is_udp, until start_backend. */
+static void hold_port(const struct sg_proc *p, int is_udp)
+{
+    CHECK(sg_test_hold_port(SOCK_STREAM, p->port, &held_tcp) == p->port);
+    if (is_udp)
+        CHECK(sg_test_hold_port(SOCK_DGRAM, p->port, &held_udp) == p->port);
+}
+
 static void start_backend(struct sg_proc *p, const char *const argv[])
 {
     CHECK(sg_proc_start(p, argv, 10000) == 0); /* the harness kills it at exit unless stopped */
+    if (held_tcp >= 0)
+        close(held_tcp);
+    if (held_udp >= 0)
+        close(held_udp);
+    held_tcp = held_udp = -1;
 }
 
 static void start_file_backend(const char *listen)
@@ -33,7 +53,7 @@ static void start_file_backend(const char *listen)
     start_backend(&file_p, argv);
 }
 
-/* SIGKILL: the backend dies as a crash would, with connections open and nothing flushed. */
+/* SIGKILL: the (file) backend dies as a crash would, with connections open and nothing flushed; its port is held. */
 static void kill_backend(struct sg_proc *p)
 {
     CHECK(p->pid > 0);
@@ -42,6 +62,7 @@ static void kill_backend(struct sg_proc *p)
     sg_test_forget(p->pid);
     unlink(p->log_path);
     p->pid = 0;
+    hold_port(p, 0);
 }
 
 static void stop_backend(struct sg_proc *p)
@@ -218,6 +239,7 @@ static void test_echo_backend_gone_and_back(void)
     json_t *j;
     snprintf(listen, sizeof listen, "%s", echo_p.addr);
     stop_backend(&echo_p);
+    hold_port(&echo_p, 1);
     gw_expect_error(&g, "POST", "/api/v1/echo", gw_json_headers, "{\"message\": \"anyone?\"}", 503, "unavailable");
     start_backend(&echo_p, argv);
     j = gw_expect_json(&g, "POST", "/api/v1/echo", gw_json_headers, "{\"message\": \"back\"}", 200);
@@ -319,7 +341,8 @@ static void test_garbage_backend_is_bad_gateway(void)
     struct gw bad;
     fake_start(&f, 1);
     {
-        const char *args[] = {"--exec", f.addr, "--file", f.addr, "--timeout-ms", "2000", NULL};
+        /* The garbage comes at once; a deadline it could miss on a loaded machine would turn 502 into 504. */
+        const char *args[] = {"--exec", f.addr, "--file", f.addr, "--timeout-ms", "10000", NULL};
         gw_start(&bad, args);
     }
     gw_expect_error(&bad, "GET", "/api/v1/files", NULL, NULL, 502, "protocol_error");
