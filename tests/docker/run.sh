@@ -164,7 +164,24 @@ for prog in sockgate sockgate-echo sockgate-time sockgate-exec sockgate-file soc
 done
 
 phase up
-HTTP_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# A free port below the ephemeral range: bind(0) and outgoing connections never take one there,
+# so it is still free when compose publishes it seconds later (a port from bind(0) may not be).
+HTTP_PORT=$(python3 - <<'PY'
+import random, socket
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+for port in random.sample(range(10000, max(low, 10001)), min(200, max(low - 10000, 1))):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(port)
+    break
+PY
+)
+[ -n "$HTTP_PORT" ] || die "no free port below the ephemeral range for the gateway"
 export SOCKGATE_PORT=$HTTP_PORT SOCKGATE_BIND=127.0.0.1 SOCKGATE_IMAGE=sockgate:local
 SOCKGATE_TOKEN="docker-test-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 export SOCKGATE_TOKEN
