@@ -152,11 +152,92 @@ static void test_put_get_1gib(void)
     }
 }
 
+/* Runs n GETs of url at once, checking each answers 200 with size bytes whose sha256 is want. */
+static void parallel_gets(const char *url, int n, uint64_t size, const char *want)
+{
+    CURLM *m = curl_multi_init();
+    CURL *e[8];
+    struct sink sinks[8];
+    int running = 0;
+    CHECK(m && n <= 8);
+    for (int i = 0; i < n; i++) {
+        memset(&sinks[i], 0, sizeof sinks[i]);
+        CHECK(sg_hash_init(&sinks[i].hash, 0) == 0);
+        e[i] = curl_easy_init();
+        CHECK(e[i] != NULL);
+        curl_easy_setopt(e[i], CURLOPT_URL, url);
+        curl_easy_setopt(e[i], CURLOPT_WRITEFUNCTION, consume);
+        curl_easy_setopt(e[i], CURLOPT_WRITEDATA, &sinks[i]);
+        curl_easy_setopt(e[i], CURLOPT_FORBID_REUSE, 1L);
+        curl_multi_add_handle(m, e[i]);
+    }
+    do {
+        CHECK(curl_multi_perform(m, &running) == CURLM_OK);
+        if (running)
+            CHECK(curl_multi_poll(m, NULL, 0, 1000, NULL) == CURLM_OK);
+    } while (running);
+    for (int i = 0; i < n; i++) {
+        long status = 0;
+        char hex[65];
+        curl_easy_getinfo(e[i], CURLINFO_RESPONSE_CODE, &status);
+        CHECK_INT_EQ(status, 200);
+        CHECK(sinks[i].got == size);
+        sg_hash_final(&sinks[i].hash, hex, NULL);
+        CHECK_STR_EQ(hex, want);
+        curl_multi_remove_handle(m, e[i]);
+        curl_easy_cleanup(e[i]);
+    }
+    curl_multi_cleanup(m);
+}
+
+/*
+ * Large transfers leave no memory behind: after the first batch of parallel
+ * downloads has touched what a download needs, more batches (served by other
+ * worker threads) do not raise the gateway's RSS. With glibc's sliding mmap
+ * threshold the worker threads' arenas kept freed 1 MiB buffers: RSS went
+ * from 13.5 to 24-26 MiB over these five batches, against 9.3 to 9.9 MiB
+ * with the gateway's fixed threshold.
+ */
+static void test_memory_returns_after_transfers(void)
+{
+    enum { FILE_SIZE = 32 << 20, BATCH = 4, BATCHES = 5 };
+    char url[300], path[400], sha[65];
+    struct sg_hash h;
+    long after_first = 0, last = 0;
+    uint8_t *data = malloc(FILE_SIZE);
+    struct http_resp *r;
+    FILE *f;
+    CHECK(data != NULL);
+    for (size_t i = 0; i < FILE_SIZE; i++)
+        data[i] = (uint8_t)(i * 2654435761u >> 13);
+    CHECK(sg_hash_init(&h, 0) == 0);
+    sg_hash_update(&h, data, FILE_SIZE);
+    sg_hash_final(&h, sha, NULL);
+    snprintf(path, sizeof path, "%s/files/32mib.bin", g.dir);
+    f = fopen(path, "wb");
+    CHECK(f && fwrite(data, 1, FILE_SIZE, f) == FILE_SIZE && fclose(f) == 0);
+    free(data);
+    snprintf(url, sizeof url, "%s/api/v1/files/32mib.bin", g.base);
+    for (int b = 0; b < BATCHES; b++) {
+        parallel_gets(url, BATCH, FILE_SIZE, sha);
+        last = sg_proc_rss_kib(g.proc.pid);
+        if (b == 0)
+            after_first = last;
+    }
+    fprintf(stderr, "gateway RSS after the first batch of GETs %ld KiB, after %d batches %ld KiB\n", after_first,
+            BATCHES, last);
+    CHECK(after_first > 0 && last - after_first < 3 * 1024);
+    r = gw_do(&g, "DELETE", "/api/v1/files/32mib.bin", NULL, NULL);
+    CHECK_INT_EQ(r->status, 204);
+    http_free(r);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     gw_start(&g, NULL);
     RUN_TEST(test_put_get_1gib);
+    RUN_TEST(test_memory_returns_after_transfers);
     gw_stop(&g);
     curl_global_cleanup();
     return TESTS_DONE();
