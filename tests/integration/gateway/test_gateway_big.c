@@ -226,7 +226,12 @@ static void test_memory_returns_after_transfers(void)
     }
     fprintf(stderr, "gateway RSS after the first batch of GETs %ld KiB, after %d batches %ld KiB\n", after_first,
             BATCHES, last);
+#ifdef SG_TEST_SANITIZED
+    /* ASan's allocator ignores mallopt and holds freed memory in quarantine: only glibc's behaviour is tested. */
+    fprintf(stderr, "RSS check skipped in a sanitizer build (its allocator quarantines freed memory)\n");
+#else
     CHECK(after_first > 0 && last - after_first < 3 * 1024);
+#endif
     r = gw_do(&g, "DELETE", "/api/v1/files/32mib.bin", NULL, NULL);
     CHECK_INT_EQ(r->status, 204);
     http_free(r);
