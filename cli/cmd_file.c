@@ -415,38 +415,8 @@ static int take_body(struct session *s, const uint8_t *in, size_t n, uint8_t *bu
  * 1,080 to 1,180 MiB/s: docs/internals/file.md, "The hashing thread").
  */
 #define GET_LOWAT (512 * 1024)
-/* How long a read waits for GET_LOWAT bytes before taking what came, so a slow server is never timed out while it sends. */
+/* How long a read waits for a batch before taking what came, so a slow server is never timed out while it sends. */
 #define GET_LOWAT_WAIT_MS 1000
-
-/* Sets the socket's SO_RCVLOWAT to bytes unless it already is (best effort: without it reads only wake more often). */
-static void set_lowat(struct session *s, int bytes)
-{
-    if (s->lowat != bytes && setsockopt(s->fd, SOL_SOCKET, SO_RCVLOWAT, &bytes, sizeof bytes) == 0)
-        s->lowat = bytes;
-}
-
-/*
- * Reads up to room body bytes, of which left are still to come, into dst,
- * waking once min(left, room, GET_LOWAT) are queued; when fewer come within
- * GET_LOWAT_WAIT_MS it takes whatever arrives, so the timeout still means no
- * progress at all.
- */
-static int read_body_some(struct session *s, uint8_t *dst, size_t room, uint64_t left, size_t *got)
-{
-    int64_t deadline = sg_now_ms() + s->timeout_ms, soon = sg_now_ms() + GET_LOWAT_WAIT_MS;
-    uint64_t want = left < room ? left : room;
-    int rc;
-    if (want > GET_LOWAT)
-        want = GET_LOWAT;
-    if (want > 1 && soon < deadline) {
-        set_lowat(s, (int)want);
-        rc = sg_read_some(s->fd, dst, room, got, soon);
-        if (rc != SG_ERR_TIMEOUT)
-            return rc;
-    }
-    set_lowat(s, 1);
-    return sg_read_some(s->fd, dst, room, got, deadline);
-}
 
 /*
  * Fills buf (HASH_PIPE_SLOT_SIZE bytes) with body bytes until it is full or
@@ -460,7 +430,7 @@ static int fill_body(struct session *s, uint8_t *buf, size_t *fill, enum sg_fram
     int rc = SG_OK;
     *fill = 0;
     while (rc == SG_OK && *ev != SG_FRAME_END && *fill < HASH_PIPE_SLOT_SIZE) {
-        size_t room = HASH_PIPE_SLOT_SIZE - *fill, got = 0;
+        size_t room = HASH_PIPE_SLOT_SIZE - *fill, got = 0, batch;
         if (r->off < r->len) {
             /* The reader read past the header: those first body bytes are in its buffer. */
             got = r->len - r->off < room ? r->len - r->off : room;
@@ -468,7 +438,10 @@ static int fill_body(struct session *s, uint8_t *buf, size_t *fill, enum sg_fram
             rc = take_body(s, r->buf + r->off - got, got, buf, fill, ev);
             continue;
         }
-        rc = read_body_some(s, buf + *fill, room, left - *fill, &got);
+        /* Wake for a batch that fits, and never wait for more than the body has left: the server sends no more. */
+        batch = left - *fill < room ? (size_t)(left - *fill) : room;
+        rc = sg_read_batched(s->fd, buf + *fill, room, batch < GET_LOWAT ? batch : GET_LOWAT, GET_LOWAT_WAIT_MS,
+                             s->timeout_ms, &s->lowat, &got);
         if (rc == SG_OK)
             rc = take_body(s, buf + *fill, got, buf, fill, ev);
     }

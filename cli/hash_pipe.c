@@ -19,7 +19,6 @@ struct hash_pipe {
     pthread_cond_t has_work;  /* signalled on submit, finish and abort */
     pthread_cond_t has_free;  /* signalled when a buffer has been hashed */
     struct sg_iobuf ring;     /* HASH_PIPE_SLOTS buffers, back to back */
-    uint8_t *slots;           /* ring.data */
     size_t lens[HASH_PIPE_SLOTS];
     uint64_t submitted;       /* buffers handed over so far; slot = count % HASH_PIPE_SLOTS */
     uint64_t hashed;          /* buffers fully digested so far */
@@ -42,7 +41,7 @@ static void *hash_loop(void *arg)
         len = p->lens[idx];
         /* The producer never writes a submitted buffer until hashed moves past it: no lock needed to read it. */
         pthread_mutex_unlock(&p->lock);
-        sg_hash_update(&p->hash, p->slots + idx * HASH_PIPE_SLOT_SIZE, len);
+        sg_hash_update(&p->hash, p->ring.data + idx * HASH_PIPE_SLOT_SIZE, len);
         pthread_mutex_lock(&p->lock);
         p->hashed++;
         pthread_cond_signal(&p->has_free);
@@ -76,7 +75,6 @@ struct hash_pipe *hash_pipe_start(uint64_t transfer_size)
         free(p);
         return NULL;
     }
-    p->slots = p->ring.data;
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->has_work, NULL);
     pthread_cond_init(&p->has_free, NULL);
@@ -100,7 +98,7 @@ uint8_t *hash_pipe_take(struct hash_pipe *p)
         pthread_cond_wait(&p->has_free, &p->lock);
     idx = (size_t)(p->submitted % HASH_PIPE_SLOTS);
     pthread_mutex_unlock(&p->lock);
-    return p->slots + idx * HASH_PIPE_SLOT_SIZE;
+    return p->ring.data + idx * HASH_PIPE_SLOT_SIZE;
 }
 
 void hash_pipe_submit(struct hash_pipe *p, size_t len)

@@ -30,9 +30,12 @@
 struct put_state {
     struct upstream_conn *c; /* the backend connection of a streamed upload */
     uint64_t expected;       /* Content-Length */
-    struct sg_iobuf mem;     /* holds block: on 2 MiB pages for a large upload (sockgate/iobuf.h) */
-    uint8_t *block;          /* bytes gathered for the next write (streamed uploads) */
-    size_t block_cap;        /* PUT_BLOCK, or the whole body when smaller: a small upload holds no big block */
+    /*
+     * Bytes gathered for the next write (streamed uploads): PUT_BLOCK, or the
+     * whole body when smaller, so a small upload holds no big block; on 2 MiB
+     * pages for a large upload (sockgate/iobuf.h).
+     */
+    struct sg_iobuf block;
     size_t have;             /* bytes in block */
     int is_spooled;
     struct spool sp;
@@ -46,7 +49,7 @@ static void put_free(struct request *rq, int is_complete)
     upstream_release(st->c, 0);
     spool_close(&st->sp);
     metrics_uploads(-1);
-    sg_iobuf_free(&st->mem);
+    sg_iobuf_free(&st->block);
     free(st);
     rq->state = NULL;
 }
@@ -57,6 +60,7 @@ int api_files_put_begin(struct request *rq)
     const char *cl = request_header(rq, "Content-Length");
     struct put_state *st = calloc(1, sizeof *st);
     char err[384] = "";
+    size_t block_size;
     json_t *hdr;
     int rc;
 
@@ -79,12 +83,11 @@ int api_files_put_begin(struct request *rq)
                     (json_int_t)st->expected, "id", rq->id);
     if (!hdr)
         return request_fail(rq, SG_ERR_INVALID_NAME, "the file name is not valid UTF-8");
-    st->block_cap = st->expected < PUT_BLOCK ? (size_t)st->expected : PUT_BLOCK;
-    if (st->expected > 0 && sg_iobuf_alloc(&st->mem, st->block_cap, st->expected) != SG_OK) {
+    block_size = st->expected < PUT_BLOCK ? (size_t)st->expected : PUT_BLOCK;
+    if (st->expected > 0 && sg_iobuf_alloc(&st->block, block_size, st->expected) != SG_OK) {
         json_decref(hdr);
         return request_fail(rq, SG_ERR_NOMEM, "out of memory");
     }
-    st->block = st->mem.data;
     rc = upstream_begin(up, hdr, &st->c, request_deadline(rq), err, sizeof err);
     json_decref(hdr);
     return rc == SG_OK ? SG_OK : request_fail(rq, rc, "%s", err);
@@ -117,16 +120,16 @@ int api_files_put_body(struct request *rq, const char *data, size_t len)
         return request_fail(rq, rc, "%s", err);
     }
     while (len > 0) {
-        size_t n = st->block_cap - st->have < len ? st->block_cap - st->have : len;
-        if (st->have == 0 && n == st->block_cap) {
+        size_t n = st->block.size - st->have < len ? st->block.size - st->have : len;
+        if (st->have == 0 && n == st->block.size) {
             rc = send_body(rq, st, data, n); /* a whole block in libmicrohttpd's buffer needs no copy */
         } else {
-            memcpy(st->block + st->have, data, n);
+            memcpy(st->block.data + st->have, data, n);
             st->have += n;
             rc = SG_OK;
-            if (st->have == st->block_cap) {
+            if (st->have == st->block.size) {
                 st->have = 0;
-                rc = send_body(rq, st, st->block, st->block_cap);
+                rc = send_body(rq, st, st->block.data, st->block.size);
             }
         }
         if (rc != SG_OK)
@@ -154,7 +157,7 @@ int api_files_put_finish(struct request *rq)
         return files_respond_created(rq, result);
     }
     if (st->have > 0) {
-        rc = send_body(rq, st, st->block, st->have);
+        rc = send_body(rq, st, st->block.data, st->have);
         st->have = 0;
         if (rc != SG_OK)
             return rc;

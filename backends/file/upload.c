@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "conn.h"
@@ -85,8 +84,8 @@ struct upload {
     uint64_t size;
     uint64_t got;
     struct file_temp tmp;
-    struct sg_iobuf mem;     /* holds bufs: on 2 MiB pages for a large body (sockgate/iobuf.h) */
-    uint8_t *bufs;           /* 2 * BODY_BUF bytes for direct reads, NULL to use the frame reader only */
+    /* 2 * BODY_BUF bytes for direct reads, on 2 MiB pages for a large body; data NULL: the frame reader only */
+    struct sg_iobuf bufs;
     unsigned cur;            /* the buffer the next direct read fills: 0 or 1 */
     int is_direct;           /* the last chunk is in bufs (else in the frame reader's buffer) */
     int lowat;               /* the SO_RCVLOWAT set on the socket, 0 while it is the default */
@@ -99,19 +98,10 @@ struct upload {
     char md5[SG_MD5_HEX];
 };
 
-/* Sets the socket's SO_RCVLOWAT to want when it differs (best effort: a failure only costs wake-ups). */
-static void set_lowat(struct upload *u, int want)
-{
-    if (u->lowat == want)
-        return;
-    if (setsockopt(u->c->fd, SOL_SOCKET, SO_RCVLOWAT, &want, sizeof want) == 0)
-        u->lowat = want;
-}
-
 /*
  * Returns the next event of the upload frame like file_conn_next. Bytes the
  * frame reader holds are used first; after that, body bytes are read into
- * u->bufs[cur] directly, never more than the body has left, so the bytes of a
+ * u->bufs.data[cur] directly, never more than the body has left, so the bytes of a
  * pipelined next request stay in the socket for the frame reader. They go
  * through the connection's decoder all the same, which keeps its count.
  */
@@ -121,22 +111,15 @@ static int next_event(struct upload *u, enum sg_frame_event *ev, const uint8_t *
     uint64_t left = rd->dec.body_left;
     uint8_t *buf;
     size_t want, got = 0, used = 0;
-    int64_t t = u->c->srv->io_timeout_ms, first;
     int rc;
 
     u->is_direct = 0;
-    if (!u->bufs || rd->off < rd->len || left == 0)
+    if (!u->bufs.data || rd->off < rd->len || left == 0)
         return file_conn_next(u->c, ev, chunk, len);
-    set_lowat(u, left < BODY_LOWAT ? (int)left : BODY_LOWAT);
-    buf = u->bufs + (size_t)u->cur * BODY_BUF;
+    buf = u->bufs.data + (size_t)u->cur * BODY_BUF;
     want = left < BODY_BUF ? (size_t)left : BODY_BUF;
-    first = t >= 0 && t < BODY_LOWAT_WAIT_MS ? t : BODY_LOWAT_WAIT_MS;
-    rc = sg_read_some(u->c->fd, buf, want, &got, sg_now_ms() + first);
-    if (rc == SG_ERR_TIMEOUT && (t < 0 || t > first)) {
-        /* Fewer than the low-water mark came: wait for any byte, for the rest of the I/O timeout. */
-        set_lowat(u, 1);
-        rc = sg_read_some(u->c->fd, buf, want, &got, t < 0 ? -1 : sg_now_ms() + t - first);
-    }
+    rc = sg_read_batched(u->c->fd, buf, want, left < BODY_LOWAT ? (size_t)left : BODY_LOWAT, BODY_LOWAT_WAIT_MS,
+                         u->c->srv->io_timeout_ms, &u->lowat, &got);
     if (rc != SG_OK)
         return rc;
     u->is_direct = 1;
@@ -189,7 +172,8 @@ static int receive_body(struct upload *u, int *outcome)
             file_store_temp_discard(&u->c->srv->store, &u->tmp);
             *outcome = file_conn_reply_error(u->c, err, "writing %s failed after %llu bytes: %s", u->name,
                                              (unsigned long long)(u->got - len), why);
-            set_lowat(u, 1); /* the rest is drained through the frame reader, whatever its size */
+            /* The rest is drained through the frame reader, whatever its size. */
+            sg_set_rcvlowat(u->c->fd, 1, &u->lowat);
             if (*outcome == FILE_NEXT)
                 *outcome = file_conn_skip_body(u->c, u->size - u->got);
             return err;
@@ -269,16 +253,15 @@ int file_op_upload(struct file_conn *c, const json_t *req, uint64_t body_size)
         goto out;
     }
     /* Without the buffers or the thread the upload still works, only with smaller reads or inline hashing. */
-    if (body_size > BODY_PIPELINE && sg_iobuf_alloc(&u.mem, 2 * (size_t)BODY_BUF, body_size) == SG_OK)
-        u.bufs = u.mem.data;
-    u.has_hasher = u.bufs && hasher_start(&u.hasher, &u.hash) == SG_OK;
+    if (body_size > BODY_PIPELINE)
+        sg_iobuf_alloc(&u.bufs, 2 * (size_t)BODY_BUF, body_size);
+    u.has_hasher = u.bufs.data && hasher_start(&u.hasher, &u.hash) == SG_OK;
     rc = receive_body(&u, &outcome);
     if (u.has_hasher)
         hasher_stop(&u.hasher); /* the hash is complete, and the buffers free, only once the helper is done */
     if (u.lowat)
-        set_lowat(&u, 1); /* the next request's header may be a few bytes */
-    sg_iobuf_free(&u.mem);
-    u.bufs = NULL;
+        sg_set_rcvlowat(c->fd, 1, &u.lowat); /* the next request's header may be a few bytes */
+    sg_iobuf_free(&u.bufs);
     if (rc != SG_OK)
         goto out;
     sg_hash_final(&u.hash, u.sha256, u.want_md5 ? u.md5 : NULL);

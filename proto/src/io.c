@@ -1,5 +1,6 @@
 /* io.c - reads and writes that wait with poll until a deadline, whatever the fd's blocking mode. */
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -91,6 +92,28 @@ int sg_read_some(int fd, void *buf, size_t cap, size_t *got, int64_t deadline_ms
         }
         return errno_to_err();
     }
+}
+
+void sg_set_rcvlowat(int fd, int bytes, int *mark)
+{
+    if (*mark != bytes && setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &bytes, sizeof bytes) == 0)
+        *mark = bytes;
+}
+
+int sg_read_batched(int fd, void *buf, size_t cap, size_t batch, int64_t patience_ms, int64_t timeout_ms, int *mark,
+                    size_t *got)
+{
+    int64_t start = sg_now_ms();
+    int rc;
+    /* A timeout shorter than the patience would let the low-water mark alone cut a slow peer: no batching then. */
+    if (batch > 1 && (timeout_ms < 0 || timeout_ms > patience_ms)) {
+        sg_set_rcvlowat(fd, batch > INT_MAX ? INT_MAX : (int)batch, mark);
+        rc = sg_read_some(fd, buf, cap, got, start + patience_ms);
+        if (rc != SG_ERR_TIMEOUT)
+            return rc;
+    }
+    sg_set_rcvlowat(fd, 1, mark);
+    return sg_read_some(fd, buf, cap, got, timeout_ms < 0 ? -1 : start + timeout_ms);
 }
 
 int sg_read_full(int fd, void *buf, size_t len, int64_t deadline_ms)

@@ -53,18 +53,25 @@ static void test_listen_port_zero_tcp_udp(void)
     close(u);
 }
 
+/* Connects a loopback TCP pair: *l listens at *a, *c is the client (sg_connect), *s the accepted end. */
+static void tcp_pair(struct sg_addr *a, int *l, int *c, int *s)
+{
+    char err[256];
+    CHECK_INT_EQ(sg_addr_parse("127.0.0.1:0", a, err, sizeof err), SG_OK);
+    CHECK_INT_EQ(sg_listen(a, SOCK_STREAM, l, err, sizeof err), SG_OK);
+    ((struct sockaddr_in *)(void *)&a->ss)->sin_port = htons(sg_local_port(*l));
+    CHECK_INT_EQ(sg_connect(a, SOCK_STREAM, 1000, c, err, sizeof err), SG_OK);
+    CHECK_INT_EQ(sg_wait_fd(*l, 1 /* POLLIN */, sg_deadline_after(1000)), SG_OK);
+    *s = accept(*l, NULL, NULL);
+    CHECK(*s >= 0);
+}
+
 static void test_connect_round_trip(void)
 {
     struct sg_addr a;
     char err[256], buf[8];
-    int l = -1, c = -1, s;
-    CHECK_INT_EQ(sg_addr_parse("127.0.0.1:0", &a, err, sizeof err), SG_OK);
-    CHECK_INT_EQ(sg_listen(&a, SOCK_STREAM, &l, err, sizeof err), SG_OK);
-    ((struct sockaddr_in *)(void *)&a.ss)->sin_port = htons(sg_local_port(l));
-    CHECK_INT_EQ(sg_connect(&a, SOCK_STREAM, 1000, &c, err, sizeof err), SG_OK);
-    CHECK_INT_EQ(sg_wait_fd(l, 1 /* POLLIN */, sg_deadline_after(1000)), SG_OK);
-    s = accept(l, NULL, NULL);
-    CHECK(s >= 0);
+    int l = -1, c = -1, s = -1;
+    tcp_pair(&a, &l, &c, &s);
     CHECK_INT_EQ(sg_write_all(c, "ping", 4, sg_deadline_after(1000)), SG_OK);
     CHECK_INT_EQ(sg_read_full(s, buf, 4, sg_deadline_after(1000)), SG_OK);
     CHECK(memcmp(buf, "ping", 4) == 0);
@@ -78,6 +85,49 @@ static void test_connect_round_trip(void)
     close(l);
     CHECK_INT_EQ(sg_connect(&a, SOCK_STREAM, 1000, &c, err, sizeof err), SG_ERR_REFUSED);
     CHECK(strstr(err, "refused") != NULL);
+}
+
+/*
+ * sg_read_batched: a queued batch is read whole with the low-water mark set;
+ * a batch that does not come within the patience is read as it is, the mark
+ * back at 1;
+ * the mark is left alone when the timeout is no longer than the patience.
+ */
+static void test_read_batched(void)
+{
+    struct sg_addr a;
+    char buf[256];
+    int l = -1, c = -1, s = -1, mark = 0, status = 0;
+    size_t got = 0;
+    pid_t pid;
+    tcp_pair(&a, &l, &c, &s);
+    CHECK_INT_EQ(sg_set_nonblock(s, 1), SG_OK);
+    memset(buf, 'x', sizeof buf);
+
+    CHECK_INT_EQ(sg_write_all(c, buf, 100, sg_deadline_after(1000)), SG_OK);
+    CHECK_INT_EQ(sg_read_batched(s, buf, sizeof buf, 100, 5000, 10000, &mark, &got), SG_OK);
+    CHECK_INT_EQ(got, 100);
+    CHECK_INT_EQ(mark, 100);
+
+    /* Only 10 of the 100 come, a little later: after the patience they are taken all the same. */
+    pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        usleep(100 * 1000);
+        _exit(sg_write_all(c, buf, 10, sg_deadline_after(1000)) == SG_OK ? 0 : 1);
+    }
+    CHECK_INT_EQ(sg_read_batched(s, buf, sizeof buf, 100, 300, 10000, &mark, &got), SG_OK);
+    CHECK_INT_EQ(got, 10);
+    CHECK_INT_EQ(mark, 1);
+    CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+    /* A timeout within the patience: no batching, so only silence can time out. */
+    CHECK_INT_EQ(sg_read_batched(s, buf, sizeof buf, 100, 5000, 50, &mark, &got), SG_ERR_TIMEOUT);
+    CHECK_INT_EQ(mark, 1);
+    close(c);
+    CHECK_INT_EQ(sg_read_batched(s, buf, sizeof buf, 100, 50, 10000, &mark, &got), SG_ERR_CLOSED);
+    close(s);
+    close(l);
 }
 
 /* Brings up lo and narrows the ephemeral range to one port in a fresh network namespace. */
@@ -144,6 +194,7 @@ int main(void)
     RUN_TEST(test_parse_and_format);
     RUN_TEST(test_listen_port_zero_tcp_udp);
     RUN_TEST(test_connect_round_trip);
+    RUN_TEST(test_read_batched);
     RUN_TEST(test_self_connect_is_refused);
     return TESTS_DONE();
 }

@@ -86,4 +86,22 @@ int sg_read_full(int fd, void *buf, size_t len, int64_t deadline_ms);
 /* Reads at least 1 and at most cap bytes into buf (*got); SG_ERR_CLOSED on EOF. */
 int sg_read_some(int fd, void *buf, size_t cap, size_t *got, int64_t deadline_ms);
 
+/*
+ * Sets fd's SO_RCVLOWAT to bytes unless *mark (the value last set, 0 for the
+ * kernel's default) says it already is; best effort: without it reads only
+ * wake more often.
+ */
+void sg_set_rcvlowat(int fd, int bytes, int *mark);
+
+/*
+ * Reads like sg_read_some, but first asks the kernel not to wake the reader
+ * before batch bytes are queued (SO_RCVLOWAT, cached in *mark): a bulk
+ * stream then costs a wake-up per batch, not per few KiB. If the batch has not
+ * come within patience_ms it takes whatever arrives, so timeout_ms (-1: none)
+ * still only cuts a read that makes no progress at all. The caller asks for no
+ * more than the peer will send before it closes.
+ */
+int sg_read_batched(int fd, void *buf, size_t cap, size_t batch, int64_t patience_ms, int64_t timeout_ms, int *mark,
+                    size_t *got);
+
 #endif
