@@ -391,7 +391,10 @@ static void answer(int fd, const json_t *hdr)
                            : json_pack("{s:i,s:i,s:i,s:i,s:b,s:b,s:i}", "total_size", 0, "stdout_size", 0,
                                        "stderr_size", 0, "exit_code", 0, "timed_out", 0, "truncated", 0,
                                        "duration_ms", 1);
-    char *text = json_dumps(resp, JSON_COMPACT);
+    char *text;
+    /* A real backend answers with its request's id; the gateway refuses an answer without it. */
+    json_object_set(resp, "id", json_object_get(hdr, "id"));
+    text = json_dumps(resp, JSON_COMPACT);
     size_t n = strlen(text);
     unsigned char len[4] = {(unsigned char)n, (unsigned char)(n >> 8), (unsigned char)(n >> 16), 0};
     int64_t deadline = sg_deadline_after(5000);
