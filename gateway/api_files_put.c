@@ -191,7 +191,7 @@ int api_files_put_finish(struct request *rq)
     }
     upstream_release(st->c, 1);
     st->c = NULL;
-    rc = sg_frame_header_error(resp, err, sizeof err);
+    rc = upstream_answer_error(up, resp, err, sizeof err);
     if (rc == SG_OK)
         result = upload_result(resp);
     json_decref(resp);

@@ -306,7 +306,8 @@ static void answer_options(struct request *rq)
     if (rq->cors_origin && request_header(rq, "Access-Control-Request-Method")) {
         MHD_add_response_header(resp, "Access-Control-Allow-Methods", allow);
         MHD_add_response_header(resp, "Access-Control-Allow-Headers",
-                                "Authorization, Content-Type, X-Request-Id, Range, If-None-Match");
+                                "Authorization, Content-Type, X-Request-Id, Range, If-Range, If-None-Match, If-Modified-Since, "
+                                "Last-Event-ID");
         MHD_add_response_header(resp, "Access-Control-Max-Age", "600");
     }
     respond(rq, 204, resp);

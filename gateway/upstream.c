@@ -122,6 +122,24 @@ int upstream_failed(struct upstream *up, int err)
     return err;
 }
 
+int upstream_answer_error(struct upstream *up, const json_t *resp, char *err, size_t errlen)
+{
+    int rc = sg_frame_header_error(resp, err, errlen);
+    switch (rc) {
+    case SG_ERR_SYS:
+    case SG_ERR_NOMEM:
+    case SG_ERR_TIMEOUT:
+    case SG_ERR_BUSY:
+    case SG_ERR_NO_SPACE:
+    case SG_ERR_INTERNAL:
+    case SG_ERR_REFUSED:
+    case SG_ERR_PROTO:
+        return upstream_failed(up, rc); /* the backend could not serve: a failure of the backend */
+    default:
+        return rc; /* SG_OK, or the client's own mistake the backend refused (bad name, not found) */
+    }
+}
+
 /* Writes "<name> backend at <addr>: <what>" into err and returns rc (counted as a backend failure). */
 static int fail(struct upstream *up, int rc, char *err, size_t errlen, const char *what)
 {
@@ -246,7 +264,7 @@ int upstream_failed_send(struct upstream_conn *c, int write_rc, char *err, size_
     int rc;
     if (write_rc == SG_ERR_CLOSED &&
         upstream_read_header(c, &resp, &size, sg_now_ms() + EARLY_ANSWER_MS, why, sizeof why) == SG_OK &&
-        (rc = sg_frame_header_error(resp, err, errlen)) != SG_OK) {
+        (rc = upstream_answer_error(c->up, resp, err, errlen)) != SG_OK) {
         json_decref(resp);
         return rc;
     }
@@ -595,7 +613,7 @@ int upstream_call(struct upstream *up, const json_t *header, const void *body, s
     else
         free(rbody);
     /* An error frame is a complete, well-formed answer: the connection went back to the pool. */
-    return sg_frame_header_error(*resp, err, errlen);
+    return upstream_answer_error(up, *resp, err, errlen);
 }
 
 int upstream_exchange_raw(struct upstream *up, const void *req, void *reply, size_t len, size_t chunk,

@@ -169,6 +169,14 @@ int upstream_exchange_raw(struct upstream *up, const void *req, void *reply, siz
 int upstream_datagram(struct upstream *up, const void *req, size_t len, void *reply, size_t cap, size_t *got,
                       int retry_ms, int64_t deadline_ms, char *err, size_t errlen);
 
+/*
+ * Returns the error a backend's answer resp carries (sg_frame_header_error,
+ * message in err), or SG_OK. An error that says the backend could not serve
+ * (busy, no space, timeout, internal) counts as a failed call of up; a refusal
+ * of the client's own request (bad name, not found) does not.
+ */
+int upstream_answer_error(struct upstream *up, const json_t *resp, char *err, size_t errlen);
+
 /* Counts one failed call of up (for /metrics) and returns err unchanged. */
 int upstream_failed(struct upstream *up, int err);
 
