@@ -15,6 +15,8 @@ struct header_scan {
     int lengths_differ;
     char bad_name[64];  /* a header name that is not an RFC 9110 token */
     char bad_value[64]; /* the name of a header whose value holds a control byte */
+    const char *prev_end; /* where the previous header's value ends (value + value_size), NULL before the first */
+    int is_mangled;       /* a header is not where an unfolded, NUL-free line would have put it */
 };
 
 /* RFC 9110 5.6.2: tchar. A space before the colon ("Host : x") makes a name that is not a token. */
@@ -50,11 +52,40 @@ static int is_longer_prefix(const char *key, size_t key_size, const char *name)
     return key_size > n && strncasecmp(key, name, n) == 0;
 }
 
+/*
+ * libmicrohttpd 0.9.75 hands over header values cut at their first NUL
+ * (strlen) and joins an obs-fold continuation onto the header's name in a
+ * buffer of its own, so neither shows in the name or value it reports. Both
+ * show in where it leaves them: it parses in place, replacing the colon, the
+ * CR and the LF of each line by NUL, so an intact header's value starts right
+ * after its name's NUL (and some blanks), and ends one (LF) or two (CRLF)
+ * NULs before the next header's name. A value with a NUL inside ends earlier;
+ * a folded header's name is elsewhere. Only pointers into the same header
+ * block are compared, and only the bytes between them are read.
+ */
+static int is_in_place(struct header_scan *hs, const char *key, size_t key_size, const char *value)
+{
+    const char *key_end = key + key_size;
+    if (hs->prev_end && key != hs->prev_end + 1 && key != hs->prev_end + 2)
+        return 0;
+    if (hs->prev_end && (hs->prev_end[0] != '\0' || (key == hs->prev_end + 2 && hs->prev_end[1] != '\0')))
+        return 0;
+    if (value < key_end + 1 || value > key_end + 1 + 1024 || key_end[0] != '\0')
+        return 0;
+    for (const char *p = key_end + 1; p < value; p++)
+        if (*p != ' ' && *p != '\t')
+            return 0;
+    return 1;
+}
+
 static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size,
                                    const char *value, size_t value_size)
 {
     struct header_scan *hs = cls;
     (void)kind;
+    if (value && !is_in_place(hs, key, key_size, value))
+        hs->is_mangled = 1;
+    hs->prev_end = value ? value + value_size : NULL;
     for (size_t i = 0; i < key_size; i++) {
         if (!is_token_char((unsigned char)key[i])) {
             if (!hs->bad_name[0])
@@ -112,6 +143,13 @@ int http_strict_check(struct MHD_Connection *conn, const char *version, const st
     memset(&hs, 0, sizeof hs);
     *must_close = 1;
     MHD_get_connection_values_n(conn, MHD_HEADER_KIND, scan_header, &hs);
+    /* The last header's line ends in a NUL (its CR or LF), and the empty line after it in another. */
+    if (hs.prev_end && (hs.prev_end[0] != '\0' || hs.prev_end[1] != '\0'))
+        hs.is_mangled = 1;
+    if (hs.is_mangled) {
+        snprintf(err, errlen, "a header holds a NUL byte or is folded over several lines (obs-fold)");
+        return SG_ERR_INVALID;
+    }
     if (hs.bad_name[0]) {
         snprintf(err, errlen,
                  "the header name \"%s\" is not valid (a space before the colon, or a header folded over lines)",
@@ -136,7 +174,11 @@ int http_strict_check(struct MHD_Connection *conn, const char *version, const st
                                                 : "the request has more than one Content-Length header");
         return SG_ERR_INVALID;
     }
-    if (hs.n_encoding > 1 || (hs.n_encoding == 1 && (!hs.encoding || !is_plain_chunked(hs.encoding)))) {
+    if (hs.n_encoding > 1) {
+        snprintf(err, errlen, "the request has more than one Transfer-Encoding header");
+        return SG_ERR_INVALID;
+    }
+    if (hs.n_encoding == 1 && (!hs.encoding || !is_plain_chunked(hs.encoding))) {
         snprintf(err, errlen, "Transfer-Encoding other than plain \"chunked\" is not supported");
         return GW_ERR_NOT_IMPLEMENTED;
     }
