@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -435,6 +436,28 @@ static void test_metrics(void)
     /* This very request is in flight while the text is made. */
     CHECK(strstr(r->body, "sockgate_http_requests_in_flight 1\n"));
     http_free(r);
+    /* The bytes /metrics sent are counted like any other answer's (they used to be 0). */
+    r = gw_do(&g, "GET", "/metrics", NULL, NULL);
+    CHECK(strstr(r->body, "sockgate_http_bytes_total{route=\"metrics\",direction=\"out\"} 0\n") == NULL);
+    CHECK(strstr(r->body, "sockgate_http_bytes_total{route=\"metrics\",direction=\"out\"} "));
+    http_free(r);
+}
+
+/* A spool directory that cannot hold a file stops the start (exit 2, a message), not the first upload. */
+static void test_unusable_spool_dir_is_a_start_error(void)
+{
+    char bin[512], cmd[800], out[1024] = "";
+    size_t n;
+    FILE *p;
+    snprintf(cmd, sizeof cmd, "%s --listen 127.0.0.1:0 --spool-dir /nonexistent/sockgate-spool 2>&1",
+             sg_test_bin("sockgate", bin, sizeof bin));
+    p = popen(cmd, "r");
+    CHECK(p);
+    n = fread(out, 1, sizeof out - 1, p);
+    out[n] = '\0';
+    CHECK_INT_EQ(WEXITSTATUS(pclose(p)), 2);
+    CHECK(strstr(out, "--spool-dir") != NULL);
+    CHECK(strstr(out, "listening on") == NULL);
 }
 
 /* Lower-cases an HTTP method for an OpenAPI operation key. */
@@ -582,6 +605,7 @@ int main(void)
     RUN_TEST(test_health);
     RUN_TEST(test_metrics);
     RUN_TEST(test_openapi);
+    RUN_TEST(test_unusable_spool_dir_is_a_start_error);
     RUN_TEST(test_sigterm_waits_for_requests);
     curl_global_cleanup();
     return TESTS_DONE();
