@@ -32,6 +32,10 @@ static const struct mapping sg_map[SG_ERR__COUNT] = {
     [SG_ERR_UNAUTHORIZED] = {401, NULL},
     [SG_ERR_INTERNAL] = {500, NULL},
     [SG_ERR_PRECONDITION] = {412, NULL},
+    /* The upload sessions' errors, with tus 1.0's statuses (460 is tus's own "Checksum Mismatch"). */
+    [SG_ERR_CONFLICT] = {409, NULL},
+    [SG_ERR_LOCKED] = {423, NULL},
+    [SG_ERR_CHUNK_CHECKSUM] = {460, NULL},
 };
 
 static const struct mapping gw_map[GW_ERR__END - GW_ERR_METHOD] = {

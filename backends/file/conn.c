@@ -1,4 +1,5 @@
 /* conn.c - one connection's thread: read a request, dispatch it, reply; helpers every handler shares. */
+#include <ctype.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -85,6 +86,29 @@ int file_conn_request_name(struct file_conn *c, const json_t *req, const char **
     return SG_OK;
 }
 
+/* Returns 1 when text is exactly len hex digits (either case). */
+static int is_hex(const char *text, size_t len)
+{
+    if (strlen(text) != len)
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if (!isxdigit((unsigned char)text[i]))
+            return 0;
+    return 1;
+}
+
+int file_conn_request_digest(const json_t *req, const char *key, size_t hexlen, const char **out)
+{
+    json_t *v = json_object_get(req, key);
+    *out = NULL;
+    if (!v || json_is_null(v))
+        return SG_OK;
+    if (!json_is_string(v) || !is_hex(json_string_value(v), hexlen))
+        return SG_ERR_INVALID;
+    *out = json_string_value(v);
+    return SG_OK;
+}
+
 int file_conn_request_condition(const json_t *req, struct file_condition *cond, char *why, size_t whylen)
 {
     const json_t *none = json_object_get(req, "if_none_match"), *match = json_object_get(req, "if_match");
@@ -151,13 +175,26 @@ static int dispatch(struct file_conn *c, const json_t *req, uint64_t body_size)
         return file_op_stat(c, req, body_size);
     if (strcmp(op, "delete") == 0)
         return file_op_delete(c, req, body_size);
+    if (strncmp(op, "session_", 8) == 0) {
+        static const struct {
+            const char *name;
+            int (*fn)(struct file_conn *, const json_t *, uint64_t);
+        } ops[] = {{"session_create", file_op_session_create},
+                   {"session_append", file_op_session_append},
+                   {"session_stat", file_op_session_stat},
+                   {"session_finish", file_op_session_finish},
+                   {"session_abort", file_op_session_abort}};
+        for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
+            if (strcmp(op, ops[i].name) == 0)
+                return ops[i].fn(c, req, body_size);
+    }
     if (strcmp(op, "ping") == 0) {
         /* Proof that this is the file service (the gateway's /readyz), not merely something framed. */
         if (file_conn_reply(c, json_pack("{s:s}", "service", "file")) != FILE_NEXT)
             return FILE_CLOSE;
         return file_conn_skip_body(c, body_size);
     }
-    file_conn_reply_error(c, SG_ERR_INVALID, "unknown op '%.64s' (upload, download, list, stat, delete, ping)", op);
+    file_conn_reply_error(c, SG_ERR_INVALID, "unknown op '%.64s' (upload, download, list, stat, delete, ping, session_create, session_append, session_stat, session_finish, session_abort)", op);
     return file_conn_skip_body(c, body_size);
 }
 

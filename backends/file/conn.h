@@ -9,6 +9,7 @@
 #include "server.h"
 #include "sockgate/frame.h"
 #include "sockgate/net.h"
+#include "session.h"
 #include "store.h"
 
 /*
@@ -22,6 +23,7 @@ struct file_conn;
 
 struct file_server {
     struct file_store store;
+    struct file_sessions sessions;
     uint64_t max_size;
     unsigned max_conns;
     int64_t io_timeout_ms;   /* -1: none */
@@ -32,6 +34,7 @@ struct file_server {
     struct file_conn *conns;
     unsigned nconns;         /* connections whose thread has not finished */
     int has_store;
+    int has_sessions;
     int has_lock;
 };
 
@@ -79,7 +82,13 @@ int file_conn_skip_body(struct file_conn *c, uint64_t left);
  */
 int file_conn_request_name(struct file_conn *c, const json_t *req, const char **name);
 
-/* Logs one finished request as a structured line. */
+/*
+ * Reads an optional hex digest field (sha256, md5, sha1) of hexlen digits,
+ * either case: *out is NULL when absent or null, else borrowed from req.
+ * SG_OK, or SG_ERR_INVALID when present but not hexlen hex digits.
+ */
+int file_conn_request_digest(const json_t *req, const char *key, size_t hexlen, const char **out);
+
 /*
  * Reads the optional condition of an upload or delete (if_none_match: "*",
  * if_match: "*" or a sha256) into *cond, which borrows from req. SG_OK, or
@@ -87,6 +96,7 @@ int file_conn_request_name(struct file_conn *c, const json_t *req, const char **
  */
 int file_conn_request_condition(const json_t *req, struct file_condition *cond, char *why, size_t whylen);
 
+/* Logs one finished request as a structured line. */
 void file_conn_log(struct file_conn *c, const char *op, const char *name, uint64_t bytes, int rc, int64_t start_ms);
 
 /* The handlers: each consumes its frame to END (or marks the connection to close) and replies once. */
@@ -95,5 +105,11 @@ int file_op_download(struct file_conn *c, const json_t *req, uint64_t body_size)
 int file_op_stat(struct file_conn *c, const json_t *req, uint64_t body_size);
 int file_op_delete(struct file_conn *c, const json_t *req, uint64_t body_size);
 int file_op_list(struct file_conn *c, const json_t *req, uint64_t body_size);
+/* The upload sessions' ops (session_ops.c). */
+int file_op_session_create(struct file_conn *c, const json_t *req, uint64_t body_size);
+int file_op_session_append(struct file_conn *c, const json_t *req, uint64_t body_size);
+int file_op_session_stat(struct file_conn *c, const json_t *req, uint64_t body_size);
+int file_op_session_finish(struct file_conn *c, const json_t *req, uint64_t body_size);
+int file_op_session_abort(struct file_conn *c, const json_t *req, uint64_t body_size);
 
 #endif

@@ -23,7 +23,10 @@ static void *hasher_main(void *arg)
         if (!h->block)
             break;
         pthread_mutex_unlock(&h->lock);
-        sg_hash_update(h->hash, h->block, h->len);
+        if (h->hash[0])
+            sg_hash_update(h->hash[0], h->block, h->len);
+        if (h->hash[1])
+            sg_hash_update(h->hash[1], h->block, h->len);
         pthread_mutex_lock(&h->lock);
         h->block = NULL;
         pthread_cond_broadcast(&h->cond);
@@ -32,13 +35,14 @@ static void *hasher_main(void *arg)
     return NULL;
 }
 
-int hasher_start(struct hasher *h, struct sg_hash *hash)
+int hasher_start(struct hasher *h, struct sg_hash *hash, struct sg_hash *also)
 {
     pthread_attr_t attr;
     sigset_t all, old;
     int rc;
 
-    h->hash = hash;
+    h->hash[0] = hash;
+    h->hash[1] = also;
     h->block = NULL;
     h->len = 0;
     h->is_ending = 0;

@@ -8,7 +8,7 @@
 #include "sockgate/hash.h"
 
 /*
- * One helper thread feeding blocks into one sg_hash, in the order they were
+ * One helper thread feeding blocks into one or two sg_hash, in the order they were
  * submitted. At most one block is in flight: hasher_submit waits for the
  * previous one, so the caller may reuse a block's memory once the next
  * submit (or a wait) has returned. Not thread-safe: one caller.
@@ -17,14 +17,14 @@ struct hasher {
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t cond;   /* signalled when a block arrives, is done, or the thread must end */
-    struct sg_hash *hash;  /* borrowed; only the helper touches it while a block is in flight */
+    struct sg_hash *hash[2]; /* borrowed (the second may be NULL); only the helper touches them while a block is in flight */
     const void *block;     /* the block in flight, NULL when idle */
     size_t len;
     int is_ending;
 };
 
-/* Starts the helper thread for hash (borrowed); SG_OK or SG_ERR_SYS (then hash the caller's way). */
-int hasher_start(struct hasher *h, struct sg_hash *hash);
+/* Starts the helper thread for hash and also (either may be NULL; both borrowed); SG_OK or SG_ERR_SYS (then hash the caller's way). */
+int hasher_start(struct hasher *h, struct sg_hash *hash, struct sg_hash *also);
 
 /* Waits for the block in flight, then hands over block (borrowed until the next submit, wait or stop). */
 void hasher_submit(struct hasher *h, const void *block, size_t len);

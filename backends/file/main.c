@@ -1,6 +1,7 @@
 /* main.c - sockgate-file: the tutorial's FTP upload made into a file service you can trust with real files. */
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "server.h"
 #include "sockgate/error.h"
@@ -19,11 +20,45 @@ static int number(const char *flag, const char *text, uint64_t min, uint64_t max
     return 2;
 }
 
+/*
+ * Parses a duration: an integer with an optional unit s, m, h or d (no unit:
+ * seconds), from 1 s to 366 d, into *out seconds; returns 0, or 2 after
+ * printing why naming flag.
+ */
+static int duration(const char *flag, const char *text, uint64_t *out)
+{
+    static const struct {
+        char unit;
+        uint64_t seconds;
+    } units[] = {{'s', 1}, {'m', 60}, {'h', 3600}, {'d', 86400}};
+    char digits[24];
+    size_t len = strlen(text);
+    uint64_t scale = 1, n;
+    for (size_t i = 0; len > 1 && i < sizeof units / sizeof units[0]; i++)
+        if (text[len - 1] == units[i].unit) {
+            scale = units[i].seconds;
+            len--;
+        }
+    if (len > 0 && len < sizeof digits) {
+        memcpy(digits, text, len);
+        digits[len] = '\0';
+        if (sg_parse_u64(digits, 1, 366 * 86400 / scale, 0, &n) == SG_OK) {
+            *out = n * scale;
+            return 0;
+        }
+    }
+    fprintf(stderr, "sockgate-file: --%s must be a duration from 1s to 366d (a number with s, m, h or d; no unit: "
+                    "seconds), not '%s'\n",
+            flag, text);
+    return 2;
+}
+
 int main(int argc, char **argv)
 {
     struct file_config cfg;
     const char *listen = FILE_DEFAULT_LISTEN, *root = FILE_DEFAULT_ROOT, *max_size = "64G", *max_conns = "128";
     const char *io_timeout = "60", *idle_timeout = "300", *log_format = "text";
+    const char *session_expiry = "24h", *max_sessions = "1000";
     uint64_t n;
     char err[512];
     void *srv = NULL;
@@ -39,6 +74,10 @@ int main(int argc, char **argv)
          &io_timeout, NULL, NULL},
         {"idle-timeout", "SOCKGATE_FILE_IDLE_TIMEOUT", "S", "close a connection idle between requests for S seconds (0: never)",
          &idle_timeout, NULL, NULL},
+        {"session-expiry", "SOCKGATE_FILE_SESSION_EXPIRY", "DURATION",
+         "remove an unfinished resumable upload untouched this long (30s, 90m, 24h, 7d)", &session_expiry, NULL, NULL},
+        {"max-sessions", "SOCKGATE_FILE_MAX_SESSIONS", "N", "unfinished resumable uploads kept at once; more get error busy",
+         &max_sessions, NULL, NULL},
         {"log-format", "SOCKGATE_LOG_FORMAT", "text|json", "log line format on stderr", &log_format, NULL, NULL},
         {NULL, NULL, NULL, NULL, NULL, NULL, NULL},
     };
@@ -46,10 +85,10 @@ int main(int argc, char **argv)
     sg_signals_block();
     rc = sg_options_parse("sockgate-file",
                           "sockgate-file [--listen HOST:PORT] [--root DIR] [--max-size BYTES] [--max-conns N] "
-                          "[--io-timeout S] [--idle-timeout S]",
+                          "[--io-timeout S] [--idle-timeout S] [--session-expiry DURATION] [--max-sessions N]",
                           "Stores, serves, lists and deletes files in one flat directory over sockgate's framed "
-                          "protocol (op upload, download, list, stat, delete). Uploads are verified, fsync'ed and "
-                          "renamed into place: nothing partial is ever visible.",
+                          "protocol (op upload, download, list, stat, delete, and session_* for resumable uploads). "
+                          "Uploads are verified, fsync'ed and renamed into place: nothing partial is ever visible.",
                           opts, argc, argv, NULL);
     if (rc != 0)
         return rc == 1 ? 0 : 2;
@@ -68,6 +107,12 @@ int main(int argc, char **argv)
     if (number("idle-timeout", idle_timeout, 0, 86400 * 7, 0, &n) != 0)
         return 2;
     cfg.idle_timeout_s = (unsigned)n;
+    if (duration("session-expiry", session_expiry, &n) != 0)
+        return 2;
+    cfg.session_expiry_s = (unsigned)n;
+    if (number("max-sessions", max_sessions, 1, 1000000, 0, &n) != 0)
+        return 2;
+    cfg.max_sessions = (unsigned)n;
     rc = file_server_create(&cfg, &srv, err, sizeof err);
     if (rc != SG_OK) {
         fprintf(stderr, "sockgate-file: %s\n", err);

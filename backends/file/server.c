@@ -33,6 +33,8 @@ void file_config_defaults(struct file_config *cfg)
     cfg->max_conns = FILE_DEFAULT_MAX_CONNS;
     cfg->io_timeout_s = FILE_DEFAULT_IO_TIMEOUT_S;
     cfg->idle_timeout_s = FILE_DEFAULT_IDLE_TIMEOUT_S;
+    cfg->session_expiry_s = FILE_DEFAULT_SESSION_EXPIRY_S;
+    cfg->max_sessions = FILE_DEFAULT_MAX_SESSIONS;
 }
 
 static void file_destroy(void *p)
@@ -49,6 +51,8 @@ static void file_destroy(void *p)
     if (srv->listen_fd >= 0)
         close(srv->listen_fd);
     sg_wake_close(&srv->wake_fd);
+    if (srv->has_sessions)
+        file_sessions_close(&srv->sessions);
     if (srv->has_store)
         file_store_close(&srv->store);
     if (srv->has_lock)
@@ -63,8 +67,8 @@ int file_server_create(const struct file_config *cfg, void **out, char *err, siz
     int rc;
 
     *out = NULL;
-    if (cfg->max_conns < 1 || !cfg->root || !*cfg->root) {
-        snprintf(err, errlen, "max_conns must be at least 1 and root must be set");
+    if (cfg->max_conns < 1 || !cfg->root || !*cfg->root || cfg->session_expiry_s < 1 || cfg->max_sessions < 1) {
+        snprintf(err, errlen, "max_conns, session_expiry_s and max_sessions must be at least 1 and root must be set");
         return SG_ERR_INVALID;
     }
     rc = sg_addr_parse(cfg->listen, &addr, err, errlen);
@@ -88,6 +92,11 @@ int file_server_create(const struct file_config *cfg, void **out, char *err, siz
     srv->has_lock = 1;
     srv->has_store = 1;
     rc = file_store_open(&srv->store, cfg->root, err, errlen);
+    if (rc != SG_OK)
+        goto out;
+    srv->has_sessions = 1;
+    rc = file_sessions_open(&srv->sessions, &srv->store, (int64_t)cfg->session_expiry_s, cfg->max_sessions, err,
+                            errlen);
     if (rc != SG_OK)
         goto out;
     rc = sg_listen(&addr, SOCK_STREAM, &srv->listen_fd, err, errlen);

@@ -1,4 +1,4 @@
-/* server.h - sockgate-file as a library: uploads, downloads, list, stat and delete of flat files over framed TCP. */
+/* server.h - sockgate-file as a library: uploads (also resumable ones), downloads, list, stat and delete of flat files over framed TCP. */
 #ifndef SOCKGATE_FILE_SERVER_H
 #define SOCKGATE_FILE_SERVER_H
 
@@ -13,6 +13,8 @@
 #define FILE_DEFAULT_MAX_CONNS 128u
 #define FILE_DEFAULT_IO_TIMEOUT_S 60u
 #define FILE_DEFAULT_IDLE_TIMEOUT_S 300u
+#define FILE_DEFAULT_SESSION_EXPIRY_S (24u * 3600u)
+#define FILE_DEFAULT_MAX_SESSIONS 1000u
 
 /* Settings of one file server; the strings are borrowed and must outlive file_server_create(). */
 struct file_config {
@@ -22,9 +24,11 @@ struct file_config {
     unsigned max_conns;       /* connections served at once (one thread each); more get error busy */
     unsigned io_timeout_s;    /* a request that makes no progress this long is dropped (0: never) */
     unsigned idle_timeout_s;  /* a connection with no request this long is closed (0: never) */
+    unsigned session_expiry_s; /* an upload session unchanged this long is removed (at least 1) */
+    unsigned max_sessions;    /* upload sessions kept at once; creating more gets error busy */
 };
 
-/* Fills cfg with the defaults: 127.0.0.1:9004, ./files, 64 GiB, 128 connections, 60 s, 300 s. */
+/* Fills cfg with the defaults: 127.0.0.1:9004, ./files, 64 GiB, 128 connections, 60 s, 300 s, 24 h, 1000. */
 void file_config_defaults(struct file_config *cfg);
 
 /*

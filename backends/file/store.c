@@ -225,20 +225,19 @@ int file_store_check(struct file_store *st, const char *name, const struct file_
     return SG_OK;
 }
 
-int file_store_temp_commit(struct file_store *st, struct file_temp *t, const char *name,
-                           const struct file_condition *cond, int *existed, struct stat *sb, char *err,
-                           size_t errlen)
+int file_store_commit_at(struct file_store *st, int fd, int from_dir, const char *from_name, const char *name,
+                         const struct file_condition *cond, int *existed, struct stat *sb, char *err, size_t errlen)
 {
     int rc;
     /* The data must be on disk before the rename can make it visible under its name. */
-    if (fsync(t->fd) != 0) {
+    if (fsync(fd) != 0) {
         rc = file_store_errno(errno);
         snprintf(err, errlen, "fsync: %s", strerror(errno));
-        goto fail;
+        return rc;
     }
     pthread_mutex_lock(&st->commit_lock);
     rc = file_store_check(st, name, cond, existed, err, errlen);
-    if (rc == SG_OK && renameat(st->root_fd, t->name, st->root_fd, name) != 0) {
+    if (rc == SG_OK && renameat(from_dir, from_name, st->root_fd, name) != 0) {
         rc = errno == EISDIR || errno == ENOTEMPTY || errno == EEXIST ? SG_ERR_INVALID_NAME
                                                                        : file_store_errno(errno);
         snprintf(err, errlen, "%s", rc == SG_ERR_INVALID_NAME ? "a directory of that name is in the way"
@@ -246,18 +245,29 @@ int file_store_temp_commit(struct file_store *st, struct file_temp *t, const cha
     }
     pthread_mutex_unlock(&st->commit_lock);
     if (rc != SG_OK)
-        goto fail;
-    if (fstat(t->fd, sb) != 0)
+        return rc;
+    if (fstat(fd, sb) != 0)
         memset(sb, 0, sizeof *sb);
-    close(t->fd);
-    t->fd = -1;
-    /* The rename itself is durable once the directory is. */
+    /* The rename itself is durable once the directories are. */
     if (fsync(st->root_fd) != 0)
         sg_warn("fsync of the root directory: %s", strerror(errno));
+    if (from_dir != st->root_fd && fsync(from_dir) != 0)
+        sg_warn("fsync of the directory the file came from: %s", strerror(errno));
     return SG_OK;
-fail:
-    file_store_temp_discard(st, t);
-    return rc;
+}
+
+int file_store_temp_commit(struct file_store *st, struct file_temp *t, const char *name,
+                           const struct file_condition *cond, int *existed, struct stat *sb, char *err,
+                           size_t errlen)
+{
+    int rc = file_store_commit_at(st, t->fd, st->root_fd, t->name, name, cond, existed, sb, err, errlen);
+    if (rc != SG_OK) {
+        file_store_temp_discard(st, t);
+        return rc;
+    }
+    close(t->fd);
+    t->fd = -1;
+    return SG_OK;
 }
 
 int file_store_stat(struct file_store *st, const char *name, struct stat *sb)

@@ -84,6 +84,17 @@ int file_store_temp_commit(struct file_store *st, struct file_temp *t, const cha
                            size_t errlen);
 
 /*
+ * The commit under file_store_temp_commit, for a file that lives elsewhere
+ * (an upload session's data in .sessions/): fsync fd, then under commit_lock
+ * check cond and renameat(from_dir, from_name) to name in the root, then
+ * fsync the root and from_dir. On failure nothing is removed; fd stays the
+ * caller's either way.
+ */
+int file_store_commit_at(struct file_store *st, int fd, int from_dir, const char *from_name, const char *name,
+                         const struct file_condition *cond, int *existed, struct stat *sb, char *err,
+                         size_t errlen);
+
+/*
  * Checks cond against the file name as it is now: SG_OK, or
  * SG_ERR_PRECONDITION with why in err. *existed (may be NULL) says whether
  * the file exists. Callers that act on the answer hold commit_lock.

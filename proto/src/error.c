@@ -28,6 +28,9 @@ static const struct err_info errors[SG_ERR__COUNT] = {
     [SG_ERR_UNAUTHORIZED] = {"unauthorized", "missing or wrong token"},
     [SG_ERR_INTERNAL] = {"internal_error", "internal error"},
     [SG_ERR_PRECONDITION] = {"precondition_failed", "the file is not in the state the request's condition names"},
+    [SG_ERR_CONFLICT] = {"offset_conflict", "the offset is not the upload's current offset"},
+    [SG_ERR_LOCKED] = {"locked", "the upload is in use by another request"},
+    [SG_ERR_CHUNK_CHECKSUM] = {"chunk_checksum_mismatch", "the checksum does not match this request's bytes; they were not kept"},
 };
 
 const char *sg_strerror(int err)

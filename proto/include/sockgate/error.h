@@ -26,6 +26,9 @@ enum sg_err {
     SG_ERR_UNAUTHORIZED, /* missing or wrong token */
     SG_ERR_INTERNAL,     /* a bug or an unexpected state */
     SG_ERR_PRECONDITION, /* the file is not in the state the request made a condition (create only, this version) */
+    SG_ERR_CONFLICT,     /* an append's offset is not the upload session's */
+    SG_ERR_LOCKED,       /* the upload session is in use by another request */
+    SG_ERR_CHUNK_CHECKSUM, /* the checksum of one append's bytes does not match them (they were dropped) */
     SG_ERR__COUNT
 };
 
