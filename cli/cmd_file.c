@@ -21,6 +21,7 @@
 
 #include "commands.h"
 #include "common.h"
+#include "file_client.h"
 #include "hash_pipe.h"
 #include "progress.h"
 #include "sockgate/error.h"
@@ -31,18 +32,6 @@
 #include "sockgate/text.h"
 
 #define LIST_BODY_MAX (UINT64_C(256) << 20)
-/* After the last body byte the server fsyncs: allow the timeout plus 1 s per 20 MiB stored. */
-#define FSYNC_BYTES_PER_MS (20u * 1024u)
-
-/* One exchange with a file server. */
-struct session {
-    const char *cmd;
-    const char *addr;
-    int fd;
-    int timeout_ms;
-    struct sg_frame_reader *rd;
-    int lowat; /* the socket's SO_RCVLOWAT as last set, 0 before get sets one */
-};
 
 /* Parses the shared --timeout flag; returns 0 or CLI_EXIT_USAGE after printing why. */
 static int parse_timeout(struct session *s, const char *text)
@@ -57,7 +46,7 @@ static int parse_timeout(struct session *s, const char *text)
 }
 
 /* Connects s->fd to s->addr and prepares its frame reader; 0, or -1 after printing why. */
-static int session_open(struct session *s)
+int session_open(struct session *s)
 {
     s->rd = malloc(sizeof *s->rd);
     if (!s->rd) {
@@ -74,7 +63,7 @@ static int session_open(struct session *s)
     return 0;
 }
 
-static void session_close(struct session *s)
+void session_close(struct session *s)
 {
     if (s->rd) {
         sg_frame_reader_free(s->rd);
@@ -87,7 +76,7 @@ static void session_close(struct session *s)
 }
 
 /* Prints why an exchange failed, from an sg_err value of the reader or a write. */
-static void report_io(const struct session *s, int rc, const char *during)
+void report_io(const struct session *s, int rc, const char *during)
 {
     if (rc == SG_ERR_TIMEOUT)
         cli_error("%s: %s: no progress within %d ms (timeout)", s->cmd, s->addr, s->timeout_ms);
@@ -104,7 +93,7 @@ static void report_io(const struct session *s, int rc, const char *during)
  * the reader, valid until the next frame) or NULL after printing why; an
  * error response is printed as "CMD: MESSAGE (code)" and NULL returned.
  */
-static json_t *read_response(struct session *s, int64_t deadline_ms)
+json_t *read_response(struct session *s, int64_t deadline_ms)
 {
     enum sg_frame_event ev;
     const uint8_t *chunk;
@@ -126,7 +115,7 @@ static json_t *read_response(struct session *s, int64_t deadline_ms)
 }
 
 /* Sends a request header without a body; 0, or -1 after printing why. */
-static int send_request(struct session *s, json_t *req)
+int send_request(struct session *s, json_t *req)
 {
     int rc = req ? sg_frame_send(s->fd, req, NULL, 0, sg_now_ms() + s->timeout_ms) : SG_ERR_NOMEM;
     json_decref(req);
@@ -172,10 +161,11 @@ static int send_watching(struct session *s, const uint8_t *p, size_t len)
  * same buffers into sha (each byte is read once, so what is hashed is what was
  * sent); SG_OK, 1 (early reply) or an error.
  */
-static int put_body(struct session *s, int fd, uint64_t size, const char *label, int quiet, char sha[SG_SHA256_HEX])
+int put_body(struct session *s, int fd, uint64_t size, const char *label, int quiet, struct hash_pipe *fed,
+             char sha[SG_SHA256_HEX])
 {
     struct cli_progress bar;
-    struct hash_pipe *pipe = hash_pipe_start(size);
+    struct hash_pipe *pipe = fed ? fed : hash_pipe_start(size);
     uint64_t sent = 0;
     int rc = SG_OK;
     if (!pipe)
@@ -210,7 +200,7 @@ static int put_body(struct session *s, int fd, uint64_t size, const char *label,
 
 int cmd_put(int argc, char **argv)
 {
-    const char *timeout = "30000", *quiet = NULL, *path, *name;
+    const char *timeout = "30000", *quiet = NULL, *resume = NULL, *state_dir = NULL, *path, *name;
     struct session s = {.cmd = "put", .fd = -1};
     char sha[SG_SHA256_HEX], *path_copy = NULL;
     struct stat sb;
@@ -220,12 +210,23 @@ int cmd_put(int argc, char **argv)
         {"timeout", "SOCKGATE_CLI_TIMEOUT_MS", "MS", "give up when the server makes no progress this long", &timeout,
          NULL, NULL},
         {"quiet", "SOCKGATE_CLI_QUIET", NULL, "no progress bar even on a terminal", &quiet, NULL, NULL},
+        {"resume", "SOCKGATE_CLI_RESUME", NULL,
+         "upload through a resumable session: an interrupted put run again continues where the server stopped",
+         &resume, NULL, NULL},
+        {"state-dir", "SOCKGATE_CLI_STATE_DIR", "DIR",
+         "where --resume remembers unfinished uploads (default $XDG_STATE_HOME/sockgate-cli, else "
+         "~/.local/state/sockgate-cli)",
+         &state_dir, NULL, NULL},
         {NULL, NULL, NULL, NULL, NULL, NULL, NULL},
     };
 
-    rc = sg_options_parse("sockgate-cli put", "sockgate-cli put [--timeout MS] [--quiet] ADDR FILE [NAME]",
+    rc = sg_options_parse("sockgate-cli put",
+                          "sockgate-cli put [--timeout MS] [--quiet] [--resume [--state-dir DIR]] ADDR FILE [NAME]",
                           "Uploads FILE to the file server at ADDR as NAME (default: FILE's base name), then checks "
-                          "the server's sha256 equals the one of the bytes read. Prints \"SHA256  NAME\".",
+                          "the server's sha256 equals the one of the bytes read. Prints \"SHA256  NAME\". With "
+                          "--resume the bytes go into an upload session that keeps what arrived: when the transfer "
+                          "breaks, the same command run again sends only the rest (the file must be unchanged; "
+                          "sessions left unfinished expire on the server, after 24 h by default).",
                           opts, argc, argv, &first);
     if (rc != 0)
         return rc == 1 ? 0 : CLI_EXIT_USAGE;
@@ -252,12 +253,16 @@ int cmd_put(int argc, char **argv)
         cli_error("put: %s is not a regular file (its size must be known before sending)", path);
         goto out;
     }
+    if (resume) {
+        status = put_resume(&s, fd, &sb, path, name, quiet != NULL, state_dir);
+        goto out;
+    }
     if (session_open(&s) != 0)
         goto out;
     req = json_pack("{s:s, s:s, s:I}", "op", "upload", "filename", name, "total_size", (json_int_t)sb.st_size);
     if (send_request(&s, req) != 0)
         goto out;
-    rc = put_body(&s, fd, (uint64_t)sb.st_size, name, quiet != NULL, sha);
+    rc = put_body(&s, fd, (uint64_t)sb.st_size, name, quiet != NULL, NULL, sha);
     if (rc == SG_ERR_INVALID) {
         cli_error("put: %s shrank while it was read; the server discards the partial upload", path);
         goto out;
