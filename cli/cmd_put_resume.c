@@ -262,7 +262,8 @@ int put_resume(struct session *s, int fd, const struct stat *sb, const char *pat
                 cli_error("put: %s (%s)", msg, sg_err_code(rc));
             goto out;
         }
-        snprintf(st.session, sizeof st.session, "%s", sg_header_str(resp, "session") ? sg_header_str(resp, "session") : "");
+        snprintf(st.session, sizeof st.session, "%s",
+                 sg_header_str(resp, "session") ? sg_header_str(resp, "session") : "");
         if (!st.session[0]) {
             cli_error("put: the server's answer names no upload session");
             goto out;

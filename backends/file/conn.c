@@ -194,7 +194,10 @@ static int dispatch(struct file_conn *c, const json_t *req, uint64_t body_size)
             return FILE_CLOSE;
         return file_conn_skip_body(c, body_size);
     }
-    file_conn_reply_error(c, SG_ERR_INVALID, "unknown op '%.64s' (upload, download, list, stat, delete, ping, session_create, session_append, session_stat, session_finish, session_abort)", op);
+    file_conn_reply_error(c, SG_ERR_INVALID,
+                          "unknown op '%.64s' (upload, download, list, stat, delete, ping, session_create, "
+                          "session_append, session_stat, session_finish, session_abort)",
+                          op);
     return file_conn_skip_body(c, body_size);
 }
 

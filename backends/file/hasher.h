@@ -17,13 +17,17 @@ struct hasher {
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t cond;   /* signalled when a block arrives, is done, or the thread must end */
-    struct sg_hash *hash[2]; /* borrowed (the second may be NULL); only the helper touches them while a block is in flight */
+    /* borrowed, either may be NULL; only the helper touches them while a block is in flight */
+    struct sg_hash *hash[2];
     const void *block;     /* the block in flight, NULL when idle */
     size_t len;
     int is_ending;
 };
 
-/* Starts the helper thread for hash and also (either may be NULL; both borrowed); SG_OK or SG_ERR_SYS (then hash the caller's way). */
+/*
+ * Starts the helper thread for hash and also (either may be NULL; both
+ * borrowed); SG_OK or SG_ERR_SYS (then hash the caller's way).
+ */
 int hasher_start(struct hasher *h, struct sg_hash *hash, struct sg_hash *also);
 
 /* Waits for the block in flight, then hands over block (borrowed until the next submit, wait or stop). */

@@ -1,4 +1,7 @@
-/* server.h - sockgate-file as a library: uploads (also resumable ones), downloads, list, stat and delete of flat files over framed TCP. */
+/*
+ * server.h - sockgate-file as a library: uploads (also resumable ones),
+ * downloads, list, stat and delete of flat files over framed TCP.
+ */
 #ifndef SOCKGATE_FILE_SERVER_H
 #define SOCKGATE_FILE_SERVER_H
 

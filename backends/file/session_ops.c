@@ -197,7 +197,8 @@ static int finish(struct sreq *r, int *rc)
     *rc = file_store_commit_at(st, r->fd, r->ss->dir_fd, data_name, r->rec.filename, &cond, &existed, &sb, why,
                                sizeof why);
     if (*rc != SG_OK)
-        return reply_error(r, *rc, "storing %s failed: %s; nothing stored, the upload is kept (finish it again, or abort it)",
+        return reply_error(r, *rc,
+                           "storing %s failed: %s; nothing stored, the upload is kept (finish it again, or abort it)",
                            r->rec.filename, why);
     file_store_meta_put(st, r->rec.filename, &sb, sha);
     file_session_remove_record(r->ss, r->id);
