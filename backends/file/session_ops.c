@@ -47,6 +47,27 @@ struct sreq {
     int64_t start_ms;
 };
 
+/*
+ * Lets go of the session: closes its data file and releases the claim
+ * (idempotent). Every answer is sent after this, never before: a client that
+ * sends its next request on the answer must not find the session still held.
+ */
+static void sreq_release(struct sreq *r)
+{
+    if (r->fd >= 0)
+        close(r->fd);
+    r->fd = -1;
+    file_session_release(r->ss, r->live, r->is_gone, r->is_gone);
+    r->live = NULL;
+}
+
+/* Releases the session, then sends h (stolen); returns the outcome. */
+static int reply(struct sreq *r, json_t *h)
+{
+    sreq_release(r);
+    return file_conn_reply(r->c, h);
+}
+
 /* Answers an error; when the session is known, the frame also names it and its offset. */
 static int reply_error(struct sreq *r, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int reply_error(struct sreq *r, int err, const char *fmt, ...)
@@ -63,7 +84,7 @@ static int reply_error(struct sreq *r, int err, const char *fmt, ...)
         if (r->fd >= 0 && fstat(r->fd, &r->sb) == 0)
             json_object_set_new(h, "offset", json_integer((json_int_t)r->sb.st_size));
     }
-    return file_conn_reply(r->c, h);
+    return reply(r, h);
 }
 
 /* Answers a refusal before any body byte was read, then skips the body; returns the outcome. */
@@ -81,14 +102,10 @@ static int refuse(struct sreq *r, uint64_t body_size, int err, const char *fmt, 
     return outcome == FILE_NEXT ? file_conn_skip_body(r->c, body_size) : outcome;
 }
 
-/* Ends the request: closes the data file, releases the claim, frees the record, logs. */
+/* Ends the request: lets go of the session (when no answer did), frees the record, logs. */
 static void sreq_end(struct sreq *r, int rc)
 {
-    if (r->fd >= 0)
-        close(r->fd);
-    r->fd = -1;
-    file_session_release(r->ss, r->live, r->is_gone, r->is_gone);
-    r->live = NULL;
+    sreq_release(r);
     file_conn_log(r->c, r->op, r->has_rec ? r->rec.filename : NULL, r->got, rc, r->start_ms);
     if (r->has_rec)
         file_session_record_free(&r->rec);
@@ -206,7 +223,7 @@ static int finish(struct sreq *r, int *rc)
     h = json_pack("{s:s, s:b, s:s, s:I, s:I, s:I, s:s, s:b}", "session", r->id, "finished", 1, "name",
                   r->rec.filename, "size", (json_int_t)size, "offset", (json_int_t)size, "length",
                   (json_int_t)size, "sha256", sha, "created", !existed);
-    return file_conn_reply(r->c, h);
+    return reply(r, h);
 }
 
 /* Compares the digests the client sent with what its bytes hash to; the first that differs goes into why. */
@@ -294,6 +311,8 @@ static int append_body(struct sreq *r, uint64_t offset, uint64_t size, const str
     file_body_start(&body);
     rc = file_body_receive(&body);
     file_body_end(&body);
+    /* The expiry counts from the last request that touched the session, even an empty one. */
+    futimens(r->fd, NULL);
     r->got = body.got;
     if (rc == SG_OK && w->algs && !digests_match(w, &check, why, sizeof why)) {
         roll_back(r, offset, &checkpoint, has_checkpoint);
@@ -324,10 +343,9 @@ static int append_body(struct sreq *r, uint64_t offset, uint64_t size, const str
     } else if (l->has_hash) {
         l->hashed = offset + size;
     }
+    /* An answer sent above has let go of the session: l may be gone. */
     sg_hash_free(&check);
     sg_hash_free(&checkpoint);
-    /* The expiry counts from the last request that touched the session, even an empty one. */
-    futimens(r->fd, NULL);
     return rc;
 }
 
@@ -344,7 +362,7 @@ static int after_append(struct sreq *r, int *rc)
     h = json_pack("{s:b}", "finished", 0);
     if (h)
         describe(r, h, (uint64_t)r->sb.st_size);
-    return file_conn_reply(r->c, h);
+    return reply(r, h);
 }
 
 /*
@@ -601,7 +619,7 @@ int file_op_session_abort(struct file_conn *c, const json_t *req, uint64_t body_
     }
     file_session_remove(r.ss, r.id);
     r.is_gone = 1;
-    outcome = file_conn_reply(c, json_pack("{s:s, s:b}", "session", r.id, "aborted", 1));
+    outcome = reply(&r, json_pack("{s:s, s:b}", "session", r.id, "aborted", 1));
     if (outcome == FILE_NEXT)
         outcome = file_conn_skip_body(c, body_size);
 out:
@@ -641,7 +659,7 @@ int file_op_session_stat(struct file_conn *c, const json_t *req, uint64_t body_s
         if (r.rec.metadata)
             json_object_set_new(h, "metadata", json_string(r.rec.metadata));
     }
-    outcome = file_conn_reply(c, h);
+    outcome = reply(&r, h);
     if (outcome == FILE_NEXT)
         outcome = file_conn_skip_body(c, body_size);
 out:
