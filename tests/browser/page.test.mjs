@@ -332,8 +332,9 @@ async function main() {
         await cdp.detach();
       }
       // The gateway learns of the disconnect and the backend removes its partial file. The
-      // root's hidden .meta folder is the file backend's own checksum cache, not a file.
-      const visible = () => fs.readdirSync(fileRoot).filter((n) => n !== '.meta');
+      // root's hidden .meta folder is the file backend's own checksum cache, and .sessions its
+      // resumable uploads (a PUT never uses one), not files.
+      const visible = () => fs.readdirSync(fileRoot).filter((n) => n !== '.meta' && n !== '.sessions');
       await eventually(async () => {
         const left = visible();
         return left.length === 1 && left[0] === small.name;
