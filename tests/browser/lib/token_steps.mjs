@@ -107,7 +107,7 @@ export async function tokenSteps({ launch, viewport, tmp, inputs, artifacts }) {
       await waitForText(item.locator('.upload-state'), /^Too large.*\(HTTP 413\)$/, 30000);
       assert.equal(await item.getAttribute('data-state'), 'failed');
       await waitForText(page.locator('#file-list-status'), /^1 file,/);
-      assert.deepEqual(fs.readdirSync(fileRoot).filter((n) => n !== '.meta'), [inputs.small.name]);
+      assert.deepEqual(fs.readdirSync(fileRoot).filter((n) => n !== '.meta' && n !== '.sessions'), [inputs.small.name]);
     });
 
     await step('token: kept for the session across a reload', async () => {
