@@ -865,6 +865,24 @@ static void test_startup_cleanup(void)
     CHECK_INT_EQ(session_files(r2), 3); /* kept.txt's data and record, and keep-me */
     CHECK_INT_EQ(stat_offset(p.port, id, NULL), 4);
     fc_server_stop(&p);
+
+    /* A .sessions symlink planted in the root would send uploads elsewhere: the server refuses to start. */
+    {
+        char r3[400], outside[400], link[500], err_path[500];
+        const char *argv[] = {"sockgate-file", "--listen", "127.0.0.1:0", "--root", r3, NULL};
+        char *err;
+        size_t len;
+        snprintf(r3, sizeof r3, "%s/root-planted", dir);
+        snprintf(outside, sizeof outside, "%s/elsewhere", dir);
+        snprintf(link, sizeof link, "%s/.sessions", r3);
+        snprintf(err_path, sizeof err_path, "%s/planted.err", dir);
+        CHECK(mkdir(r3, 0755) == 0 && mkdir(outside, 0755) == 0);
+        CHECK(symlink(outside, link) == 0);
+        CHECK_INT_EQ(fc_run(argv, NULL, err_path), 1);
+        err = (char *)fc_read_file(err_path, &len);
+        CHECK(err != NULL && memmem(err, len, "not a symlink", 13) != NULL);
+        free(err);
+    }
 }
 
 int main(void)
