@@ -20,8 +20,11 @@
 #define FILE_SESSION_ID_HEX 32
 /* The largest metadata string a session keeps (tus's Upload-Metadata, opaque here). */
 #define FILE_SESSION_METADATA_MAX 16384u
-/* The largest record file read back (its metadata plus a few short fields). */
-#define FILE_SESSION_RECORD_MAX (FILE_SESSION_METADATA_MAX * 2u + 4096u)
+/*
+ * The largest record file read back: its metadata as JSON (a control
+ * character escapes to 6 bytes, \u001f) plus a few short fields.
+ */
+#define FILE_SESSION_RECORD_MAX (FILE_SESSION_METADATA_MAX * 6u + 4096u)
 
 /* What a session's record (ID.info) holds. */
 struct file_session_record {

@@ -776,6 +776,26 @@ static void test_bad_input(void)
          NULL, 0, &r);
     CHECK_STR_EQ(fc_error(&r), "invalid_request");
     fc_resp_free(&r);
+    /* Metadata of control characters (6 bytes each as JSON: as much as a 64 KiB header carries) is kept whole. */
+    {
+        char *meta = malloc(10001);
+        CHECK(meta != NULL);
+        memset(meta, 0x1f, 10000);
+        meta[10000] = '\0';
+        sreq(c, "session_create", NULL, json_pack("{s:s, s:i, s:s}", "filename", "meta.txt", "length", 1, "metadata", meta),
+             NULL, 0, &r);
+        CHECK(fc_error(&r) == NULL);
+        snprintf(id, sizeof id, "%s", fc_str(&r, "session"));
+        fc_resp_free(&r);
+        sreq(c, "session_stat", id, NULL, NULL, 0, &r);
+        CHECK(fc_error(&r) == NULL);
+        CHECK_STR_EQ(fc_str(&r, "metadata"), meta);
+        fc_resp_free(&r);
+        sreq(c, "session_abort", id, NULL, NULL, 0, &r);
+        CHECK(fc_error(&r) == NULL);
+        fc_resp_free(&r);
+        free(meta);
+    }
     /* A body sent with a refused request is skipped, and the next request is in step. */
     sreq(c, "session_append", NULL, json_pack("{s:s, s:i}", "session", "0123456789abcdef0123456789abcdef", "offset", 0),
          "some body", 9, &r);
