@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "metrics.h"
+#include "upcall.h"
 #include "sockgate/error.h"
 #include "sockgate/log.h"
 #include "sockgate/net.h"
@@ -441,6 +442,7 @@ static void *loop(void *arg)
     wk->is_quiesced = 1;
     MHD_stop_daemon(wk->daemon); /* on this thread: every callback it makes runs where the loop's state lives */
     wk->daemon = NULL;
+    upcall_pool_drain();
     self = NULL;
     return NULL;
 }
