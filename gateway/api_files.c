@@ -259,11 +259,48 @@ static void get_free(struct request *rq, int is_complete)
     rq->state = NULL;
 }
 
+/*
+ * Returns 1 when the client's copy is current (RFC 9110 13.1.2, 13.1.3):
+ * If-None-Match lists the file's ETag or is "*"; without If-None-Match, an
+ * If-Modified-Since date at or after the file's mtime (whole seconds).
+ */
+static int is_not_modified(struct request *rq, const struct file_meta *m, const char *etag)
+{
+    const char *inm = request_header(rq, "If-None-Match");
+    const char *ims = request_header(rq, "If-Modified-Since");
+    struct tm tm;
+    if (inm)
+        return strcmp(inm, "*") == 0 || strstr(inm, etag) != NULL;
+    if (!ims || m->mtime <= 0)
+        return 0;
+    memset(&tm, 0, sizeof tm);
+    /* RFC 9110 5.6.7: the IMF-fixdate form; a date in another form is ignored, as the RFC asks. */
+    if (!strptime(ims, "%a, %d %b %Y %H:%M:%S GMT", &tm))
+        return 0;
+    return (int64_t)timegm(&tm) >= m->mtime;
+}
+
+/* Queues 304 with the validators of m (ETag, Last-Modified). */
+static void respond_not_modified(struct request *rq, const struct file_meta *m, const char *etag)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    char date[64];
+    struct tm tm;
+    time_t t = (time_t)m->mtime;
+    if (!resp)
+        return;
+    MHD_add_response_header(resp, "ETag", etag);
+    if (m->mtime > 0 && gmtime_r(&t, &tm)) {
+        strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        MHD_add_response_header(resp, "Last-Modified", date);
+    }
+    respond(rq, 304, resp);
+}
+
 /* Answers 304 or 416 for a conditional or ranged GET when that is the answer; returns 1 when it did. */
 static int answer_conditions(struct request *rq, const struct file_meta *m, const char *etag, int *partial,
                              uint64_t *off, uint64_t *len)
 {
-    const char *inm = request_header(rq, "If-None-Match");
     const char *range = request_header(rq, "Range");
     const char *if_range = request_header(rq, "If-Range");
     struct MHD_Response *resp;
@@ -271,12 +308,8 @@ static int answer_conditions(struct request *rq, const struct file_meta *m, cons
     char cr[64], *text;
     int r;
 
-    if (inm && (strcmp(inm, "*") == 0 || strstr(inm, etag))) {
-        resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
-        if (resp) {
-            MHD_add_response_header(resp, "ETag", etag);
-            respond(rq, 304, resp);
-        }
+    if (is_not_modified(rq, m, etag)) {
+        respond_not_modified(rq, m, etag);
         return 1;
     }
     if (!range || (if_range && strcmp(if_range, etag) != 0))
@@ -316,7 +349,8 @@ int api_files_get(struct request *rq)
     int partial = 0, rc;
 
     /* Only a conditional or ranged GET needs the size and sha256 before the download starts. */
-    if (request_header(rq, "Range") || request_header(rq, "If-None-Match")) {
+    if (request_header(rq, "Range") || request_header(rq, "If-None-Match") ||
+        request_header(rq, "If-Modified-Since")) {
         rc = stat_file(rq, &m);
         if (rc != SG_OK)
             return rc;
@@ -349,7 +383,7 @@ int api_files_get(struct request *rq)
         st->c = NULL;
         return request_fail(rq, upstream_failed(up, rc), "file backend at %s: %s", up->name, err);
     }
-    rc = sg_frame_header_error(ans, err, sizeof err);
+    rc = upstream_answer_error(up, ans, err, sizeof err);
     if (rc != SG_OK || (rc = meta_from(rq, ans, &m)) != SG_OK) {
         json_decref(ans);
         if (upstream_skip_body(st->c, size, request_deadline(rq)) == SG_OK)
@@ -381,9 +415,16 @@ int api_files_head(struct request *rq)
 {
     struct file_meta m = {0};
     struct MHD_Response *resp;
+    char etag[80];
     int rc = stat_file(rq, &m);
     if (rc != SG_OK)
         return rc;
+    /* HEAD answers what GET would, 304 included (RFC 9110 9.3.2). */
+    snprintf(etag, sizeof etag, "\"%s\"", m.sha256);
+    if (is_not_modified(rq, &m, etag)) {
+        respond_not_modified(rq, &m, etag);
+        return rq->has_responded ? SG_OK : request_fail(rq, SG_ERR_NOMEM, "out of memory");
+    }
     /* A callback response of the right size gives HEAD its Content-Length without any body. */
     resp = MHD_create_response_from_callback(m.size, 4096, read_nothing, NULL, NULL);
     if (!resp)

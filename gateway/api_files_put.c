@@ -112,6 +112,18 @@ int api_files_put_body(struct request *rq, const char *data, size_t len)
     char err[384] = "";
     int rc;
 
+    /*
+     * The frame header announced exactly st->expected bytes. libmicrohttpd
+     * holds a Content-Length body to its length, but the backend must never
+     * get a byte more than announced whatever the HTTP layer does: surplus
+     * bytes would be read by the file service as its next request.
+     */
+    if (!st->is_spooled && (st->c == NULL || len > st->c->body_owed - st->have)) {
+        upstream_release(st->c, 0);
+        st->c = NULL;
+        return request_fail(rq, SG_ERR_INVALID, "the body is longer than its Content-Length of %llu bytes",
+                            (unsigned long long)st->expected);
+    }
     if (st->is_spooled) {
         rc = spool_write(&st->sp, data, len, err, sizeof err);
         if (rc == SG_OK)
@@ -162,6 +174,13 @@ int api_files_put_finish(struct request *rq)
         if (rc != SG_OK)
             return rc;
     }
+    if (st->c->body_owed != 0) {
+        /* Fewer bytes than announced: the backend would take the next request's bytes for the rest. */
+        upstream_release(st->c, 0);
+        st->c = NULL;
+        return request_fail(rq, SG_ERR_INVALID, "the body is shorter than its Content-Length of %llu bytes",
+                            (unsigned long long)st->expected);
+    }
     rc = upstream_read_header(st->c, &resp, &size, request_deadline(rq), err, sizeof err);
     if (rc == SG_OK)
         rc = upstream_skip_body(st->c, size, request_deadline(rq));
@@ -172,7 +191,7 @@ int api_files_put_finish(struct request *rq)
     }
     upstream_release(st->c, 1);
     st->c = NULL;
-    rc = sg_frame_header_error(resp, err, sizeof err);
+    rc = upstream_answer_error(up, resp, err, sizeof err);
     if (rc == SG_OK)
         result = upload_result(resp);
     json_decref(resp);

@@ -12,6 +12,7 @@ enum route_flags {
     ROUTE_JSON_BODY = 2,   /* takes a JSON body, collected (bounded) by the server */
     ROUTE_STREAM_BODY = 4, /* takes a body its handler consumes piece by piece */
     ROUTE_COOKIE_AUTH = 8, /* with ROUTE_AUTH: the session cookie will do instead of the header (EventSource) */
+    ROUTE_FILE_NAME = 16,  /* {name} is a stored file's name: checked before anything else, body included */
 };
 
 /*

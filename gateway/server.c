@@ -20,6 +20,10 @@
 #include "api.h"
 #include "chat_stream.h"
 #include "errors.h"
+#ifdef SG_HAVE_FILE
+#include "file/name.h"
+#endif
+#include "http_strict.h"
 #include "metrics.h"
 #include "origin.h"
 #include "router.h"
@@ -122,7 +126,10 @@ static struct request *request_new(struct gateway *gw, struct MHD_Connection *co
         return NULL;
     rq->gw = gw;
     rq->conn = conn;
-    rq->url = url;
+    /* An absolute-form target is served like its origin form; its authority stands for Host (RFC 9112 3.2.2). */
+    rq->url = http_origin_form(url, rq->authority, sizeof rq->authority);
+    if (!rq->url)
+        rq->url = url; /* neither form: refused by the caller */
     rq->slot = ROUTE_SLOT_OTHER;
     rq->start_us = now_us();
     snprintf(rq->method, sizeof rq->method, "%s", method);
@@ -286,7 +293,7 @@ static int is_authorized(struct request *rq)
 /* Answers OPTIONS: the methods of the path, and the CORS preflight headers for an allowed origin. */
 static void answer_options(struct request *rq)
 {
-    char allow[128], param[256];
+    char allow[128], param[1024];
     int is_known = 0;
     struct MHD_Response *resp;
     const struct route *r = router_match("OPTIONS", rq->url, param, sizeof param, &is_known, allow, sizeof allow);
@@ -301,7 +308,8 @@ static void answer_options(struct request *rq)
     if (rq->cors_origin && request_header(rq, "Access-Control-Request-Method")) {
         MHD_add_response_header(resp, "Access-Control-Allow-Methods", allow);
         MHD_add_response_header(resp, "Access-Control-Allow-Headers",
-                                "Authorization, Content-Type, X-Request-Id, Range, If-None-Match");
+                                "Authorization, Content-Type, X-Request-Id, Range, If-Range, If-None-Match, If-Modified-Since, "
+                                "Last-Event-ID");
         MHD_add_response_header(resp, "Access-Control-Max-Age", "600");
     }
     respond(rq, 204, resp);
@@ -341,36 +349,20 @@ static int check_body_headers(struct request *rq)
     return SG_OK;
 }
 
-/* Iterator state for has_conflicting_lengths. */
-struct length_check {
-    const char *first;
-    int is_conflicting;
-};
-
-static enum MHD_Result check_length(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
-{
-    struct length_check *lc = cls;
-    (void)kind;
-    if (strcasecmp(key, "Content-Length") != 0 || !value)
-        return MHD_YES;
-    if (!lc->first)
-        lc->first = value;
-    else if (strcmp(lc->first, value) != 0)
-        lc->is_conflicting = 1;
-    return MHD_YES;
-}
-
 /*
- * Returns 1 when the request carries Content-Length headers with different
- * values (RFC 9112 6.3: unrecoverable). libmicrohttpd takes the first; a proxy
- * in front that takes the last would see a different request boundary, the
- * start of request smuggling.
+ * Refuses a file name the file service would refuse, before any of the body
+ * is read or a backend is asked: a bad name with a 50 MB body costs nothing.
  */
-static int has_conflicting_lengths(struct request *rq)
+static int check_file_name(struct request *rq)
 {
-    struct length_check lc = {NULL, 0};
-    MHD_get_connection_values(rq->conn, MHD_HEADER_KIND, check_length, &lc);
-    return lc.is_conflicting;
+#ifdef SG_HAVE_FILE
+    char why[200];
+    if (file_name_check(rq->param, strlen(rq->param), why, sizeof why) != SG_OK)
+        return request_fail(rq, SG_ERR_INVALID_NAME, "%s", why);
+#else
+    (void)rq;
+#endif
+    return SG_OK;
 }
 
 /*
@@ -391,7 +383,7 @@ static int has_body(struct request *rq)
  */
 static int is_welcome(struct request *rq)
 {
-    const char *host = request_header(rq, "Host");
+    const char *host = rq->authority[0] ? rq->authority : request_header(rq, "Host");
     char why[384];
     int rc = origin_check_host(&rq->gw->cfg, rq->gw->has_token, host, why, sizeof why);
 
@@ -444,7 +436,9 @@ static void request_begin(struct request *rq)
         return;
     }
     rc = SG_OK;
-    if (rq->route->flags & (ROUTE_JSON_BODY | ROUTE_STREAM_BODY))
+    if (rq->route->flags & ROUTE_FILE_NAME)
+        rc = check_file_name(rq);
+    if (rc == SG_OK && (rq->route->flags & (ROUTE_JSON_BODY | ROUTE_STREAM_BODY)))
         rc = check_body_headers(rq);
     if (rc == SG_OK && rq->route->begin)
         rc = rq->route->begin(rq);
@@ -553,25 +547,49 @@ static enum MHD_Result answer_deferred(struct request *rq)
     return rq->has_responded ? MHD_YES : MHD_NO;
 }
 
+/* The per-connection flags libmicrohttpd's callbacks fill in (NULL before the connection is known). */
+static struct http_conn_flags *conn_flags(struct MHD_Connection *conn)
+{
+    return worker_conn_flags(conn);
+}
+
+/*
+ * Answers a request that breaks the framing or header rules (http_strict.c)
+ * and returns 0; returns 1 when it may go on. When the byte stream can no
+ * longer be trusted (two lengths, an unknown encoding) the connection is
+ * closed after the answer, never read for another request.
+ */
+static int passes_strict_checks(struct request *rq, const char *version)
+{
+    static const char *const close_headers[] = {"Connection", "close", NULL};
+    struct http_conn_flags *flags = conn_flags(rq->conn);
+    char why[300];
+    int must_close = 1;
+    int rc = rq->url[0] == '/' ? http_strict_check(rq->conn, version, flags, &must_close, why, sizeof why)
+                               : (snprintf(why, sizeof why, "the request target must be a path or an absolute URL"),
+                                  SG_ERR_INVALID);
+    if (flags)
+        flags->has_bad_escape = 0; /* the next request on this connection starts clean */
+    if (rc == 0)
+        return 1;
+    rq->has_begun = 1;
+    respond_error_with(rq, rc, why, must_close || has_body(rq) ? close_headers : NULL);
+    return 0;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_data_size,
                                   void **req_cls)
 {
     struct request *rq = *req_cls;
-    (void)version;
     if (!rq) {
         rq = request_new(cls, conn, url, method);
         if (!rq)
             return MHD_NO;
         *req_cls = rq;
         worker_request_started(conn, rq, has_body(rq));
-        if (has_conflicting_lengths(rq)) {
-            /* Where this body ends is unknowable: answer, and never read another request from this stream. */
-            const char *headers[] = {"Connection", "close", NULL};
-            rq->has_begun = 1;
-            respond_error_with(rq, SG_ERR_INVALID, "the request has Content-Length headers that disagree", headers);
+        if (!passes_strict_checks(rq, version))
             return MHD_YES;
-        }
         /*
          * An answer queued now, before the body, makes libmicrohttpd close the
          * connection afterwards: worth it to refuse a body unread, wasteful for
@@ -658,9 +676,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
  */
 static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
 {
+    struct http_conn_flags *flags = conn_flags(conn);
     (void)cls;
-    (void)conn;
-    return validate_unescape(s);
+    return validate_unescape(s, flags ? &flags->has_bad_escape : NULL);
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)

@@ -13,6 +13,15 @@
 #include "sockgate/frame.h"
 #include "upstream.h"
 
+int spool_check(const char *dir, char *err, size_t errlen)
+{
+    struct spool s;
+    int rc = spool_open(&s, dir, 1, err, errlen);
+    if (rc == SG_OK)
+        spool_close(&s);
+    return rc;
+}
+
 int spool_open(struct spool *s, const char *dir, uint64_t max, char *err, size_t errlen)
 {
     char path[4096];
@@ -119,7 +128,7 @@ int spool_upload(struct request *rq, const struct spool *s, uint64_t off, uint64
                             err[0] ? err : sg_strerror(rc));
     }
     upstream_release(c, 1);
-    rc = sg_frame_header_error(resp, err, sizeof err);
+    rc = upstream_answer_error(up, resp, err, sizeof err);
     if (rc == SG_OK)
         *result = upload_result(resp);
     json_decref(resp);

@@ -15,6 +15,9 @@ struct spool {
     uint64_t max;  /* writing past this fails with SG_ERR_TOO_LARGE */
 };
 
+/* Returns SG_OK when dir can hold spool files (one is made and dropped), else why in err. */
+int spool_check(const char *dir, char *err, size_t errlen);
+
 /* Makes s an empty spool in dir holding at most max bytes; s->fd is -1 on failure. */
 int spool_open(struct spool *s, const char *dir, uint64_t max, char *err, size_t errlen);
 

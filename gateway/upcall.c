@@ -14,6 +14,7 @@
 #include "sockgate/error.h"
 #include "sockgate/frame.h"
 #include "sockgate/log.h"
+#include "reply_check.h"
 #include "worker.h"
 
 /* Idle connections kept per backend per worker. */
@@ -60,6 +61,7 @@ struct upcall {
     int retry_ms;       /* datagram: resend interval */
     uint64_t got;       /* answer bytes received */
     size_t max_body, body_cap;
+    char req_op[32], req_id[80]; /* framed: what the answer must answer (reply_check) */
     struct sg_frame_decoder dec;
     upcall_done_fn done;
     void *arg;
@@ -317,9 +319,15 @@ static int take_frame(struct upcall *c, const uint8_t *buf, size_t len)
             return -1;
         case SG_FRAME_HEADER: {
             uint64_t size = sg_frame_decoder_body_size(&c->dec);
+            char why[300];
             c->res.header = json_incref(sg_frame_decoder_header(&c->dec));
+            /* Believed only when it answers this request, with the fields its op promises. */
+            if (reply_check(backend_name(c->up->id), c->req_op[0] ? c->req_op : NULL, c->req_id[0] ? c->req_id : NULL,
+                            c->res.header, size, why, sizeof why) != SG_OK) {
+                fail(c, SG_ERR_PROTO, why);
+                return -1;
+            }
             if (size > c->max_body) {
-                char why[160];
                 snprintf(why, sizeof why, "answered with a %llu-byte body, over the gateway's limit of %zu bytes",
                          (unsigned long long)size, c->max_body);
                 fail(c, SG_ERR_PROTO, why);
@@ -347,7 +355,7 @@ static int take_frame(struct upcall *c, const uint8_t *buf, size_t len)
                 c->res.body[c->res.body_len] = '\0';
             /* Bytes past the answer were never asked for: the stream is not at a boundary we can trust. */
             c->is_reusable = len == 0 && c->out_off == c->out_len;
-            rc = sg_frame_header_error(c->res.header, msg, sizeof msg);
+            rc = upstream_answer_error(c->up, c->res.header, msg, sizeof msg);
             if (rc != SG_OK)
                 snprintf(c->res.err, sizeof c->res.err, "%s", msg);
             finish(c, rc, NULL);
@@ -552,6 +560,12 @@ int upcall_frame(struct upstream *up, const json_t *header, const void *body, si
         upcall_free(c);
         snprintf(err, errlen, "%s", sg_strerror(rc));
         return rc;
+    }
+    {
+        const char *op = json_string_value(json_object_get(header, "op"));
+        const char *id = json_string_value(json_object_get(header, "id"));
+        snprintf(c->req_op, sizeof c->req_op, "%s", op ? op : "");
+        snprintf(c->req_id, sizeof c->req_id, "%s", id ? id : "");
     }
     memcpy(c->out, hdr, hdr_len);
     if (body_len)

@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "http_strict.h"
 #include "metrics.h"
 #include "upcall.h"
 #include "sockgate/error.h"
@@ -34,6 +35,7 @@ enum conn_phase {
 
 /* One client connection, from libmicrohttpd's "started" notice to its "closed" one. */
 struct wk_conn {
+    struct http_conn_flags http; /* what libmicrohttpd's callbacks note about the connection (server.c) */
     struct wk_watch watch; /* the client socket, for EPOLLIN edges and EPOLLRDHUP */
     struct worker *wk;
     struct MHD_Connection *conn;
@@ -332,6 +334,12 @@ static struct wk_conn *conn_of(struct MHD_Connection *conn)
 {
     const union MHD_ConnectionInfo *info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     return info ? info->socket_context : NULL;
+}
+
+struct http_conn_flags *worker_conn_flags(struct MHD_Connection *conn)
+{
+    struct wk_conn *c = conn_of(conn);
+    return c ? &c->http : NULL;
 }
 
 void worker_request_started(struct MHD_Connection *conn, struct request *rq, int has_body)

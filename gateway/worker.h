@@ -75,6 +75,9 @@ void worker_timer_arm(struct worker *wk, struct wk_timer *t, int64_t at);
 /* Disarms t; harmless when it is not armed. */
 void worker_timer_cancel(struct worker *wk, struct wk_timer *t);
 
+/* Returns the HTTP flags kept with conn (http_strict.h), or NULL when the connection is not known. */
+struct http_conn_flags *worker_conn_flags(struct MHD_Connection *conn);
+
 /*
  * Called by server.c when a request's head is complete (rq is its state) and
  * when it ends (rq NULL): the loop keeps the head and body deadlines from them.

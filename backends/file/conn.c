@@ -122,7 +122,13 @@ static int dispatch(struct file_conn *c, const json_t *req, uint64_t body_size)
         return file_op_stat(c, req, body_size);
     if (strcmp(op, "delete") == 0)
         return file_op_delete(c, req, body_size);
-    file_conn_reply_error(c, SG_ERR_INVALID, "unknown op '%.64s' (upload, download, list, stat, delete)", op);
+    if (strcmp(op, "ping") == 0) {
+        /* Proof that this is the file service (the gateway's /readyz), not merely something framed. */
+        if (file_conn_reply(c, json_pack("{s:s}", "service", "file")) != FILE_NEXT)
+            return FILE_CLOSE;
+        return file_conn_skip_body(c, body_size);
+    }
+    file_conn_reply_error(c, SG_ERR_INVALID, "unknown op '%.64s' (upload, download, list, stat, delete, ping)", op);
     return file_conn_skip_body(c, body_size);
 }
 
