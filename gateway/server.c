@@ -703,10 +703,12 @@ static struct MHD_Daemon *daemon_start(struct gateway *gw, struct worker *wk, in
      * sockets misses a FIN that rides on a client's last bytes; the worker
      * watches every client socket for EPOLLRDHUP itself and makes the daemon
      * see the hang-up (worker.c, docs/internals/gateway.md "Clients that abort
-     * an upload"). The inter-thread channel wakes the loop when the chat's
-     * pump thread resumes a connection.
+     * an upload"). No inter-thread channel: the loop runs the daemon after
+     * every round, so a resume from its own thread needs no wake-up, and the
+     * chat's pump thread wakes the loop itself (worker_kick); the channel
+     * would cost an eventfd write and read per deferred request.
      */
-    unsigned flags = MHD_USE_EPOLL | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     return MHD_start_daemon(flags, 0, NULL, NULL, on_request, gw, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                             MHD_OPTION_LISTEN_SOCKET, fd,
                             MHD_OPTION_CONNECTION_LIMIT, conn_limit,

@@ -29,16 +29,27 @@
 enum kind { KIND_FRAME, KIND_RAW, KIND_DGRAM };
 enum state { ST_CONNECTING, ST_EXCHANGING, ST_DONE };
 
-/* An idle pooled connection of this worker. */
-struct pooled {
-    int fd;
+struct upcall;
+
+/*
+ * One TCP connection to a backend, watched by the worker's epoll set from its
+ * connect to its close (edge-triggered, both directions), so that handing it
+ * from the pool to a call and back costs no epoll_ctl. Its events go to the
+ * call that owns it; while it idles in the pool, any sign of input (EOF, an
+ * error, bytes nobody asked for) marks it dead.
+ */
+struct bconn {
+    struct wk_watch watch;
+    struct worker *wk;
+    struct upcall *owner; /* NULL while pooled */
+    int is_dead;
     int64_t idle_since;
-    struct pooled *next;
+    struct bconn *next;
 };
 
 /* This worker's idle connections per backend (the loop's thread only, so no lock). */
 static _Thread_local struct {
-    struct pooled *head;
+    struct bconn *head;
     unsigned n;
 } pool[BACKEND__COUNT];
 
@@ -47,7 +58,8 @@ struct upcall {
     struct worker *wk;
     enum kind kind;
     enum state state;
-    struct wk_watch watch;
+    struct wk_watch watch; /* datagrams: the call's own socket */
+    struct bconn *bc;      /* streams: the connection, from the pool or fresh */
     struct wk_timer deadline, retry;
     int64_t deadline_ms, connect_by;
     int is_watched;
@@ -70,47 +82,75 @@ struct upcall {
 
 /* ---- the per-worker pool ---- */
 
-static void pool_put(struct upstream *up, int fd)
+static void on_owned(struct upcall *c, uint32_t events);
+
+static void on_bconn(struct wk_watch *w, uint32_t events)
 {
-    struct pooled *p;
-    if (pool[up->id].n >= POOL_MAX || !(p = malloc(sizeof *p))) {
-        close(fd);
+    struct bconn *b = (struct bconn *)((char *)w - offsetof(struct bconn, watch));
+    if (b->owner)
+        on_owned(b->owner, events);
+    else if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        b->is_dead = 1;
+}
+
+static void bconn_close(struct bconn *b)
+{
+    worker_unwatch(b->wk, &b->watch);
+    close(b->watch.fd);
+    free(b);
+}
+
+/* Wraps a connected (or connecting) socket and watches it; NULL (fd closed) on failure. */
+static struct bconn *bconn_new(struct worker *wk, int fd)
+{
+    struct bconn *b = calloc(1, sizeof *b);
+    if (b) {
+        b->wk = wk;
+        b->watch.fd = fd;
+        b->watch.ready = on_bconn;
+        if (worker_watch(wk, &b->watch, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET) == 0)
+            return b;
+        free(b);
+    }
+    close(fd);
+    return NULL;
+}
+
+static void pool_put(struct upstream *up, struct bconn *b)
+{
+    b->owner = NULL;
+    if (b->is_dead || pool[up->id].n >= POOL_MAX) {
+        bconn_close(b);
         return;
     }
-    p->fd = fd;
-    p->idle_since = sg_now_ms();
-    p->next = pool[up->id].head;
-    pool[up->id].head = p;
+    b->idle_since = sg_now_ms();
+    b->next = pool[up->id].head;
+    pool[up->id].head = b;
     pool[up->id].n++;
 }
 
-/* Returns a healthy idle connection of up (nothing readable: no EOF, no stray bytes; not too old), or -1. */
-static int pool_take(struct upstream *up)
+/* Returns a live idle connection of up (no sign of input while idle, not too old), or NULL. */
+static struct bconn *pool_take(struct upstream *up)
 {
-    struct pooled *p;
-    while ((p = pool[up->id].head)) {
-        char b;
-        ssize_t n;
-        int fd = p->fd, is_old = sg_now_ms() - p->idle_since > POOL_MAX_IDLE_MS;
-        pool[up->id].head = p->next;
+    struct bconn *b;
+    while ((b = pool[up->id].head)) {
+        pool[up->id].head = b->next;
         pool[up->id].n--;
-        free(p);
-        n = is_old ? 0 : recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return fd;
-        close(fd);
+        b->next = NULL;
+        if (!b->is_dead && sg_now_ms() - b->idle_since <= POOL_MAX_IDLE_MS)
+            return b;
+        bconn_close(b);
     }
-    return -1;
+    return NULL;
 }
 
 void upcall_pool_drain(void)
 {
     for (int i = 0; i < BACKEND__COUNT; i++) {
-        struct pooled *p, *next;
-        for (p = pool[i].head; p; p = next) {
-            next = p->next;
-            close(p->fd);
-            free(p);
+        struct bconn *b, *next;
+        for (b = pool[i].head; b; b = next) {
+            next = b->next;
+            bconn_close(b);
         }
         pool[i].head = NULL;
         pool[i].n = 0;
@@ -170,7 +210,7 @@ static void detach(struct upcall *c)
 {
     worker_timer_cancel(c->wk, &c->deadline);
     worker_timer_cancel(c->wk, &c->retry);
-    if (c->is_watched) {
+    if (c->is_watched) { /* the datagram socket; a stream connection stays watched for the pool */
         worker_unwatch(c->wk, &c->watch);
         c->is_watched = 0;
     }
@@ -207,12 +247,15 @@ void upcall_free(struct upcall *c)
     if (!c)
         return;
     detach(c);
-    if (c->watch.fd >= 0) {
+    if (c->bc) {
         if (c->state == ST_DONE && c->is_reusable)
-            pool_put(c->up, c->watch.fd);
+            pool_put(c->up, c->bc);
         else
-            close(c->watch.fd); /* mid-exchange: the backend sees the hang-up and drops the work */
+            bconn_close(c->bc); /* mid-exchange: the backend sees the hang-up and drops the work */
+        c->bc = NULL;
     }
+    if (c->watch.fd >= 0)
+        close(c->watch.fd);
     sg_frame_decoder_free(&c->dec);
     json_decref(c->res.header);
     free(c->res.body);
@@ -222,36 +265,51 @@ void upcall_free(struct upcall *c)
 
 /* ---- the exchange ---- */
 
-static void on_ready(struct wk_watch *w, uint32_t events);
+/* Sends what may go now, once, ignoring failures: the edge that reports them is already queued. */
+static void send_eagerly(struct upcall *c)
+{
+    size_t n = c->out_len - c->out_off;
+    ssize_t w;
+    if (c->kind == KIND_RAW && n > c->piece)
+        n = c->piece;
+    w = send(c->bc->watch.fd, c->out + c->out_off, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w > 0)
+        c->out_off += (size_t)w;
+}
 
 /* Puts c on a connection: a pooled one unless fresh_only, else a new connect. SG_OK or why in err. */
 static int attach(struct upcall *c, int fresh_only, char *err, size_t errlen)
 {
-    int fd = fresh_only ? -1 : pool_take(c->up), is_pending = 0, rc;
-    c->is_reused = fd >= 0;
-    if (fd < 0) {
+    struct bconn *b = fresh_only ? NULL : pool_take(c->up);
+    int fd = -1, is_pending = 0, rc;
+    c->is_reused = b != NULL;
+    if (!b) {
         rc = connect_start(c->up, SOCK_STREAM, &fd, &is_pending, err, errlen);
         if (rc != SG_OK && upstream_reresolve(c->up))
             rc = connect_start(c->up, SOCK_STREAM, &fd, &is_pending, err, errlen);
         if (rc != SG_OK)
             return rc;
         atomic_fetch_add_explicit(&c->up->n_connects, 1, memory_order_relaxed);
+        b = bconn_new(c->wk, fd);
+        if (!b) {
+            snprintf(err, errlen, "cannot watch a backend connection: %s", strerror(errno));
+            return SG_ERR_SYS;
+        }
     }
-    c->watch.fd = fd;
+    b->owner = c;
+    c->bc = b;
     c->state = is_pending ? ST_CONNECTING : ST_EXCHANGING;
     c->connect_by = sg_now_ms() + CONNECT_MAX_MS;
     if (is_pending && c->connect_by < c->deadline_ms)
         worker_timer_arm(c->wk, &c->deadline, c->connect_by);
     else
         worker_timer_arm(c->wk, &c->deadline, c->deadline_ms);
-    /* Edge-triggered both ways: every handler runs its side until EAGAIN, so no edge is lost. */
-    if (worker_watch(c->wk, &c->watch, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET) != 0) {
-        snprintf(err, errlen, "epoll_ctl: %s", strerror(errno));
-        close(fd);
-        c->watch.fd = -1;
-        return SG_ERR_SYS;
-    }
-    c->is_watched = 1;
+    /*
+     * A pooled connection is writable now: the request goes at once, and the
+     * answer's edge brings the rest (a fresh one's first edge is EPOLLOUT).
+     */
+    if (c->is_reused)
+        send_eagerly(c);
     return SG_OK;
 }
 
@@ -266,8 +324,8 @@ static void broke(struct upcall *c, int rc, const char *what)
     char err[256];
     if (c->is_reused && !c->has_retried && c->got == 0 && (c->is_replayable || c->out_off < c->out_len)) {
         detach(c);
-        close(c->watch.fd);
-        c->watch.fd = -1;
+        bconn_close(c->bc);
+        c->bc = NULL;
         c->has_retried = 1;
         c->out_off = 0;
         if (attach(c, 1, err, sizeof err) == SG_OK)
@@ -288,7 +346,7 @@ static int pump_out(struct upcall *c)
             return 0; /* the backend holds only so much unread reply: read first */
         if (c->kind == KIND_RAW && n > c->piece - (c->out_off - c->got))
             n = c->piece - (c->out_off - c->got);
-        w = send(c->watch.fd, c->out + c->out_off, n, MSG_NOSIGNAL);
+        w = send(c->bc->watch.fd, c->out + c->out_off, n, MSG_NOSIGNAL);
         if (w < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 return 0;
@@ -380,7 +438,7 @@ static int pump_in(struct upcall *c)
             if (cap == 0)
                 return 0;
         }
-        n = recv(c->watch.fd, dst, cap, 0);
+        n = recv(c->bc->watch.fd, dst, cap, 0);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 return 0;
@@ -412,9 +470,11 @@ static int pump_in(struct upcall *c)
     }
 }
 
-static void on_ready(struct wk_watch *w, uint32_t events)
+static void on_owned(struct upcall *c, uint32_t events)
 {
-    struct upcall *c = (struct upcall *)((char *)w - offsetof(struct upcall, watch));
+    struct wk_watch *w = &c->bc->watch;
+    if (c->state == ST_DONE)
+        return; /* the answer is in; the connection waits for upcall_free */
     if (c->state == ST_CONNECTING) {
         int soerr = 0;
         socklen_t len = sizeof soerr;
@@ -521,7 +581,7 @@ static struct upcall *upcall_new(struct upstream *up, enum kind kind, int64_t de
     c->done = done;
     c->arg = arg;
     c->watch.fd = -1;
-    c->watch.ready = kind == KIND_DGRAM ? on_dgram : on_ready;
+    c->watch.ready = on_dgram;
     c->deadline.fire = on_deadline;
     c->retry.fire = on_retry;
     sg_frame_decoder_init(&c->dec, 0);

@@ -57,6 +57,7 @@ struct worker {
     int is_running;
     atomic_int want_quiesce, want_stop;
     int is_quiesced;
+    int needs_run;        /* a connection was resumed since the daemon last ran: do not sleep */
     struct wk_timer **heap;
     size_t n_heap, cap_heap;
     struct wk_conn *hups; /* connections whose client closed, checked after each libmicrohttpd round */
@@ -214,6 +215,7 @@ static void cut(struct wk_conn *c)
     if (c->is_suspended) {
         /* A suspended connection is outside libmicrohttpd's epoll set: resuming puts it back, hang-up and all. */
         c->is_suspended = 0;
+        c->wk->needs_run = 1;
         MHD_resume_connection(c->conn);
     }
 }
@@ -394,6 +396,8 @@ void worker_resume(struct MHD_Connection *conn)
         return; /* already resumed (cut by a hang-up) */
     if (c)
         c->is_suspended = 0;
+    if (self)
+        self->needs_run = 1; /* without an inter-thread channel nothing else says the daemon has work */
     MHD_resume_connection(conn);
 }
 
@@ -423,7 +427,9 @@ static void *loop(void *arg)
         int timeout = timers_wait(wk), n;
         if (MHD_get_timeout(wk->daemon, &mt) == MHD_YES && mt < (MHD_UNSIGNED_LONG_LONG)timeout)
             timeout = (int)mt;
-        if (timeout == INT_MAX)
+        if (wk->needs_run)
+            timeout = 0;
+        else if (timeout == INT_MAX)
             timeout = -1;
         n = epoll_wait(wk->epfd, evs, MAX_EVENTS, timeout);
         if (n < 0 && errno != EINTR) {
@@ -435,6 +441,7 @@ static void *loop(void *arg)
             w->ready(w, evs[i].events);
         }
         run_timers(wk);
+        wk->needs_run = 0;
         MHD_run(wk->daemon);
         check_hups(wk);
         if (atomic_load(&wk->want_quiesce) && !wk->is_quiesced) {
