@@ -67,6 +67,7 @@ int files_respond_created(struct request *rq, json_t *result)
 {
     char location[64 + 3 * sizeof rq->param], enc[3 * sizeof rq->param];
     const char *name = json_string_value(json_object_get(result, "name"));
+    int is_created = !json_is_false(json_object_get(result, "created"));
     char *text;
     struct MHD_Response *resp;
 
@@ -85,7 +86,48 @@ int files_respond_created(struct request *rq, json_t *result)
     MHD_add_response_header(resp, "Cache-Control", "no-store");
     MHD_add_response_header(resp, "Location", location);
     rq->bytes_out += strlen(text);
-    return respond(rq, 201, resp);
+    return respond(rq, is_created ? 201 : 200, resp);
+}
+
+/* Returns the sha256 of a strong ETag of ours ("\"<64 hex>\"", surrounding blanks allowed) in hex, else 0. */
+static int etag_sha256(const char *tag, char hex[65])
+{
+    size_t n;
+    while (*tag == ' ' || *tag == '\t')
+        tag++;
+    n = strlen(tag);
+    while (n > 0 && (tag[n - 1] == ' ' || tag[n - 1] == '\t'))
+        n--;
+    if (n != 66 || tag[0] != '"' || tag[65] != '"' || strspn(tag + 1, "0123456789abcdef") < 64)
+        return 0;
+    memcpy(hex, tag + 1, 64);
+    hex[64] = '\0';
+    return 1;
+}
+
+int files_conditions(struct request *rq, json_t **out)
+{
+    const char *inm = request_header(rq, "If-None-Match"), *im = request_header(rq, "If-Match");
+    char hex[65];
+    *out = NULL;
+    if (!inm && !im)
+        return SG_OK;
+    if (inm && im)
+        return request_fail(rq, SG_ERR_INVALID, "If-None-Match and If-Match together can never both hold");
+    if (inm) {
+        if (strcmp(inm, "*") != 0)
+            return request_fail(rq, SG_ERR_INVALID, "on a write, If-None-Match takes only * (create only)");
+        *out = json_pack("{s:s}", "if_none_match", "*");
+    } else if (strcmp(im, "*") == 0) {
+        *out = json_pack("{s:s}", "if_match", "*");
+    } else if (etag_sha256(im, hex)) {
+        *out = json_pack("{s:s}", "if_match", hex);
+    } else {
+        /* Our ETags are strong sha256 tags: anything else names no version this gateway ever gave out. */
+        return request_fail(rq, SG_ERR_PRECONDITION, "If-Match %.80s names no version of %s (ETags are \"sha256\")",
+                            im, rq->param);
+    }
+    return *out ? SG_OK : request_fail(rq, SG_ERR_NOMEM, "out of memory");
 }
 
 /* Sends one small operation on rq->param and returns the answer header; errors are recorded in rq. */
@@ -99,6 +141,17 @@ static int file_op(struct request *rq, const char *op, json_t **resp, char **bod
         return request_fail(rq, SG_ERR_INVALID_NAME, "the file name is not valid UTF-8");
     if (strcmp(op, "list") == 0)
         json_object_del(hdr, "filename");
+    if (strcmp(op, "delete") == 0) {
+        json_t *cond = NULL;
+        rc = files_conditions(rq, &cond);
+        if (rc != SG_OK) {
+            json_decref(hdr);
+            return rc;
+        }
+        if (cond)
+            json_object_update(hdr, cond);
+        json_decref(cond);
+    }
     rc = upstream_call(up, hdr, NULL, 0, resp, body, body_len, max, request_deadline(rq), err, sizeof err);
     json_decref(hdr);
     if (rc != SG_OK) {
@@ -436,7 +489,10 @@ int api_files_head(struct request *rq)
 int api_files_delete(struct request *rq)
 {
     json_t *resp = NULL;
-    int rc = file_op(rq, "delete", &resp, NULL, NULL, 0);
+    int rc;
+    if (request_header(rq, "If-None-Match"))
+        return request_fail(rq, SG_ERR_INVALID, "DELETE takes If-Match, not If-None-Match");
+    rc = file_op(rq, "delete", &resp, NULL, NULL, 0);
     json_decref(resp);
     return rc == SG_OK ? respond_empty(rq, 204) : rc;
 }

@@ -187,7 +187,7 @@ int api_files_post_finish(struct request *rq)
         rc = request_fail(rq, SG_ERR_NOMEM, "out of memory");
     for (size_t i = 0; rc == SG_OK && i < st->n_parts; i++) {
         json_t *one = NULL;
-        rc = spool_upload(rq, &st->sp, st->parts[i].off, st->parts[i].size, st->parts[i].name, &one);
+        rc = spool_upload(rq, &st->sp, st->parts[i].off, st->parts[i].size, st->parts[i].name, NULL, &one);
         if (rc != SG_OK) {
             roll_back(rq, i);
             break;

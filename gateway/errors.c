@@ -31,6 +31,7 @@ static const struct mapping sg_map[SG_ERR__COUNT] = {
     [SG_ERR_BUSY] = {503, NULL},
     [SG_ERR_UNAUTHORIZED] = {401, NULL},
     [SG_ERR_INTERNAL] = {500, NULL},
+    [SG_ERR_PRECONDITION] = {412, NULL},
 };
 
 static const struct mapping gw_map[GW_ERR__END - GW_ERR_METHOD] = {

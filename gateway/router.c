@@ -142,5 +142,5 @@ const struct route *router_match(const char *method, const char *path, char *par
 void router_print(FILE *out)
 {
     for (size_t i = 0; i < router_n_routes; i++)
-        fprintf(out, "%s %s\n", router_routes[i].method, router_routes[i].pattern);
+        fprintf(out, "%s %s %s\n", router_routes[i].method, router_routes[i].pattern, router_routes[i].name);
 }

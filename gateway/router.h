@@ -53,7 +53,7 @@ const char *router_slot_name(size_t slot);
 const struct route *router_match(const char *method, const char *path, char *param, size_t paramlen,
                                  int *is_path_known, char *allow, size_t allowlen);
 
-/* Writes "METHOD PATTERN" for every route, one a line. */
+/* Writes "METHOD PATTERN NAME" for every route, one a line (NAME is the label in /metrics and the access log). */
 void router_print(FILE *out);
 
 #endif

@@ -28,6 +28,7 @@
 #include "origin.h"
 #include "router.h"
 #include "session.h"
+#include "tls.h"
 #include "sockgate/error.h"
 #include "sockgate/log.h"
 #include "sockgate/net.h"
@@ -165,6 +166,9 @@ static void add_common_headers(struct request *rq, struct MHD_Response *resp)
     MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
     MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
     MHD_add_response_header(resp, "X-Frame-Options", "DENY");
+    /* Over HTTPS, browsers are told to come back only over HTTPS for a year. */
+    if (tls_is_on())
+        MHD_add_response_header(resp, "Strict-Transport-Security", "max-age=31536000");
     if (!MHD_get_response_header(resp, "Content-Security-Policy"))
         MHD_add_response_header(resp, "Content-Security-Policy", API_CSP);
     if (rq->gw->cfg.n_cors_origins > 0)
@@ -709,6 +713,8 @@ static struct MHD_Daemon *daemon_start(struct gateway *gw, struct worker *wk, in
      * would cost an eventfd write and read per deferred request.
      */
     unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    struct MHD_OptionItem tls_options[4];
+    flags |= tls_daemon_options(tls_options); /* HTTPS when a certificate is configured (tls.c) */
     return MHD_start_daemon(flags, 0, NULL, NULL, on_request, gw, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                             MHD_OPTION_LISTEN_SOCKET, fd,
                             MHD_OPTION_CONNECTION_LIMIT, conn_limit,
@@ -717,7 +723,8 @@ static struct MHD_Daemon *daemon_start(struct gateway *gw, struct worker *wk, in
                             MHD_OPTION_CONNECTION_MEMORY_INCREMENT, (size_t)CONN_MEMORY_INCREMENT,
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, gw,
                             MHD_OPTION_NOTIFY_CONNECTION, worker_on_connection, wk,
-                            MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_END);
+                            MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
+                            MHD_OPTION_ARRAY, tls_options, MHD_OPTION_END);
 }
 
 /* Stops every worker that runs (each stops its own daemon) and frees s's workers. */

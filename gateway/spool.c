@@ -82,7 +82,7 @@ void spool_close(struct spool *s)
 json_t *upload_result(const json_t *resp)
 {
     json_t *out = json_object();
-    const char *keys[] = {"name", "size", "sha256"};
+    const char *keys[] = {"name", "size", "sha256", "created"};
     if (!out)
         return NULL;
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
@@ -94,7 +94,7 @@ json_t *upload_result(const json_t *resp)
 }
 
 int spool_upload(struct request *rq, const struct spool *s, uint64_t off, uint64_t len, const char *name,
-                 json_t **result)
+                 const json_t *conditions, json_t **result)
 {
     struct upstream *up = &rq->gw->backends[BACKEND_FILE];
     struct upstream_conn *c = NULL;
@@ -108,6 +108,8 @@ int spool_upload(struct request *rq, const struct spool *s, uint64_t off, uint64
                     rq->id);
     if (!hdr)
         return request_fail(rq, SG_ERR_INVALID, "the file name is not valid UTF-8");
+    if (conditions)
+        json_object_update(hdr, (json_t *)conditions);
     rc = upstream_begin(up, hdr, &c, request_deadline(rq), err, sizeof err);
     json_decref(hdr);
     if (rc != SG_OK)

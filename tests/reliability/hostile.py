@@ -16,6 +16,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import sys
 import time
 
@@ -403,6 +404,29 @@ def load_cases(only):
     return cases
 
 
+def undocumented_statuses(env):
+    """Every (method, route, status) the gateway's access log shows that docs/openapi.json does not list
+    for that operation: the statuses the handlers really produced, held against the document."""
+    with open(os.path.join(rellib.SOURCE_DIR, "docs", "openapi.json")) as f:
+        paths = json.load(f)["paths"]
+    out = subprocess.run([rellib.program("sockgate"), "--print-routes"], capture_output=True, text=True,
+                         check=True).stdout
+    pattern_of = {name: pattern for _, pattern, name in (line.split() for line in out.splitlines())}
+    pattern_of["static"] = "/"
+    line_re = re.compile(r"request id=\S+ method=(\S+) .*?route=(\S+) status=(\d+)")
+    missing, checked = set(), 0
+    for line in env.procs["gateway"].log().splitlines():
+        m = line_re.search(line)
+        if not m or m.group(2) not in pattern_of or m.group(3) == "499":
+            continue  # "other" is no route at all; 499 is a client that left before any answer
+        checked += 1
+        method, route, status = m.group(1).lower(), m.group(2), m.group(3)
+        op = paths.get(pattern_of[route], {}).get(method)
+        if op is None or status not in op.get("responses", {}):
+            missing.add("%s %s (%s) %s" % (method.upper(), pattern_of[route], route, status))
+    return sorted(missing), checked
+
+
 def start_system(env, work):
     logs = os.path.join(work, "logs")
     os.makedirs(logs)
@@ -495,6 +519,10 @@ def main():
         st, _, _ = rellib.request(gp, "GET", "/api/v1/time")
         sane.append(st == 200)
 
+        undocumented, n_logged = undocumented_statuses(env)
+        fig.info("answers_held_against_openapi", n_logged)
+        for u in undocumented:
+            print("hostile: a status docs/openapi.json does not list: %s" % u, flush=True)
         for f in failures:
             print("hostile: unexpected answer: %s" % f, flush=True)
         for c in crashed:
@@ -512,6 +540,7 @@ def main():
         fig.check("commands_run_not_allowed", len(markers), "=", 0)
         fig.check("secrets_leaked", env.leaks, "=", 0)
         fig.check("sanity_requests_failed_after", sane.count(False), "=", 0)
+        fig.check("statuses_not_in_openapi", len(undocumented), "=", 0)
         fig.check_clean_exits(env.procs.items())
     except Exception as e:
         fig.stopped(e)
