@@ -129,10 +129,12 @@ static void test_client_leaving_ends_the_group(void)
     struct xt_reply r;
     xt_connect(&c, &srv);
     send_stream(&c, argv, 0);
-    do {
+    for (int i = 0; i < 2; i++) { /* start, then "up" */
         CHECK(xt_read(&c, &r, 10000) == SG_OK);
         xt_reply_free(&r);
-    } while (xt_find_proc("4141") <= 0 || xt_find_proc("4242") <= 0);
+    }
+    CHECK(xt_wait_proc("4141", 5000) > 0);
+    CHECK(xt_wait_proc("4242", 5000) > 0);
     xt_close(&c);
     /* Bounded waits, not timings: the group gets SIGTERM, then SIGKILL within a second of the close. */
     CHECK(xt_wait_gone("4141", 5000));
