@@ -15,6 +15,8 @@
 /* Everything the flags and environment set; strings are borrowed from argv or the environment. */
 struct gw_config {
     const char *listen;
+    int listen_fd;                            /* bound by main() before anything starts; -1: server_start binds */
+    const char *embedded_listen;              /* HOST:PORT of the first embedded backend (port 0: any free) */
     const char *backend_addr[BACKEND__COUNT]; /* NULL: run that backend embedded */
     const char *file_root;                    /* the embedded file backend's directory */
     const char *allow;                        /* the embedded exec backend's allowlist, comma-separated */

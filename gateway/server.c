@@ -646,12 +646,16 @@ int server_start(struct gateway *gw, struct server **out, char *err, size_t errl
     *out = NULL;
     if (getrandom(&id_prefix, sizeof id_prefix, 0) != (ssize_t)sizeof id_prefix)
         id_prefix = (uint32_t)time(NULL) ^ (uint32_t)getpid(); /* uniqueness only, not secrecy */
-    rc = sg_addr_parse(gw->cfg.listen, &addr, err, errlen);
-    if (rc != SG_OK)
-        return rc;
-    rc = sg_listen(&addr, SOCK_STREAM, &fd, err, errlen);
-    if (rc != SG_OK)
-        return rc;
+    /* main() binds first, so a bad --listen fails before any backend starts or directory is made. */
+    fd = gw->cfg.listen_fd;
+    if (fd < 0) {
+        rc = sg_addr_parse(gw->cfg.listen, &addr, err, errlen);
+        if (rc == SG_OK)
+            rc = sg_listen(&addr, SOCK_STREAM, &fd, err, errlen);
+        if (rc != SG_OK)
+            return rc;
+    }
+    gw->cfg.listen_fd = -1; /* the server owns it from here */
     session_init(gw);
     s = calloc(1, sizeof *s);
     if (!s) {
