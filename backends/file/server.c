@@ -86,11 +86,12 @@ int file_server_create(const struct file_config *cfg, void **out, char *err, siz
         goto out;
     }
     srv->has_lock = 1;
-    srv->has_store = 1;
-    rc = file_store_open(&srv->store, cfg->root, err, errlen);
+    /* Bind first: a busy or bad address must not leave a new root directory behind. */
+    rc = sg_listen(&addr, SOCK_STREAM, &srv->listen_fd, err, errlen);
     if (rc != SG_OK)
         goto out;
-    rc = sg_listen(&addr, SOCK_STREAM, &srv->listen_fd, err, errlen);
+    srv->has_store = 1;
+    rc = file_store_open(&srv->store, cfg->root, err, errlen);
     if (rc != SG_OK)
         goto out;
     rc = sg_wake_open(&srv->wake_fd, err, errlen);
