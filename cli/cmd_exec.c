@@ -250,26 +250,25 @@ static int interactive(int fd, const char *addr)
 int cmd_exec(int argc, char **argv)
 {
     const char *timeout = "0", *stdin_path = NULL;
-    uint64_t timeout_ms = 0;
+    int timeout_ms = 0;
     int first = 0, fd, status;
     const struct sg_option opts[] = {
-        {"timeout-ms", "SOCKGATE_CLI_EXEC_TIMEOUT_MS", "N",
-         "ask the server to kill the command after N ms (0: the server's default)", &timeout, NULL, NULL},
+        {"timeout", "SOCKGATE_CLI_EXEC_TIMEOUT", "DURATION",
+         "ask the server to kill the command after this long (0: the server's default)", &timeout, NULL, NULL},
+        {"timeout-ms", "SOCKGATE_CLI_EXEC_TIMEOUT_MS", "MS", "milliseconds", &timeout, NULL, NULL},
         {"stdin", "SOCKGATE_CLI_EXEC_STDIN", "FILE", "send FILE ('-': standard input) as the command's stdin",
          &stdin_path, NULL, NULL},
         {NULL, NULL, NULL, NULL, NULL, NULL, NULL},
     };
-    int rc = sg_options_parse("sockgate-cli exec", "sockgate-cli exec [--timeout-ms N] [--stdin FILE] ADDR [CMD [ARGS...]]",
+    int rc = sg_options_parse("sockgate-cli exec", "sockgate-cli exec [--timeout DURATION] [--stdin FILE] ADDR [CMD [ARGS...]]",
                               "Runs CMD with ARGS on a sockgate-exec server (no shell anywhere): its stdout and "
                               "stderr come out on ours and its exit status is ours. Without CMD, reads command "
                               "lines at a `>>> ` prompt like the tutorial's client.",
                               opts, argc, argv, &first);
     if (rc != 0)
         return rc == 1 ? 0 : CLI_EXIT_USAGE;
-    if (sg_parse_u64(timeout, 0, 86400000, 0, &timeout_ms) != SG_OK) {
-        cli_error("exec: --timeout-ms must be a number of milliseconds from 0 to 86400000, not '%s'", timeout);
+    if (cli_parse_duration("exec", "timeout", timeout, 0, 86400000, &timeout_ms) != 0)
         return CLI_EXIT_USAGE;
-    }
     if (first >= argc) {
         cli_error("exec: missing ADDR (see sockgate-cli exec --help)");
         return CLI_EXIT_USAGE;

@@ -47,13 +47,7 @@ struct session {
 /* Parses the shared --timeout flag; returns 0 or CLI_EXIT_USAGE after printing why. */
 static int parse_timeout(struct session *s, const char *text)
 {
-    uint64_t v;
-    if (sg_parse_u64(text, 1, 3600 * 1000, 0, &v) != SG_OK) {
-        cli_error("%s: --timeout must be milliseconds from 1 to 3600000, not '%s'", s->cmd, text);
-        return CLI_EXIT_USAGE;
-    }
-    s->timeout_ms = (int)v;
-    return 0;
+    return cli_parse_duration(s->cmd, "timeout", text, 1, 3600 * 1000, &s->timeout_ms);
 }
 
 /* Connects s->fd to s->addr and prepares its frame reader; 0, or -1 after printing why. */
@@ -210,20 +204,21 @@ static int put_body(struct session *s, int fd, uint64_t size, const char *label,
 
 int cmd_put(int argc, char **argv)
 {
-    const char *timeout = "30000", *quiet = NULL, *path, *name;
+    const char *timeout = "30s", *quiet = NULL, *path, *name;
     struct session s = {.cmd = "put", .fd = -1};
     char sha[SG_SHA256_HEX], *path_copy = NULL;
     struct stat sb;
     int first = 0, fd = -1, status = CLI_EXIT_FAIL, rc;
     json_t *req, *resp;
     const struct sg_option opts[] = {
-        {"timeout", "SOCKGATE_CLI_TIMEOUT_MS", "MS", "give up when the server makes no progress this long", &timeout,
+        {"timeout", "SOCKGATE_CLI_TIMEOUT_MS", "DURATION",
+         "give up when the server makes no progress this long (a bare number: milliseconds)", &timeout,
          NULL, NULL},
         {"quiet", "SOCKGATE_CLI_QUIET", NULL, "no progress bar even on a terminal", &quiet, NULL, NULL},
         {NULL, NULL, NULL, NULL, NULL, NULL, NULL},
     };
 
-    rc = sg_options_parse("sockgate-cli put", "sockgate-cli put [--timeout MS] [--quiet] ADDR FILE [NAME]",
+    rc = sg_options_parse("sockgate-cli put", "sockgate-cli put [--timeout DURATION] [--quiet] ADDR FILE [NAME]",
                           "Uploads FILE to the file server at ADDR as NAME (default: FILE's base name), then checks "
                           "the server's sha256 equals the one of the bytes read. Prints \"SHA256  NAME\".",
                           opts, argc, argv, &first);
@@ -519,7 +514,7 @@ static int get_verify(const json_t *resp, uint64_t want_offset, const char *sha,
 
 int cmd_get(int argc, char **argv)
 {
-    const char *timeout = "30000", *quiet = NULL, *offset_text = NULL, *length_text = NULL, *name;
+    const char *timeout = "30s", *quiet = NULL, *offset_text = NULL, *length_text = NULL, *name;
     struct session s = {.cmd = "get", .fd = -1};
     char sha[SG_SHA256_HEX], *out = NULL;
     uint64_t offset = 0, length = 0;
@@ -527,16 +522,17 @@ int cmd_get(int argc, char **argv)
     int first = 0, fd = -1, to_stdout, status = CLI_EXIT_FAIL, rc;
     json_t *req, *resp;
     const struct sg_option opts[] = {
-        {"offset", NULL, "N", "first byte to fetch (default 0)", &offset_text, NULL, NULL},
-        {"length", NULL, "N", "bytes to fetch (default: to the end)", &length_text, NULL, NULL},
-        {"timeout", "SOCKGATE_CLI_TIMEOUT_MS", "MS", "give up when the server makes no progress this long", &timeout,
+        {"offset", NULL, "SIZE", "first byte to fetch (default 0)", &offset_text, NULL, NULL},
+        {"length", NULL, "SIZE", "bytes to fetch (default: to the end)", &length_text, NULL, NULL},
+        {"timeout", "SOCKGATE_CLI_TIMEOUT_MS", "DURATION",
+         "give up when the server makes no progress this long (a bare number: milliseconds)", &timeout,
          NULL, NULL},
         {"quiet", "SOCKGATE_CLI_QUIET", NULL, "no progress bar even on a terminal", &quiet, NULL, NULL},
         {NULL, NULL, NULL, NULL, NULL, NULL, NULL},
     };
 
     rc = sg_options_parse(
-        "sockgate-cli get", "sockgate-cli get [--offset N] [--length N] [--timeout MS] [--quiet] ADDR NAME [OUT]",
+        "sockgate-cli get", "sockgate-cli get [--offset SIZE] [--length SIZE] [--timeout DURATION] [--quiet] ADDR NAME [OUT]",
         "Downloads NAME from the file server at ADDR into OUT (default ./NAME; a directory means OUT/NAME; - means "
         "stdout). The bytes go to a temporary file next to OUT, renamed to OUT only once their sha256 matches the "
         "server's. With --offset/--length only that range is written to OUT, and only its length and position can "
@@ -549,11 +545,9 @@ int cmd_get(int argc, char **argv)
         return CLI_EXIT_USAGE;
     }
     if (parse_timeout(&s, timeout) != 0 ||
-        (offset_text && sg_parse_u64(offset_text, 0, SG_FRAME_MAX_BODY, 0, &offset) != SG_OK) ||
-        (length_text && sg_parse_u64(length_text, 0, SG_FRAME_MAX_BODY, 0, &length) != SG_OK)) {
-        cli_error("get: --offset and --length must be byte counts from 0 to 2^53 (see --help)");
+        (offset_text && sg_flag_size("sockgate-cli get", "offset", offset_text, 0, SG_FRAME_MAX_BODY, &offset)) ||
+        (length_text && sg_flag_size("sockgate-cli get", "length", length_text, 0, SG_FRAME_MAX_BODY, &length)))
         return CLI_EXIT_USAGE;
-    }
     s.addr = argv[first];
     name = argv[first + 1];
     if (argc - first == 2 && strchr(name, '/')) {
@@ -687,7 +681,7 @@ static int print_listing(const char *body)
 
 int cmd_ls(int argc, char **argv)
 {
-    const char *timeout = "30000", *as_json = NULL;
+    const char *timeout = "30s", *as_json = NULL;
     struct session s = {.cmd = "ls", .fd = -1};
     int64_t size = 0;
     int first = 0, status = CLI_EXIT_FAIL, rc;
@@ -695,12 +689,13 @@ int cmd_ls(int argc, char **argv)
     json_t *resp;
     const struct sg_option opts[] = {
         {"json", NULL, NULL, "print the server's JSON array as it came", &as_json, NULL, NULL},
-        {"timeout", "SOCKGATE_CLI_TIMEOUT_MS", "MS", "give up when the server makes no progress this long", &timeout,
+        {"timeout", "SOCKGATE_CLI_TIMEOUT_MS", "DURATION",
+         "give up when the server makes no progress this long (a bare number: milliseconds)", &timeout,
          NULL, NULL},
         {NULL, NULL, NULL, NULL, NULL, NULL, NULL},
     };
 
-    rc = sg_options_parse("sockgate-cli ls", "sockgate-cli ls [--json] [--timeout MS] ADDR",
+    rc = sg_options_parse("sockgate-cli ls", "sockgate-cli ls [--json] [--timeout DURATION] ADDR",
                           "Lists the files on the file server at ADDR, one per line: size in bytes, mtime (UTC), "
                           "sha256, name.",
                           opts, argc, argv, &first);
@@ -735,16 +730,17 @@ out:
 
 int cmd_rm(int argc, char **argv)
 {
-    const char *timeout = "30000";
+    const char *timeout = "30s";
     struct session s = {.cmd = "rm", .fd = -1};
     int first = 0, status = CLI_EXIT_FAIL, rc;
     const struct sg_option opts[] = {
-        {"timeout", "SOCKGATE_CLI_TIMEOUT_MS", "MS", "give up when the server makes no progress this long", &timeout,
+        {"timeout", "SOCKGATE_CLI_TIMEOUT_MS", "DURATION",
+         "give up when the server makes no progress this long (a bare number: milliseconds)", &timeout,
          NULL, NULL},
         {NULL, NULL, NULL, NULL, NULL, NULL, NULL},
     };
 
-    rc = sg_options_parse("sockgate-cli rm", "sockgate-cli rm [--timeout MS] ADDR NAME",
+    rc = sg_options_parse("sockgate-cli rm", "sockgate-cli rm [--timeout DURATION] ADDR NAME",
                           "Deletes NAME on the file server at ADDR; fails when there is no such file.", opts, argc,
                           argv, &first);
     if (rc != 0)

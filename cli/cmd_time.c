@@ -42,19 +42,19 @@ static long join_args(int argc, char **argv, char *buf, size_t cap)
 
 int cmd_time(int argc, char **argv)
 {
-    const char *timeout = "1000", *retries = "2";
+    const char *timeout = "1s", *retries = "2";
     char *format = NULL, *reply = NULL;
     uint64_t v;
     long len = 0;
     size_t got = 0;
     int first = 0, fd = -1, rc, timeout_ms, nretries, status = CLI_EXIT_FAIL;
     const struct sg_option opts[] = {
-        {"timeout", "SOCKGATE_CLI_TIMEOUT_MS", "MS", "how long to wait for each reply", &timeout, NULL, NULL},
+        {"timeout", "SOCKGATE_CLI_TIMEOUT_MS", "DURATION", "how long to wait for each reply (a bare number: milliseconds)", &timeout, NULL, NULL},
         {"retries", "SOCKGATE_CLI_RETRIES", "N", "how many times to ask again when no reply comes", &retries, NULL, NULL},
         {NULL, NULL, NULL, NULL, NULL, NULL, NULL},
     };
 
-    rc = sg_options_parse("sockgate-cli time", "sockgate-cli time [--timeout MS] [--retries N] ADDR [FORMAT]",
+    rc = sg_options_parse("sockgate-cli time", "sockgate-cli time [--timeout DURATION] [--retries N] ADDR [FORMAT]",
                           "Asks a time server for the current time in a strftime FORMAT "
                           "(none: the server's default, %Y-%m-%d %X) over UDP.",
                           opts, argc, argv, &first);
@@ -64,11 +64,8 @@ int cmd_time(int argc, char **argv)
         cli_error("time: missing ADDR (see sockgate-cli time --help)");
         return CLI_EXIT_USAGE;
     }
-    if (sg_parse_u64(timeout, 1, 3600 * 1000, 0, &v) != SG_OK) {
-        cli_error("time: --timeout must be milliseconds from 1 to 3600000, not '%s'", timeout);
+    if (cli_parse_duration("time", "timeout", timeout, 1, 3600 * 1000, &timeout_ms) != 0)
         return CLI_EXIT_USAGE;
-    }
-    timeout_ms = (int)v;
     if (sg_parse_u64(retries, 0, 100, 0, &v) != SG_OK) {
         cli_error("time: --retries must be a number from 0 to 100, not '%s'", retries);
         return CLI_EXIT_USAGE;

@@ -47,7 +47,10 @@ static void print_help(const char *prog, const char *usage, const char *about,
     (void)prog;
 }
 
-/* Slots for the values old spellings are rewritten into ("500" -> "500ms"); they live until exit. */
+/*
+ * Slots for the values old spellings are rewritten into ("500" -> "500ms"),
+ * reused in turn: a program parses its flags once, with fewer old spellings than slots.
+ */
 static char old_values[8][32];
 static unsigned n_old_values;
 
@@ -60,11 +63,12 @@ static const char *with_old_unit(const struct sg_option *o, const char *value)
         unit = "ms";
     else if (strcmp(o->metavar, "S") == 0 || strcmp(o->metavar, "SECONDS") == 0)
         unit = "s";
-    if (!unit || len == 0 || len > 20 || strspn(value, "0123456789") != len ||
-        n_old_values >= sizeof old_values / sizeof old_values[0])
+    char *slot;
+    if (!unit || len == 0 || len > 20 || strspn(value, "0123456789") != len)
         return value;
-    snprintf(old_values[n_old_values], sizeof old_values[0], "%s%s", value, unit);
-    return old_values[n_old_values++];
+    slot = old_values[n_old_values++ % (sizeof old_values / sizeof old_values[0])];
+    snprintf(slot, sizeof old_values[0], "%s%s", value, unit);
+    return slot;
 }
 
 /* Stores one value of o: appended values may be comma-separated lists. */
