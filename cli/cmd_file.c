@@ -166,15 +166,13 @@ static int send_watching(struct session *s, const uint8_t *p, size_t len)
  * same buffers into sha (each byte is read once, so what is hashed is what was
  * sent); SG_OK, 1 (early reply) or an error.
  */
-static int put_body(struct session *s, int fd, uint64_t size, const char *label, int quiet, char sha[SG_SHA256_HEX])
+static int put_body(struct session *s, int fd, uint64_t size, struct cli_progress *bar, char sha[SG_SHA256_HEX])
 {
-    struct cli_progress bar;
     struct hash_pipe *pipe = hash_pipe_start(size);
     uint64_t sent = 0;
     int rc = SG_OK;
     if (!pipe)
         return SG_ERR_NOMEM;
-    cli_progress_start(&bar, label, size, quiet);
     while (sent < size) {
         uint8_t *buf = hash_pipe_take(pipe);
         size_t want = size - sent < HASH_PIPE_SLOT_SIZE ? (size_t)(size - sent) : HASH_PIPE_SLOT_SIZE;
@@ -192,9 +190,9 @@ static int put_body(struct session *s, int fd, uint64_t size, const char *label,
         if (rc != SG_OK)
             break;
         sent += (uint64_t)n;
-        cli_progress_update(&bar, sent);
+        cli_progress_update(bar, sent);
     }
-    cli_progress_end(&bar);
+    cli_progress_end(bar);
     if (rc == SG_OK)
         hash_pipe_finish(pipe, sha);
     else
@@ -206,6 +204,7 @@ int cmd_put(int argc, char **argv)
 {
     const char *timeout = "30s", *quiet = NULL, *path, *name;
     struct session s = {.cmd = "put", .fd = -1};
+    struct cli_progress bar;
     char sha[SG_SHA256_HEX], *path_copy = NULL;
     struct stat sb;
     int first = 0, fd = -1, status = CLI_EXIT_FAIL, rc;
@@ -252,7 +251,8 @@ int cmd_put(int argc, char **argv)
     req = json_pack("{s:s, s:s, s:I}", "op", "upload", "filename", name, "total_size", (json_int_t)sb.st_size);
     if (send_request(&s, req) != 0)
         goto out;
-    rc = put_body(&s, fd, (uint64_t)sb.st_size, name, quiet != NULL, sha);
+    cli_progress_start(&bar, name, (uint64_t)sb.st_size, quiet != NULL);
+    rc = put_body(&s, fd, (uint64_t)sb.st_size, &bar, sha);
     if (rc == SG_ERR_INVALID) {
         cli_error("put: %s shrank while it was read; the server discards the partial upload", path);
         goto out;
@@ -274,6 +274,7 @@ int cmd_put(int argc, char **argv)
                   sg_header_str(resp, "sha256") ? sg_header_str(resp, "sha256") : "(none)", path, sha);
         goto out;
     }
+    cli_progress_summary(&bar, "put", sha);
     printf("%s  %s\n", sha, sg_header_str(resp, "name") ? sg_header_str(resp, "name") : name);
     status = fflush(stdout) == 0 ? 0 : CLI_EXIT_FAIL;
 out:
@@ -447,9 +448,8 @@ static int fill_body(struct session *s, uint8_t *buf, size_t *fill, enum sg_fram
  * Receives the body (total bytes) into fd while the hashing thread digests
  * each buffer as it is written; 0, or -1 after printing why.
  */
-static int get_body(struct session *s, int fd, uint64_t total, const char *label, int quiet, char sha[SG_SHA256_HEX])
+static int get_body(struct session *s, int fd, uint64_t total, struct cli_progress *bar, char sha[SG_SHA256_HEX])
 {
-    struct cli_progress bar;
     struct hash_pipe *pipe = hash_pipe_start(total);
     enum sg_frame_event ev = SG_FRAME_HEADER;
     uint64_t got = 0;
@@ -460,7 +460,6 @@ static int get_body(struct session *s, int fd, uint64_t total, const char *label
         cli_error("get: cannot start the hashing thread: out of memory");
         return -1;
     }
-    cli_progress_start(&bar, label, total, quiet);
     /* A 0-byte body ends right after the header: one decode call with no input says so. */
     rc = take_body(s, &none, 0, &none, &none_fill, &ev);
     while (rc == SG_OK && ev != SG_FRAME_END) {
@@ -472,14 +471,14 @@ static int get_body(struct session *s, int fd, uint64_t total, const char *label
         hash_pipe_submit(pipe, fill);
         /* The hashing thread reads buf while it is written out: both only read it. */
         if (write_all_fd(fd, buf, fill) != 0) {
-            cli_progress_end(&bar);
+            cli_progress_end(bar);
             cli_error("get: writing: %s", strerror(errno));
             goto out;
         }
         got += fill;
-        cli_progress_update(&bar, got);
+        cli_progress_update(bar, got);
     }
-    cli_progress_end(&bar);
+    cli_progress_end(bar);
     if (rc != SG_OK) {
         report_io(s, rc, "in the middle of the file");
         goto out;
@@ -516,6 +515,7 @@ int cmd_get(int argc, char **argv)
 {
     const char *timeout = "30s", *quiet = NULL, *offset_text = NULL, *length_text = NULL, *name;
     struct session s = {.cmd = "get", .fd = -1};
+    struct cli_progress bar;
     char sha[SG_SHA256_HEX], *out = NULL;
     uint64_t offset = 0, length = 0;
     int64_t total = 0;
@@ -576,13 +576,15 @@ int cmd_get(int argc, char **argv)
         goto out;
     sg_header_int(resp, "total_size", 0, INT64_MAX, &total);
     resp = json_incref(resp); /* the reader replaces its header on the next frame; keep ours */
-    rc = get_body(&s, fd, (uint64_t)total, name, quiet != NULL, sha);
+    cli_progress_start(&bar, name, (uint64_t)total, quiet != NULL);
+    rc = get_body(&s, fd, (uint64_t)total, &bar, sha);
     if (rc == 0)
         rc = get_verify(resp, offset, sha, name, to_stdout);
     json_decref(resp);
     if (rc != 0)
         goto out;
     if (to_stdout) {
+        cli_progress_summary(&bar, "got", sha);
         status = 0;
         goto out;
     }
@@ -597,6 +599,7 @@ int cmd_get(int argc, char **argv)
         goto out;
     }
     get_temp_path[0] = '\0';
+    cli_progress_summary(&bar, "got", sha);
     status = 0;
 out:
     if (fd >= 0 && fd != STDOUT_FILENO)
