@@ -274,7 +274,7 @@ int cmd_put(int argc, char **argv)
                   sg_header_str(resp, "sha256") ? sg_header_str(resp, "sha256") : "(none)", path, sha);
         goto out;
     }
-    cli_progress_summary(&bar, "put", sha);
+    cli_progress_summary(&bar, "put", name, sha);
     printf("%s  %s\n", sha, sg_header_str(resp, "name") ? sg_header_str(resp, "name") : name);
     status = fflush(stdout) == 0 ? 0 : CLI_EXIT_FAIL;
 out:
@@ -584,7 +584,7 @@ int cmd_get(int argc, char **argv)
     if (rc != 0)
         goto out;
     if (to_stdout) {
-        cli_progress_summary(&bar, "got", sha);
+        cli_progress_summary(&bar, "got", name, sha);
         status = 0;
         goto out;
     }
@@ -599,7 +599,7 @@ int cmd_get(int argc, char **argv)
         goto out;
     }
     get_temp_path[0] = '\0';
-    cli_progress_summary(&bar, "got", sha);
+    cli_progress_summary(&bar, "got", name, sha);
     status = 0;
 out:
     if (fd >= 0 && fd != STDOUT_FILENO)

@@ -174,7 +174,7 @@ void cli_progress_end(struct cli_progress *p)
     }
 }
 
-void cli_progress_summary(const struct cli_progress *p, const char *verb, const char *sha256)
+void cli_progress_summary(const struct cli_progress *p, const char *verb, const char *name, const char *sha256)
 {
     char size[32], rate[32];
     int64_t ms;
@@ -183,7 +183,7 @@ void cli_progress_summary(const struct cli_progress *p, const char *verb, const 
     ms = (p->end_ms ? p->end_ms : sg_now_ms()) - p->start_ms;
     cli_format_bytes((double)p->done, size, sizeof size);
     cli_format_bytes(ms > 0 ? (double)p->done * 1000.0 / (double)ms : 0, rate, sizeof rate);
-    fprintf(stderr, "%s %s: %s in %.1f s (%s/s), sha256 %s\n", verb, p->label, size, (double)ms / 1000.0, rate,
+    fprintf(stderr, "%s %s: %s in %.1f s (%s/s), sha256 %s\n", verb, name, size, (double)ms / 1000.0, rate,
             sha256);
     fflush(stderr);
 }

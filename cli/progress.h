@@ -42,7 +42,7 @@ void cli_progress_end(struct cli_progress *p);
  * After a transfer that succeeded: one line on stderr, "VERB NAME: SIZE in
  * SECONDS s (RATE/s), sha256 HEX", under the same terminal-only rule as the bar.
  */
-void cli_progress_summary(const struct cli_progress *p, const char *verb, const char *sha256);
+void cli_progress_summary(const struct cli_progress *p, const char *verb, const char *name, const char *sha256);
 
 /* Writes n bytes as "512 B", "1.5 KiB", "3.2 GiB" into buf. */
 void cli_format_bytes(double n, char *buf, size_t buflen);
