@@ -129,6 +129,12 @@ static int read_reply(struct sg_frame_reader *r, const char *addr, int64_t deadl
             if (err != SG_OK) {
                 is_error = 1;
                 cli_error("exec: %s", msg);
+            } else if (!json_object_get(hdr, "exit_code")) {
+                /* Every sockgate-exec answer has one; sockgate-echo sends the request back upper-cased. */
+                cli_error("exec: %s is not an exec server: %s", addr,
+                          json_object_get(hdr, "OP") ? "it sent the request back upper-cased, as sockgate-echo does"
+                                                     : "its reply has no \"exit_code\" (another service there?)");
+                return -1;
             } else {
                 stdout_left = header_num(hdr, "stdout_size", 0);
                 report_flags(hdr);

@@ -96,9 +96,11 @@ static void report_io(const struct session *s, int rc, const char *during)
 /*
  * Waits for the response header until deadline. Returns it (borrowed from
  * the reader, valid until the next frame) or NULL after printing why; an
- * error response is printed as "CMD: MESSAGE (code)" and NULL returned.
+ * error response is printed as "CMD: MESSAGE (code)" and NULL returned. A
+ * reply without must_have, a field every file server answer to this op has,
+ * comes from another service: that is said, not a confusing later symptom.
  */
-static json_t *read_response(struct session *s, int64_t deadline_ms)
+static json_t *read_response(struct session *s, int64_t deadline_ms, const char *must_have)
 {
     enum sg_frame_event ev;
     const uint8_t *chunk;
@@ -114,6 +116,16 @@ static json_t *read_response(struct session *s, int64_t deadline_ms)
     rc = sg_frame_header_error(h, msg, sizeof msg);
     if (rc != SG_OK) {
         cli_error("%s: %s (%s)", s->cmd, msg, sg_err_code(rc));
+        return NULL;
+    }
+    if (!json_object_get(h, must_have)) {
+        /* sockgate-echo sends the request back upper-cased: {"OP": ...}. */
+        if (json_object_get(h, "OP"))
+            cli_error("%s: %s is not a file server: it sent the request back upper-cased, as sockgate-echo does",
+                      s->cmd, s->addr);
+        else
+            cli_error("%s: %s is not a file server: its reply has no \"%s\" (another service at that address?)",
+                      s->cmd, s->addr, must_have);
         return NULL;
     }
     return h;
@@ -262,7 +274,8 @@ int cmd_put(int argc, char **argv)
         goto out;
     }
     /* Early reply or a closed connection: the server's reply, if any, says why. */
-    resp = read_response(&s, sg_now_ms() + s.timeout_ms + (int64_t)((uint64_t)sb.st_size / FSYNC_BYTES_PER_MS));
+    resp = read_response(&s, sg_now_ms() + s.timeout_ms + (int64_t)((uint64_t)sb.st_size / FSYNC_BYTES_PER_MS),
+                         "sha256");
     if (!resp)
         goto out;
     if (rc != SG_OK) {
@@ -567,7 +580,7 @@ int cmd_get(int argc, char **argv)
         json_object_set_new(req, "length", json_integer((json_int_t)length));
     if (send_request(&s, req) != 0)
         goto out;
-    resp = read_response(&s, sg_now_ms() + s.timeout_ms);
+    resp = read_response(&s, sg_now_ms() + s.timeout_ms, "total_size");
     if (!resp)
         goto out;
     /* Nothing is created before the server said yes. */
@@ -713,7 +726,7 @@ int cmd_ls(int argc, char **argv)
     s.addr = argv[first];
     if (session_open(&s) != 0 || send_request(&s, json_pack("{s:s}", "op", "list")) != 0)
         goto out;
-    resp = read_response(&s, sg_now_ms() + s.timeout_ms);
+    resp = read_response(&s, sg_now_ms() + s.timeout_ms, "count");
     if (!resp)
         goto out;
     sg_header_int(resp, "total_size", 0, INT64_MAX, &size);
@@ -758,7 +771,7 @@ int cmd_rm(int argc, char **argv)
     if (session_open(&s) != 0 ||
         send_request(&s, json_pack("{s:s, s:s}", "op", "delete", "filename", argv[first + 1])) != 0)
         goto out;
-    if (read_response(&s, sg_now_ms() + s.timeout_ms))
+    if (read_response(&s, sg_now_ms() + s.timeout_ms, "deleted"))
         status = 0;
 out:
     session_close(&s);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -38,6 +39,18 @@ static long join_args(int argc, char **argv, char *buf, size_t cap)
         off += n;
     }
     return (long)off;
+}
+
+/*
+ * 0 when the reply cannot come from a time server: an empty one (an empty
+ * format means the default one, and strftime of a conversion is never
+ * empty), or the format itself when it holds a conversion (echo's answer).
+ */
+static int is_time_reply(const char *format, size_t len, const char *reply, size_t got)
+{
+    if (got == 0)
+        return len > 0 && memchr(format, '%', len) == NULL; /* a format of no conversions could be blank-free text */
+    return !(got == len && memchr(format, '%', len) && strncasecmp(format, reply, len) == 0);
 }
 
 int cmd_time(int argc, char **argv)
@@ -103,6 +116,12 @@ int cmd_time(int argc, char **argv)
     if (got >= strlen("ERROR: ") && memcmp(reply, "ERROR: ", strlen("ERROR: ")) == 0) {
         one_line(reply);
         cli_error("%s: the server says %s", argv[first], reply);
+        goto out;
+    }
+    if (!is_time_reply(format, (size_t)len, reply, got)) {
+        cli_error("%s is not a time server: %s", argv[first],
+                  got == 0 ? "it answered with an empty datagram (sockgate-time always sends the time)"
+                           : "it sent the format back unchanged, as sockgate-echo does");
         goto out;
     }
     fwrite(reply, 1, got, stdout);

@@ -22,12 +22,6 @@ int file_name_check(const char *name, size_t len, char *why, size_t whylen)
         return refuse(why, whylen, "the name is empty");
     if (len > FILE_NAME_MAX)
         return refuse(why, whylen, "the name is longer than 255 bytes");
-    /*
-     * A leading dot covers "." and "..", and it keeps the namespace of
-     * clients apart from the store's own entries (".upload-*", ".meta").
-     */
-    if (s[0] == '.')
-        return refuse(why, whylen, "the name starts with '.'");
     for (size_t i = 0; i < len; i++) {
         if (s[i] == '/' || s[i] == '\\')
             return refuse(why, whylen, "the name holds a '/' or '\\' (the namespace is flat)");
@@ -39,6 +33,13 @@ int file_name_check(const char *name, size_t len, char *why, size_t whylen)
         if (s[i] == 0xc2 && i + 1 < len && s[i + 1] >= 0x80 && s[i + 1] <= 0x9f)
             return refuse(why, whylen, "the name holds a control character");
     }
+    /*
+     * A leading dot covers "." and "..", and it keeps the namespace of
+     * clients apart from the store's own entries (".upload-*", ".meta").
+     * Checked after the loop, so "../x" is refused for its '/', the real reason.
+     */
+    if (s[0] == '.')
+        return refuse(why, whylen, "the name starts with '.'");
     if (!sg_utf8_valid(s, len))
         return refuse(why, whylen, "the name is not valid UTF-8");
     return SG_OK;
