@@ -29,6 +29,7 @@ struct gw_config {
     const char *spool_dir;                    /* where multipart and chunked bodies wait */
     uint64_t max_upload;                      /* bytes of one upload (PUT body or multipart total) */
     uint64_t max_json;                        /* bytes of a JSON request body */
+    const char *max_upload_text, *max_json_text; /* both limits as the user wrote them, for error messages */
     unsigned threads;                         /* libmicrohttpd worker threads */
     unsigned max_conns;                       /* client connections served at once */
     unsigned timeout_ms;                      /* deadline of one backend call, or of one I/O step of a stream */

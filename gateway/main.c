@@ -168,6 +168,8 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
     if (sg_flag_size("sockgate", "max-upload", f.max_upload, 0, UINT64_C(1) << 50, &cfg->max_upload) ||
         sg_flag_size("sockgate", "max-json", f.max_json, 2, 256u << 20, &cfg->max_json))
         return 2;
+    cfg->max_upload_text = f.max_upload;
+    cfg->max_json_text = f.max_json;
     if (sg_flag_count("sockgate", "threads", f.threads, 1, 256, &v))
         return 2;
     cfg->threads = (unsigned)v;

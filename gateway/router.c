@@ -26,8 +26,9 @@ const struct route router_routes[] = {
     {"DELETE", "/api/v1/session", "session_delete", 0, NULL, NULL, api_session_delete},
     {"GET", "/api/v1/openapi.json", "openapi", ROUTE_AUTH, NULL, NULL, api_openapi},
     {"GET", "/healthz", "healthz", 0, NULL, NULL, api_healthz},
+    /* Open, but without the token it says only ready or not: the details name backend addresses. */
     {"GET", "/readyz", "readyz", 0, NULL, NULL, api_readyz},
-    {"GET", "/metrics", "metrics", 0, NULL, NULL, api_metrics},
+    {"GET", "/metrics", "metrics", ROUTE_AUTH, NULL, NULL, api_metrics},
     {"GET", "/", "index", 0, NULL, NULL, api_static},
 };
 

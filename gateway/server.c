@@ -281,6 +281,42 @@ static int is_authorized(struct request *rq)
     return CRYPTO_memcmp(digest, rq->gw->token_sha256, sizeof digest) == 0;
 }
 
+int request_is_authorized(struct request *rq)
+{
+    return !rq->gw->has_token || is_authorized(rq);
+}
+
+/* The first query parameter of a request that its route does not take. */
+struct unknown_query {
+    const char *route;
+    char name[65];
+};
+
+static enum MHD_Result find_unknown_query(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    struct unknown_query *u = cls;
+    (void)kind;
+    (void)value;
+    if (validate_query_name(u->route, key) == SG_OK)
+        return MHD_YES;
+    snprintf(u->name, sizeof u->name, "%s", key);
+    return MHD_NO;
+}
+
+/* Refuses a query parameter the route does not take (a typo must not be ignored silently); API routes only. */
+static int check_query(struct request *rq)
+{
+    struct unknown_query u = {.route = rq->route->name, .name = ""};
+    char known[128];
+    if (strncmp(rq->url, "/api/", 5) != 0)
+        return SG_OK;
+    MHD_get_connection_values(rq->conn, MHD_GET_ARGUMENT_KIND, find_unknown_query, &u);
+    if (!u.name[0])
+        return SG_OK;
+    validate_query_known(rq->route->name, known, sizeof known);
+    return request_fail(rq, SG_ERR_INVALID, "unknown query parameter \"%s\" (%s)", u.name, known);
+}
+
 /* Answers OPTIONS: the methods of the path, and the CORS preflight headers for an allowed origin. */
 static void answer_options(struct request *rq)
 {
@@ -333,8 +369,8 @@ static int check_body_headers(struct request *rq)
         if (!is_json_type(request_header(rq, "Content-Type")))
             return request_fail(rq, GW_ERR_MEDIA_TYPE, "send the body as Content-Type: application/json");
         if (len > rq->gw->cfg.max_json)
-            return request_fail(rq, SG_ERR_TOO_LARGE, "a JSON body may have at most %llu bytes",
-                                (unsigned long long)rq->gw->cfg.max_json);
+            return request_fail(rq, SG_ERR_TOO_LARGE, "a JSON body may have at most %s (--max-json)",
+                                rq->gw->cfg.max_json_text);
     }
     return SG_OK;
 }
@@ -426,6 +462,11 @@ static void request_begin(struct request *rq)
         } else if ((strcmp(rq->method, "GET") == 0 || strcmp(rq->method, "HEAD") == 0) &&
                    strncmp(rq->url, "/api/", 5) != 0) {
             rq->slot = ROUTE_SLOT_STATIC; /* answered by static.c once the request is complete */
+        } else if (strncmp(rq->url, "/api/v1/files/", 14) == 0 && strchr(rq->url + 14, '/')) {
+            /* A decoded %2F lands here: the same refusal as a multipart part named so (api_files_post.c). */
+            char msg[300];
+            snprintf(msg, sizeof msg, "the file name \"%.200s\" holds a '/' (the namespace is flat)", rq->url + 14);
+            respond_error(rq, SG_ERR_INVALID_NAME, msg);
         } else {
             char msg[300];
             snprintf(msg, sizeof msg, "no route for %s %.200s", rq->method, rq->url);
@@ -441,8 +482,8 @@ static void request_begin(struct request *rq)
                           : "send Authorization: Bearer <token>");
         return;
     }
-    rc = SG_OK;
-    if (rq->route->flags & (ROUTE_JSON_BODY | ROUTE_STREAM_BODY))
+    rc = check_query(rq);
+    if (rc == SG_OK && (rq->route->flags & (ROUTE_JSON_BODY | ROUTE_STREAM_BODY)))
         rc = check_body_headers(rq);
     if (rc == SG_OK && rq->route->begin)
         rc = rq->route->begin(rq);
@@ -455,7 +496,8 @@ static int collect_json(struct request *rq, const char *data, size_t len)
 {
     size_t max = (size_t)rq->gw->cfg.max_json;
     if (len > max - rq->body_len)
-        return request_fail(rq, SG_ERR_TOO_LARGE, "a JSON body may have at most %zu bytes", max);
+        return request_fail(rq, SG_ERR_TOO_LARGE, "a JSON body may have at most %s (--max-json)",
+                            rq->gw->cfg.max_json_text);
     if (rq->body_len + len + 1 > rq->body_cap) {
         size_t cap = rq->body_cap ? rq->body_cap : 1024;
         char *p;
