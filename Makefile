@@ -33,8 +33,9 @@ programs: deps
 run: programs
 	$(BUILD)/bin/sockgate --listen $${SOCKGATE_LISTEN:-127.0.0.1:8080}
 
+# CTEST_ARGS: more ctest arguments (e.g. -E browser).
 test: build
-	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) $(CTEST_ARGS)
 
 sanitize: deps
 	cmake -S . -B $(ASAN_BUILD) -DSOCKGATE_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug $(CMAKE_FLAGS)

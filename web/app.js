@@ -1,7 +1,7 @@
 // The page's entry point: the status strip, the token form, echo, time and exec.
 
 import {
-  api, describeError, setUnauthorizedHandler, showResult, tokenGet, tokenSet,
+  api, authHeader, describeError, setUnauthorizedHandler, showResult, tokenGet, tokenSet,
 } from './api.js';
 import { filesInit, filesRefresh } from './files.js';
 import {
@@ -49,7 +49,7 @@ function readinessMap(body) {
     for (const item of source) if (item && item.name) add(String(item.name), item);
   } else {
     for (const [name, value] of Object.entries(source)) {
-      if (source === body && (name === 'status' || name === 'ready' || name === 'version')) continue;
+      if (source === body && ['status', 'ready', 'version', 'details'].includes(name)) continue;
       if (value !== null && (typeof value === 'object' || typeof value === 'string' || typeof value === 'boolean')) {
         add(name, value);
       }
@@ -84,14 +84,25 @@ function statusItem(name, { ok, configured, text, detail }) {
 
 // /readyz answers 503 when a backend is down, with the same JSON body, so the body is read
 // whatever the status.
+// With --token, /readyz tells each backend's state only to a caller with the token.
 async function refreshStatus() {
   let map = null;
+  let verdict = null;
   let problem = '';
   try {
-    const response = await fetch('/readyz', { cache: 'no-store', headers: { Accept: 'application/json' } });
+    const headers = { Accept: 'application/json' };
+    if (authHeader()) headers.Authorization = authHeader();
+    const response = await fetch('/readyz', { cache: 'no-store', headers });
     const text = await response.text();
     try {
-      map = readinessMap(JSON.parse(text));
+      const body = JSON.parse(text);
+      map = readinessMap(body);
+      // Only the verdict (no token yet): one item for the gateway, saying how to learn more.
+      if (!map && typeof body.ready === 'boolean') {
+        verdict = new Map([['gateway', {
+          ok: body.ready, configured: true, text: body.ready ? 'up' : 'down', detail: body.details || '',
+        }]]);
+      }
     } catch {
       problem = `HTTP ${response.status}`;
     }
@@ -100,7 +111,7 @@ async function refreshStatus() {
     problem = 'unreachable';
   }
   $('status-time').textContent = `checked ${new Date().toLocaleTimeString()}`;
-  renderStatus(map, problem);
+  renderStatus(map || verdict, problem);
   // With the gateway unreachable there is nothing to learn about chat; ask again next time.
   if (problem !== 'unreachable') chatOnReadiness(map);
 }

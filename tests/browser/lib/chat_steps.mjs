@@ -8,7 +8,8 @@ import { assert, step } from './check.mjs';
 const WAIT_MS = 15000;
 
 async function readiness(gw) {
-  const response = await fetch(`${gw.url}/readyz`);
+  const headers = gw.token ? { Authorization: `Bearer ${gw.token}` } : {};
+  const response = await fetch(`${gw.url}/readyz`, { headers });
   const body = await response.json();
   return body && body.backends ? body.backends.chat : undefined;
 }
