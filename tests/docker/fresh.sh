@@ -46,7 +46,8 @@ cleanup() {
 }
 
 [ "$(id -u)" -eq 0 ] || die "run as root: it installs packages and starts dockerd"
-"$SRC/scripts/install-deps.sh" docker.io debootstrap iptables iproute2 procps
+# Serialized with other apt-get runs on a shared machine (the lock is only advisory).
+flock /tmp/sockgate-apt.lock "$SRC/scripts/install-deps.sh" docker.io debootstrap iptables iproute2 procps
 DOCKER=$(docker_cli)
 export DOCKER_BUILDKIT=0
 
