@@ -10,6 +10,7 @@ const struct route router_routes[] = {
     {"POST", "/api/v1/echo", "echo", ROUTE_AUTH | ROUTE_JSON_BODY, NULL, NULL, api_echo},
     {"GET", "/api/v1/time", "time", ROUTE_AUTH, NULL, NULL, api_time},
     {"POST", "/api/v1/exec", "exec", ROUTE_AUTH | ROUTE_JSON_BODY, NULL, NULL, api_exec},
+    {"GET", "/api/v1/exec/allowed", "exec_allowed", ROUTE_AUTH, NULL, NULL, api_exec_allowed},
     {"GET", "/api/v1/files", "files_list", ROUTE_AUTH, NULL, NULL, api_files_list},
     {"POST", "/api/v1/files", "files_post", ROUTE_AUTH | ROUTE_STREAM_BODY, api_files_post_begin,
      api_files_post_body, api_files_post_finish},
