@@ -139,7 +139,8 @@ export function describeError(err) {
   if (err.status === 0) return 'Cannot reach the gateway (network error or the connection was closed)';
   // The gateway's own message says what was refused and why; the generic words only stand in
   // when it sent none, so nothing is said twice ("not allowed: command not allowed").
-  if (err.message) return `${err.message.charAt(0).toUpperCase()}${err.message.slice(1)} (HTTP ${err.status})`;
+  // A 401 speaks of the page's token form, not of HTTP headers a page user never sees.
+  if (err.message && err.code !== 'unauthorized') return `${err.message.charAt(0).toUpperCase()}${err.message.slice(1)} (HTTP ${err.status})`;
   const words = CODE_WORDS[err.code] || STATUS_WORDS[err.status] || `The gateway answered with status ${err.status}`;
   return `${words} (HTTP ${err.status})`;
 }
