@@ -9,9 +9,10 @@
 #               and pass every test.
 #
 # Brings its own engine and base image (tests/docker/engine.sh, shared with run.sh). The
-# container is privileged, as a machine's root is: the reliability suites make network
-# namespaces. Nothing in the ctest suite needs a Docker engine (the real-engine test is
-# run.sh, run by .ci/run beside this one), so `make test` runs whole.
+# container has Docker's default capabilities (CI machines that are containers themselves
+# refuse --privileged), so the one test that mounts a tmpfs (test_file_failures' full disk)
+# says SKIPPED there. Nothing in the ctest suite needs a Docker engine (the real-engine test
+# is run.sh, run by .ci/run beside this one), so `make test` runs whole.
 #
 # Environment: SOCKGATE_DOCKER_CACHE (rootfs cache, as run.sh), SOCKGATE_DOCKER_KEEP=1,
 # SOCKGATE_FRESH_TEST_ARGS (extra ctest arguments inside, e.g. "-E browser" to bisect).
@@ -127,7 +128,7 @@ if [ "$NETWORK" = host ] && (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null; then
     die "the container needs the host's network here, and 127.0.0.1:8080 (the README's port) is taken"
 fi
 log "starting a pristine debian:bookworm-slim container (network: $NETWORK)"
-CONTAINER=$("$DOCKER" create --privileged --network "$NETWORK" -w /root -e SOCKGATE_FRESH_TEST_ARGS \
+CONTAINER=$("$DOCKER" create --network "$NETWORK" -w /root -e SOCKGATE_FRESH_TEST_ARGS \
     debian:bookworm-slim bash -c 'set -e; mkdir -p /root/sockgate /tmp/readme; tar -C /root/sockgate -xf /tmp/tree.tar; exec bash /tmp/inside.sh')
 "$DOCKER" cp "$ENGINE_DIR/tree.tar" "$CONTAINER:/tmp/tree.tar"
 "$DOCKER" cp "$ENGINE_DIR/inside.sh" "$CONTAINER:/tmp/inside.sh"
