@@ -5,6 +5,9 @@
 #include <strings.h>
 
 #include "api.h"
+#ifdef SG_HAVE_FILE
+#include "file/name.h"
+#endif
 #include "errors.h"
 #include "files.h"
 #include "metrics.h"
@@ -67,9 +70,24 @@ static int start_part(struct post_state *st, const char *key, const char *filena
     if (strlen(name) >= sizeof p->name)
         return request_fail(rq, SG_ERR_INVALID_NAME, "file %zu of the form (\"%.40s...\") was refused: "
                             "the name is longer than %zu bytes", st->n_parts + 1, name, sizeof p->name - 1);
+    /* The rule PUT's names pass (server.c check_file_name): one rule, said for the file it refuses. */
+#ifdef SG_HAVE_FILE
+    {
+        char why[200];
+        if (file_name_check(name, strlen(name), why, sizeof why) != SG_OK)
+            return request_fail(rq, SG_ERR_INVALID_NAME, "file %zu of the form (\"%s\") was refused: %s",
+                                st->n_parts + 1, name, why);
+    }
+#else
     if (strpbrk(name, "/\\"))
         return request_fail(rq, SG_ERR_INVALID_NAME, "file %zu of the form (\"%s\") was refused: "
                             "the name holds a '/' or '\\' (the namespace is flat)", st->n_parts + 1, name);
+#endif
+    /* Two parts with one name would store one file and report two: refused before anything is stored. */
+    for (size_t i = 0; i < st->n_parts; i++)
+        if (strcmp(st->parts[i].name, name) == 0)
+            return request_fail(rq, SG_ERR_INVALID, "file %zu of the form was refused: the form holds two files "
+                                "named \"%s\": each name may appear once", st->n_parts + 1, name);
     p = &st->parts[st->n_parts++];
     snprintf(p->name, sizeof p->name, "%s", name);
     snprintf(p->field, sizeof p->field, "%s", key ? key : "");
@@ -183,7 +201,7 @@ int api_files_post_finish(struct request *rq)
         rc = request_fail(rq, SG_ERR_NOMEM, "out of memory");
     for (size_t i = 0; rc == SG_OK && i < st->n_parts; i++) {
         json_t *one = NULL;
-        rc = spool_upload(rq, &st->sp, st->parts[i].off, st->parts[i].size, st->parts[i].name, &one);
+        rc = spool_upload(rq, &st->sp, st->parts[i].off, st->parts[i].size, st->parts[i].name, NULL, &one);
         if (rc != SG_OK) {
             /* Say which file of the batch was refused, and that none of the batch was kept. */
             char why[200];

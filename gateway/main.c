@@ -17,6 +17,7 @@
 #include "metrics.h"
 #include "router.h"
 #include "server.h"
+#include "spool.h"
 #include "sockgate/error.h"
 #include "sockgate/log.h"
 #include "sockgate/net.h"
@@ -320,6 +321,11 @@ int main(int argc, char **argv)
     }
     if (setup_backends(&gw) != 0)
         return 2;
+    /* A spool directory that cannot hold a file is a start-up error, not a 500 on the first multipart upload. */
+    if (spool_check(gw.cfg.spool_dir, err, sizeof err) != SG_OK) {
+        fprintf(stderr, "sockgate: --spool-dir: %s\n", err);
+        return 2;
+    }
     if (bind_listener(&gw.cfg) != 0)
         return 1;
     if (metrics_init(ROUTE_N_SLOTS) != SG_OK || pipe2(stop_pipe, O_CLOEXEC) != 0) {
