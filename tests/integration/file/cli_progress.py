@@ -4,7 +4,6 @@ every redraw of the bar fits on one line, and each transfer ends with one summar
 import fcntl
 import hashlib
 import os
-import pty
 import re
 import struct
 import subprocess
@@ -23,23 +22,24 @@ def check(cond, what):
 
 
 def run_on_pty(argv, columns):
-    """Runs argv with stderr and stdout on a pty of the given width; returns (status, everything written)."""
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.execv(argv[0], argv)
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    """Runs argv with stdout and stderr on a pty of the given width; returns (status, everything written).
+    The width is set before the program starts, so its first TIOCGWINSZ already sees it."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
     out = b""
     while True:
         try:
-            chunk = os.read(fd, 65536)
+            chunk = os.read(master, 65536)
         except OSError:
-            break
+            break  # EIO: every holder of the slave side has closed it
         if not chunk:
             break
         out += chunk
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
-    return os.waitstatus_to_exitcode(status), out.decode("utf-8", "replace")
+    status = proc.wait(timeout=120)
+    os.close(master)
+    return status, out.decode("utf-8", "replace")
 
 
 def check_bar(out, columns, verb, name, sha):
