@@ -127,13 +127,23 @@ NETWORK=$(build_network)
 if [ "$NETWORK" = host ] && (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null; then
     die "the container needs the host's network here, and 127.0.0.1:8080 (the README's port) is taken"
 fi
+# The network's part of this machine, not the README's: certificate authorities the machine
+# added itself (a TLS-inspecting proxy's, in /usr/local/share/ca-certificates) are handed to
+# Node.js inside, so npm reaches its registry as it does here. None: nothing is handed over.
+CA_ENV=()
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+    cat /usr/local/share/ca-certificates/*.crt >"$ENGINE_DIR/local-ca.crt"
+    CA_ENV=(-e NODE_EXTRA_CA_CERTS=/tmp/local-ca.crt)
+    log "handing this machine's own CA certificates to Node.js in the container"
+fi
 log "starting a pristine debian:bookworm-slim container (network: $NETWORK)"
-CONTAINER=$("$DOCKER" create --network "$NETWORK" -w /root -e SOCKGATE_FRESH_TEST_ARGS \
+CONTAINER=$("$DOCKER" create --network "$NETWORK" -w /root -e SOCKGATE_FRESH_TEST_ARGS "${CA_ENV[@]}" \
     debian:bookworm-slim bash -c 'set -e; mkdir -p /root/sockgate /tmp/readme; tar -C /root/sockgate -xf /tmp/tree.tar; exec bash /tmp/inside.sh')
 "$DOCKER" cp "$ENGINE_DIR/tree.tar" "$CONTAINER:/tmp/tree.tar"
 "$DOCKER" cp "$ENGINE_DIR/inside.sh" "$CONTAINER:/tmp/inside.sh"
 "$DOCKER" cp "$README_CURL" "$CONTAINER:/tmp/readme-curl.sh"
 "$DOCKER" cp "$README_SETUP" "$CONTAINER:/tmp/readme-setup.sh"
+if [ ${#CA_ENV[@]} -gt 0 ]; then "$DOCKER" cp "$ENGINE_DIR/local-ca.crt" "$CONTAINER:/tmp/local-ca.crt"; fi
 "$DOCKER" start "$CONTAINER" >/dev/null
 # Bounded: a hang must fail CI, not stall it (CI's whole run stays under 30 min).
 rc=0
