@@ -1,4 +1,5 @@
-# Thin driver over CMake. `make run` and `make test` do all set-up on a fresh Debian 12 machine (as root).
+# Thin driver over CMake. `make run` and `make test` do all set-up on a fresh Debian 12 machine (as root;
+# `apt-get install make` first, the one tool such a machine lacks: README.md, tests/docker/fresh.sh).
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
