@@ -18,6 +18,7 @@
 #include "router.h"
 #include "server.h"
 #include "spool.h"
+#include "tls.h"
 #include "sockgate/error.h"
 #include "sockgate/log.h"
 #include "sockgate/net.h"
@@ -29,7 +30,7 @@ static const char usage[] =
     "                [--file ADDR] [--chat ADDR] [--file-root DIR] [--allow CMD,...] [--web-root DIR]\n"
     "                [--token TOKEN] [--cors-origin ORIGIN]... [--allow-host NAME]... [--max-upload SIZE]\n"
     "                [--max-json SIZE] [--threads N] [--max-conns N] [--timeout DURATION] [--grace DURATION]\n"
-    "                [--spool-dir DIR] [--log-format text|json] [--print-routes]";
+    "                [--spool-dir DIR] [--tls-cert FILE --tls-key FILE] [--log-format text|json] [--print-routes]";
 static const char about[] =
     "The HTTP/JSON gateway in front of the sockgate backends. Every backend whose address is not\n"
     "given runs inside this process on a loopback port (--embedded-listen fixes them), so `sockgate`\n"
@@ -39,6 +40,7 @@ static const char about[] =
 /* The string form of every flag, before it is checked and converted into struct gw_config. */
 struct flags {
     const char *listen, *embedded_listen, *addr[BACKEND__COUNT], *file_root, *allow, *web_root, *token, *spool_dir;
+    const char *tls_cert, *tls_key;
     const char *max_upload, *max_json, *threads, *max_conns, *timeout, *grace, *log_format, *print_routes;
     struct gw_config *cfg;
 };
@@ -143,6 +145,9 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
         {"grace-ms", "SOCKGATE_GRACE_MS", "MS", "milliseconds", &f.grace, NULL, NULL},
         {"spool-dir", "SOCKGATE_SPOOL_DIR", "DIR", "where multipart and chunked uploads wait (default $TMPDIR)",
          &f.spool_dir, NULL, NULL},
+        {"tls-cert", "SOCKGATE_TLS_CERT", "FILE", "serve HTTPS with this PEM certificate chain (with --tls-key; "
+         "re-read on SIGHUP)", &f.tls_cert, NULL, NULL},
+        {"tls-key", "SOCKGATE_TLS_KEY", "FILE", "the PEM private key of --tls-cert", &f.tls_key, NULL, NULL},
         {"log-format", "SOCKGATE_LOG_FORMAT", "text|json", "log line format", &f.log_format, NULL, NULL},
         {"print-routes", NULL, NULL, "print every route (METHOD PATH) and exit", &f.print_routes, NULL, NULL},
         {NULL, NULL, NULL, NULL, NULL, NULL, NULL},
@@ -161,6 +166,8 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
     cfg->allow = f.allow;
     cfg->web_root = f.web_root && *f.web_root ? f.web_root : NULL;
     cfg->token = f.token && *f.token ? f.token : NULL;
+    cfg->tls_cert = f.tls_cert && *f.tls_cert ? f.tls_cert : NULL;
+    cfg->tls_key = f.tls_key && *f.tls_key ? f.tls_key : NULL;
     cfg->spool_dir = f.spool_dir && *f.spool_dir ? f.spool_dir : getenv("TMPDIR");
     if (!cfg->spool_dir || !*cfg->spool_dir)
         cfg->spool_dir = "/tmp";
@@ -263,8 +270,8 @@ static void print_addresses(struct gateway *gw, int listen_fd)
         [BACKEND_FILE] = "framed TCP", [BACKEND_CHAT] = "UDP chat, framed TCP"};
     char addr[SG_ADDR_STRLEN];
     sg_local_addr(listen_fd, addr, sizeof addr);
-    sg_info("page     http://%s/", addr);
-    sg_info("API      http://%s/api/v1/ (docs/openapi.json)", addr);
+    sg_info("page     %s://%s/", tls_is_on() ? "https" : "http", addr);
+    sg_info("API      %s://%s/api/v1/ (docs/openapi.json)", tls_is_on() ? "https" : "http", addr);
     for (int id = 0; id < BACKEND__COUNT; id++) {
         const struct upstream *up = &gw->backends[id];
         sg_info("%-8s %s (%s, %s)", backend_name(id), up->is_configured ? up->name : "not available", kind[id],
@@ -279,6 +286,15 @@ static void print_addresses(struct gateway *gw, int listen_fd)
 }
 
 static int stop_pipe[2] = {-1, -1};
+
+/* Runs on the signal thread at SIGHUP: a renewed certificate is served to new connections. */
+static void on_reload(void *arg)
+{
+    char err[512];
+    (void)arg;
+    if (tls_reload(err, sizeof err) != SG_OK)
+        sg_warn("SIGHUP: the certificate was not reloaded, the old one stays in use: %s", err);
+}
 
 /* Runs on the signal thread: wakes main() up, nothing more. */
 static void on_stop(void *arg)
@@ -321,6 +337,13 @@ int main(int argc, char **argv)
     }
     if (setup_backends(&gw) != 0)
         return 2;
+    if (gw.cfg.tls_cert || gw.cfg.tls_key) {
+        if (tls_load(gw.cfg.tls_cert, gw.cfg.tls_key, err, sizeof err) != SG_OK) {
+            fprintf(stderr, "sockgate: --tls-cert/--tls-key: %s\n", err);
+            return 2;
+        }
+        sg_signals_on_reload(on_reload, NULL);
+    }
     /* A spool directory that cannot hold a file is a start-up error, not a 500 on the first multipart upload. */
     if (spool_check(gw.cfg.spool_dir, err, sizeof err) != SG_OK) {
         fprintf(stderr, "sockgate: --spool-dir: %s\n", err);
@@ -349,7 +372,7 @@ int main(int argc, char **argv)
         embedded_stop(&emb);
         goto out;
     }
-    sg_log_listening(server_listen_fd(srv));
+    sg_log_listening_scheme(server_listen_fd(srv), tls_is_on() ? "https://" : "");
     print_addresses(&gw, server_listen_fd(srv));
     while (read(stop_pipe[0], &c, 1) < 0 && errno == EINTR)
         ;
@@ -365,5 +388,6 @@ out:
     for (size_t i = 0; i < gw.cfg.n_allow_hosts; i++)
         free((char *)gw.cfg.allow_hosts[i]);
     metrics_free();
+    tls_free();
     return status;
 }

@@ -28,6 +28,7 @@
 #include "origin.h"
 #include "router.h"
 #include "session.h"
+#include "tls.h"
 #include "sockgate/error.h"
 #include "sockgate/log.h"
 #include "sockgate/net.h"
@@ -163,6 +164,9 @@ static void add_common_headers(struct request *rq, struct MHD_Response *resp)
     MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
     MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
     MHD_add_response_header(resp, "X-Frame-Options", "DENY");
+    /* Over HTTPS, browsers are told to come back only over HTTPS for a year. */
+    if (tls_is_on())
+        MHD_add_response_header(resp, "Strict-Transport-Security", "max-age=31536000");
     if (!MHD_get_response_header(resp, "Content-Security-Policy"))
         MHD_add_response_header(resp, "Content-Security-Policy", API_CSP);
     if (rq->gw->cfg.n_cors_origins > 0)
@@ -712,6 +716,7 @@ int server_start(struct gateway *gw, struct server **out, char *err, size_t errl
      * Suspend/resume parks the chat's event streams while they have nothing to send (chat_stream.c).
      */
     unsigned flags = MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    struct MHD_OptionItem tls_options[4];
 
     *out = NULL;
     if (getrandom(&id_prefix, sizeof id_prefix, 0) != (ssize_t)sizeof id_prefix)
@@ -740,6 +745,7 @@ int server_start(struct gateway *gw, struct server **out, char *err, size_t errl
         return rc;
     }
     s->listen_fd = fd;
+    flags |= tls_daemon_options(tls_options);
     s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, gw, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                                  MHD_OPTION_LISTEN_SOCKET, fd,
                                  MHD_OPTION_THREAD_POOL_SIZE, (unsigned)gw->cfg.threads,
@@ -749,7 +755,8 @@ int server_start(struct gateway *gw, struct server **out, char *err, size_t errl
                                  MHD_OPTION_CONNECTION_MEMORY_INCREMENT, (size_t)CONN_MEMORY_INCREMENT,
                                  MHD_OPTION_NOTIFY_COMPLETED, on_completed, gw,
                                  MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,
-                                 MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_END);
+                                 MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
+                                 MHD_OPTION_ARRAY, tls_options, MHD_OPTION_END);
     if (!s->daemon) {
         snprintf(err, errlen, "libmicrohttpd could not start on %s", gw->cfg.listen);
         chat_streams_stop();

@@ -15,6 +15,11 @@ if [ ! -x "$chromium" ]; then
     exit 1
 fi
 
+# certutil puts the HTTPS test's own CA into the NSS database Chromium trusts (https.test.mjs).
+if ! command -v certutil >/dev/null 2>&1; then
+    "$root/scripts/install-deps.sh" libnss3-tools
+fi
+
 # Debian 12's nodejs is 18: playwright-core is pinned to a release that takes it (package.json).
 # Only when a command is missing: a machine with another Node.js (and its own npm) keeps it.
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then

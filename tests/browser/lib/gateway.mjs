@@ -51,14 +51,15 @@ export function startGateway(extraArgs) {
     const onStderr = (chunk) => {
       keep(chunk);
       pending += chunk.toString('utf8');
-      const match = /listening on (\S+):(\d+)/.exec(pending);
+      // "listening on HOST:PORT", or "listening on https://HOST:PORT" when the gateway serves HTTPS.
+      const match = /listening on (https:\/\/)?(\S+):(\d+)/.exec(pending);
       if (!match) return;
       clearTimeout(timer);
       pending = '';
-      const port = Number(match[2]);
+      const port = Number(match[3]);
       const tokenAt = args.indexOf('--token');
       resolve({
-        url: `http://127.0.0.1:${port}`,
+        url: `${match[1] ? 'https' : 'http'}://127.0.0.1:${port}`,
         port,
         // /readyz names backend addresses only to a caller with the token.
         token: tokenAt >= 0 ? args[tokenAt + 1] : '',
