@@ -260,7 +260,8 @@ int cmd_exec(int argc, char **argv)
     int first = 0, fd, status;
     const struct sg_option opts[] = {
         {"timeout", "SOCKGATE_CLI_EXEC_TIMEOUT", "DURATION",
-         "ask the server to kill the command after this long (0: the server's default)", &timeout, NULL, NULL},
+         "ask the server to kill the command after this long (0: the server's default; a bare number: ms)",
+         &timeout, NULL, NULL},
         {"timeout-ms", "SOCKGATE_CLI_EXEC_TIMEOUT_MS", "MS", "milliseconds", &timeout, NULL, NULL},
         {"stdin", "SOCKGATE_CLI_EXEC_STDIN", "FILE", "send FILE ('-': standard input) as the command's stdin",
          &stdin_path, NULL, NULL},
