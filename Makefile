@@ -1,4 +1,5 @@
-# Thin driver over CMake. `make run` and `make test` do all set-up on a fresh Debian 12 machine (as root).
+# Thin driver over CMake. `make run` and `make test` do all set-up on a fresh Debian 12 machine (as root;
+# `apt-get install make` first, the one tool such a machine lacks: README.md, tests/docker/fresh.sh).
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
@@ -10,7 +11,10 @@ CMAKE_FLAGS ?= -DSOCKGATE_WERROR=ON
 DEPS = build-essential cmake pkg-config libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev \
        libssl-dev openssl clang libclang-rt-14-dev python3 curl procps
 
-.PHONY: all deps build run test sanitize test-sanitize fuzz bench bench-quick clean
+# What `make run` builds: the programs a user runs (tests and load generators go to build/tests, build/bench).
+PROGRAMS = sockgate sockgate-cli sockgate-echo sockgate-time sockgate-exec sockgate-file sockgate-chat
+
+.PHONY: all deps build programs run test sanitize test-sanitize fuzz bench bench-quick clean
 
 all: build
 
@@ -21,12 +25,18 @@ build: deps
 	cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
 	cmake --build $(BUILD) -j $(JOBS)
 
-# Starts the gateway with every backend embedded on 127.0.0.1:8080 (Ctrl-C stops it).
-run: build
+programs: deps
+	cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
+	cmake --build $(BUILD) -j $(JOBS) --target $(PROGRAMS)
+
+# Starts the gateway with every backend embedded on 127.0.0.1:8080 (Ctrl-C stops it); SOCKGATE_LISTEN
+# and every other SOCKGATE_* variable of `build/bin/sockgate --help` apply.
+run: programs
 	$(BUILD)/bin/sockgate --listen $${SOCKGATE_LISTEN:-127.0.0.1:8080}
 
+# CTEST_ARGS: more ctest arguments (e.g. -E browser).
 test: build
-	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) $(CTEST_ARGS)
 
 sanitize: deps
 	cmake -S . -B $(ASAN_BUILD) -DSOCKGATE_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug $(CMAKE_FLAGS)

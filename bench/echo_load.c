@@ -317,7 +317,8 @@ int main(int argc, char **argv)
          NULL, NULL},
         {"pipeline", "SOCKGATE_BENCH_PIPELINE", "K", "requests in flight per connection", &pipeline_text, NULL,
          NULL},
-        {"duration", "SOCKGATE_BENCH_DURATION", "S", "seconds to measure", &duration_text, NULL, NULL},
+        {"duration", "SOCKGATE_BENCH_DURATION", "DURATION", "how long to measure (a bare number: seconds)",
+         &duration_text, NULL, NULL},
         {"threads", "SOCKGATE_BENCH_THREADS", "T", "client threads sharing the connections", &threads_text, NULL,
          NULL},
         {"echo-mode", "SOCKGATE_BENCH_ECHO_MODE", "upper|plain", "the reply sockgate-echo gives", &echo_mode, NULL,
@@ -332,7 +333,7 @@ int main(int argc, char **argv)
 
     rc = sg_options_parse("sockgate-echo-load",
                           "sockgate-echo-load [--target echo|redis] [--addr HOST:PORT] [--conns N] [--size BYTES] "
-                          "[--pipeline K] [--duration S]",
+                          "[--pipeline K] [--duration DURATION]",
                           "Measures round trips per second against sockgate-echo or redis-server (inline PING) with "
                           "the same connections, sizes and pipelining; prints one JSON line.",
                           opts, argc, argv, NULL);
@@ -341,12 +342,14 @@ int main(int argc, char **argv)
     if (sg_parse_u64(conns_text, 1, 100000, 0, &conns_n) != SG_OK ||
         sg_parse_u64(size_text, 1, MAX_SIZE - 32, 1, &size) != SG_OK ||
         sg_parse_u64(pipeline_text, 1, 1024, 0, &pipeline) != SG_OK ||
-        sg_parse_u64(duration_text, 1, 3600, 0, &duration) != SG_OK ||
         sg_parse_u64(threads_text, 1, 64, 0, &threads) != SG_OK ||
         sg_parse_u64(per_conn_text, 0, UINT64_MAX, 0, &w.per_conn) != SG_OK) {
         fprintf(stderr, "sockgate-echo-load: bad number in the options (see --help)\n");
         return 2;
     }
+    if (sg_flag_duration("sockgate-echo-load", "duration", duration_text, 1000, 3600000, 1000, &duration) != 0)
+        return 2;
+    duration /= 1000; /* whole seconds from here on */
     if (pid && sg_parse_u64(pid, 1, INT32_MAX, 0, &pid_n) != SG_OK) {
         fprintf(stderr, "sockgate-echo-load: --pid must be a process id\n");
         return 2;

@@ -122,15 +122,16 @@ int main(int argc, char **argv)
         {"addr", "SOCKGATE_BENCH_ADDR", "HOST:PORT", "the sockgate-exec server", &addr, NULL, NULL},
         {"command", "SOCKGATE_BENCH_COMMAND", "CMD", "the command to run, words split on spaces", &command, NULL, NULL},
         {"count", "SOCKGATE_BENCH_COUNT", "N", "requests in all", &count, NULL, NULL},
-        {"duration-ms", "SOCKGATE_BENCH_DURATION_MS", "N", "stop after this long even if count is not reached (0: no limit)",
-         &duration, NULL, NULL},
+        {"duration", "SOCKGATE_BENCH_DURATION", "DURATION",
+         "stop after this long even if count is not reached (0: no limit)", &duration, NULL, NULL},
+        {"duration-ms", "SOCKGATE_BENCH_DURATION_MS", "MS", "milliseconds", &duration, NULL, NULL},
         {"concurrency", "SOCKGATE_BENCH_CONCURRENCY", "N", "connections sending requests side by side", &conns, NULL,
          NULL},
         {NULL, NULL, NULL, NULL, NULL, NULL, NULL},
     };
 
     rc = sg_options_parse("sockgate-exec-load",
-                          "sockgate-exec-load [--addr HOST:PORT] [--command CMD] [--count N] [--duration-ms N] "
+                          "sockgate-exec-load [--addr HOST:PORT] [--command CMD] [--count N] [--duration DURATION] "
                           "[--concurrency N]",
                           "Runs CMD on a sockgate-exec server over and over through the framed protocol and prints "
                           "the commands per second as one JSON line.",
@@ -138,12 +139,13 @@ int main(int argc, char **argv)
     if (rc != 0)
         return rc == 1 ? 0 : 2;
     if (sg_parse_u64(count, 1, UINT64_C(1) << 40, 1, &n_count) != SG_OK ||
-        sg_parse_u64(duration, 0, UINT64_C(1) << 40, 0, &n_duration) != SG_OK ||
         sg_parse_u64(conns, 1, MAX_CONNS, 0, &n_conns) != SG_OK) {
         fprintf(stderr, "sockgate-exec-load: --count and --concurrency (1..%d) must be positive numbers, "
-                        "--duration-ms a number\n", MAX_CONNS);
+                        "--duration a duration\n", MAX_CONNS);
         return 2;
     }
+    if (sg_flag_duration("sockgate-exec-load", "duration", duration, 0, UINT64_C(1) << 40, 0, &n_duration) != 0)
+        return 2;
     memset(&l, 0, sizeof l);
     if (sg_addr_parse(addr, &l.addr, err, sizeof err) != SG_OK) {
         fprintf(stderr, "sockgate-exec-load: --addr: %s\n", err);

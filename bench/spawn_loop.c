@@ -70,27 +70,29 @@ int main(int argc, char **argv)
         {"command", "SOCKGATE_BENCH_COMMAND", "PATH", "absolute path of the program to run (no arguments)", &path,
          NULL, NULL},
         {"count", "SOCKGATE_BENCH_COUNT", "N", "spawns in all", &count, NULL, NULL},
-        {"duration-ms", "SOCKGATE_BENCH_DURATION_MS", "N", "stop after this long even if count is not reached (0: no limit)",
-         &duration, NULL, NULL},
+        {"duration", "SOCKGATE_BENCH_DURATION", "DURATION",
+         "stop after this long even if count is not reached (0: no limit)", &duration, NULL, NULL},
+        {"duration-ms", "SOCKGATE_BENCH_DURATION_MS", "MS", "milliseconds", &duration, NULL, NULL},
         {"concurrency", "SOCKGATE_BENCH_CONCURRENCY", "N", "threads spawning and waiting side by side", &threads, NULL,
          NULL},
         {NULL, NULL, NULL, NULL, NULL, NULL, NULL},
     };
 
     rc = sg_options_parse("sockgate-spawn-loop",
-                          "sockgate-spawn-loop [--command PATH] [--count N] [--duration-ms N] [--concurrency N]",
+                          "sockgate-spawn-loop [--command PATH] [--count N] [--duration DURATION] [--concurrency N]",
                           "Spawns PATH with posix_spawn and waits for it, over and over, and prints the rate as "
                           "one JSON line: the ceiling sockgate-exec is measured against.",
                           opts, argc, argv, NULL);
     if (rc != 0)
         return rc == 1 ? 0 : 2;
     if (sg_parse_u64(count, 1, UINT64_C(1) << 40, 1, &n_count) != SG_OK ||
-        sg_parse_u64(duration, 0, UINT64_C(1) << 40, 0, &n_duration) != SG_OK ||
         sg_parse_u64(threads, 1, MAX_THREADS, 0, &n_threads) != SG_OK || path[0] != '/') {
         fprintf(stderr, "sockgate-spawn-loop: --count and --concurrency (1..%d) must be positive numbers, "
-                        "--duration-ms a number, --command an absolute path\n", MAX_THREADS);
+                        "--duration a duration, --command an absolute path\n", MAX_THREADS);
         return 2;
     }
+    if (sg_flag_duration("sockgate-spawn-loop", "duration", duration, 0, UINT64_C(1) << 40, 0, &n_duration) != 0)
+        return 2;
     memset(&l, 0, sizeof l);
     l.path = path;
     l.count = n_count;

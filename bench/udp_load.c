@@ -147,7 +147,8 @@ int main(int argc, char **argv)
         {"expect", "SOCKGATE_BENCH_EXPECT", "time|echo",
          "time: any reply not starting with 'ERROR: '; echo: the payload itself", &expect, NULL, NULL},
         {"inflight", "SOCKGATE_BENCH_INFLIGHT", "N", "datagrams outstanding at once", &inflight_text, NULL, NULL},
-        {"duration", "SOCKGATE_BENCH_DURATION", "S", "seconds to measure", &duration_text, NULL, NULL},
+        {"duration", "SOCKGATE_BENCH_DURATION", "DURATION", "how long to measure (a bare number: seconds)",
+         &duration_text, NULL, NULL},
         {"count", "SOCKGATE_BENCH_COUNT", "N", "stop after N round trips (0: run for the duration)", &count_text,
          NULL, NULL},
         {NULL, NULL, NULL, NULL, NULL, NULL, NULL},
@@ -155,18 +156,20 @@ int main(int argc, char **argv)
 
     rc = sg_options_parse("sockgate-udp-load",
                           "sockgate-udp-load [--addr HOST:PORT] [--payload TEXT] [--expect time|echo] "
-                          "[--inflight N] [--duration S] [--count N]",
+                          "[--inflight N] [--duration DURATION] [--count N]",
                           "Measures UDP round trips per second against sockgate-time or a UDP echo with N "
                           "datagrams in flight; prints one JSON line.",
                           opts, argc, argv, NULL);
     if (rc != 0)
         return rc == 1 ? 0 : 2;
     if (sg_parse_u64(inflight_text, 1, MAX_INFLIGHT, 0, &inflight) != SG_OK ||
-        sg_parse_u64(duration_text, 1, 3600, 0, &duration) != SG_OK ||
         sg_parse_u64(count_text, 0, UINT64_MAX, 0, &count) != SG_OK) {
         fprintf(stderr, "sockgate-udp-load: bad number in the options (see --help)\n");
         return 2;
     }
+    if (sg_flag_duration("sockgate-udp-load", "duration", duration_text, 1000, 3600000, 1000, &duration) != 0)
+        return 2;
+    duration /= 1000; /* whole seconds from here on */
     if (strcmp(expect, "time") != 0 && strcmp(expect, "echo") != 0) {
         fprintf(stderr, "sockgate-udp-load: --expect must be time or echo\n");
         return 2;

@@ -17,12 +17,9 @@
 
 #define CHAT_MAX_DATAGRAM 1024u /* the tutorial's BUFSIZE: the chat server drops longer messages */
 #define REPLY_CAP 65536u        /* replies are read whole; the server sends at most 1024 bytes */
-#define NAME_MAX_LEN 256u
 
-/* The tutorial's own words, so a session reads like the tutorial's client. */
-#define PROMPT_NAME "请选择聊天对象: "
-#define PROMPT_MSG "请输入消息,回车发送,输入q结束和他的聊天: "
-#define MSG_PREFIX "发给"
+/* Shown only when a person is at the terminal. */
+#define PROMPT_MSG "message (q ends): "
 
 struct chat_session {
     const char *addr;
@@ -104,19 +101,18 @@ static int receive_reply(struct chat_session *s, int wait_ms)
     }
 }
 
-/* Sends "发给NAME: TEXT" and waits for the reply; returns 0, or -1 when the chat cannot go on. */
-static int send_message(struct chat_session *s, const char *name, const char *text)
+/* Sends text exactly as typed and waits for the reply; returns 0, or -1 when the chat cannot go on. */
+static int send_message(struct chat_session *s, const char *text)
 {
-    char msg[CHAT_MAX_DATAGRAM + 1];
-    int len = snprintf(msg, sizeof msg, MSG_PREFIX "%s: %s", name, text);
+    const char *msg = text;
+    size_t len = strlen(text);
     int rc;
 
-    if (len < 0 || (size_t)len > CHAT_MAX_DATAGRAM) {
-        cli_error("chat: message not sent: with its prefix it is over %u bytes, more than the chat takes",
-                  CHAT_MAX_DATAGRAM);
+    if (len > CHAT_MAX_DATAGRAM) {
+        cli_error("chat: message not sent: it is %zu bytes, more than the chat's %u", len, CHAT_MAX_DATAGRAM);
         return 0;
     }
-    if (!sg_utf8_valid(msg, (size_t)len)) {
+    if (!sg_utf8_valid(msg, len)) {
         cli_error("chat: message not sent: it is not valid UTF-8");
         return 0;
     }
@@ -125,7 +121,7 @@ static int send_message(struct chat_session *s, const char *name, const char *te
         ;
     if (rc < 0)
         return -1;
-    if (send(s->fd, msg, (size_t)len, MSG_NOSIGNAL) < 0) {
+    if (send(s->fd, msg, len, MSG_NOSIGNAL) < 0) {
         if (errno == ECONNREFUSED)
             cli_error("%s: refused (nothing listens on that UDP port)", s->addr);
         else
@@ -138,59 +134,37 @@ static int send_message(struct chat_session *s, const char *name, const char *te
     return rc < 0 ? -1 : 0;
 }
 
-/* Chats with one contact until 'q' (returns 0) or EOF (1); -1 when the chat cannot go on. */
-static int converse(struct chat_session *s, const char *name)
+/* Sends each line typed until 'q' or EOF (returns 0); -1 when the chat cannot go on. */
+static int converse(struct chat_session *s)
 {
     for (;;) {
         char *text = read_line(s, PROMPT_MSG);
-        if (!text)
-            return 1;
-        /* The tutorial compares the prefixed message with 'q', which never matches; the typed text does. */
-        if (strcmp(text, "q") == 0)
+        if (!text || strcmp(text, "q") == 0)
             return 0;
         if (!*text)
             continue;
-        if (send_message(s, name, text) < 0)
+        if (send_message(s, text) < 0)
             return -1;
     }
 }
 
-/* Asks for a contact name into name; returns 0, or 1 at EOF or 'q'. */
-static int choose_contact(struct chat_session *s, char *name, size_t cap)
-{
-    for (;;) {
-        char *line = read_line(s, PROMPT_NAME);
-        if (!line || strcmp(line, "q") == 0)
-            return 1;
-        if (!*line || strlen(line) >= cap || !sg_utf8_valid(line, strlen(line))) {
-            /* The tutorial's answer to a contact it does not know. */
-            fprintf(stderr, "没有这个聊天对象\n");
-            continue;
-        }
-        snprintf(name, cap, "%s", line);
-        return 0;
-    }
-}
-
-static int parse_flags(int argc, char **argv, struct chat_session *s, const char **name, int *first)
+static int parse_flags(int argc, char **argv, struct chat_session *s, int *first)
 {
     const char *timeout = "0", *color = "auto";
-    uint64_t v;
     int rc;
     const struct sg_option opts[] = {
-        {"name", "SOCKGATE_CLI_CHAT_NAME", "NAME", "chat with NAME without asking; 'q' then ends the program", name,
-         NULL, NULL},
-        {"timeout", "SOCKGATE_CLI_CHAT_TIMEOUT_MS", "MS", "wait at most MS for each reply (0: until it comes)",
+        {"timeout", "SOCKGATE_CLI_CHAT_TIMEOUT_MS", "DURATION",
+         "wait at most this long for each reply (0: until it comes; a bare number: milliseconds)",
          &timeout, NULL, NULL},
         {"color", "SOCKGATE_CLI_CHAT_COLOR", "auto|always|never", "the tutorial's colours for replies", &color, NULL,
          NULL},
         {NULL, NULL, NULL, NULL, NULL, NULL, NULL},
     };
 
-    rc = sg_options_parse("sockgate-cli chat", "sockgate-cli chat [--name NAME] [--timeout MS] [--color WHEN] ADDR",
-                          "The tutorial's UDP chat client: choose a contact, type messages (q ends the "
-                          "conversation) and see the replies with their sender's address. Reads stdin; prompts "
-                          "only on a terminal.",
+    rc = sg_options_parse("sockgate-cli chat", "sockgate-cli chat [--timeout DURATION] [--color auto|always|never] ADDR",
+                          "The tutorial's UDP chat client: each line typed is sent to the chat server at ADDR "
+                          "exactly as typed (q ends), and each reply is shown as the tutorial shows it, "
+                          "\"来自[SENDER]的一条消息:TEXT\". Reads stdin; prompts only on a terminal.",
                           opts, argc, argv, first);
     if (rc != 0)
         return rc == 1 ? 0 : CLI_EXIT_USAGE;
@@ -198,11 +172,8 @@ static int parse_flags(int argc, char **argv, struct chat_session *s, const char
         cli_error("chat: expected exactly one ADDR (see sockgate-cli chat --help)");
         return CLI_EXIT_USAGE;
     }
-    if (sg_parse_u64(timeout, 0, 86400 * 1000, 0, &v) != SG_OK) {
-        cli_error("chat: --timeout must be milliseconds from 0 to 86400000, not '%s'", timeout);
+    if (cli_parse_duration("chat", "timeout", timeout, 0, 86400 * 1000, &s->timeout_ms) != 0)
         return CLI_EXIT_USAGE;
-    }
-    s->timeout_ms = (int)v;
     if (strcmp(color, "auto") == 0) {
         s->color = isatty(STDOUT_FILENO);
     } else if (strcmp(color, "always") == 0 || strcmp(color, "never") == 0) {
@@ -211,18 +182,12 @@ static int parse_flags(int argc, char **argv, struct chat_session *s, const char
         cli_error("chat: --color must be auto, always or never, not '%s'", color);
         return CLI_EXIT_USAGE;
     }
-    if (*name && (!**name || strlen(*name) >= NAME_MAX_LEN)) {
-        cli_error("chat: --name must be 1 to %u bytes", NAME_MAX_LEN - 1);
-        return CLI_EXIT_USAGE;
-    }
     return -1;
 }
 
 int cmd_chat(int argc, char **argv)
 {
     struct chat_session *s = calloc(1, sizeof *s);
-    const char *fixed_name = NULL;
-    char name[NAME_MAX_LEN];
     int first = 0, rc, status = CLI_EXIT_FAIL;
 
     if (!s) {
@@ -230,7 +195,7 @@ int cmd_chat(int argc, char **argv)
         return CLI_EXIT_FAIL;
     }
     s->fd = -1;
-    rc = parse_flags(argc, argv, s, &fixed_name, &first);
+    rc = parse_flags(argc, argv, s, &first);
     if (rc >= 0) {
         status = rc;
         goto out;
@@ -240,18 +205,8 @@ int cmd_chat(int argc, char **argv)
     s->fd = cli_connect(s->addr, SOCK_DGRAM, 5000);
     if (s->fd < 0)
         goto out;
-    for (;;) {
-        if (fixed_name) {
-            snprintf(name, sizeof name, "%s", fixed_name);
-        } else if (choose_contact(s, name, sizeof name) != 0) {
-            break;
-        }
-        rc = converse(s, name);
-        if (rc < 0)
-            goto out;
-        if (rc > 0 || fixed_name)
-            break;
-    }
+    if (converse(s) < 0)
+        goto out;
     status = 0;
 out:
     if (s->fd >= 0)

@@ -215,7 +215,7 @@ static unsigned char *join_args(int argc, char **argv, size_t *len)
 
 int cmd_echo(int argc, char **argv)
 {
-    const char *udp = NULL, *timeout = "2000", *retries = "2";
+    const char *udp = NULL, *timeout = "2s", *retries = "2";
     struct echo_session *s = NULL;
     unsigned char *text = NULL;
     uint64_t v;
@@ -223,13 +223,14 @@ int cmd_echo(int argc, char **argv)
     int first = 0, rc, status = CLI_EXIT_FAIL;
     const struct sg_option opts[] = {
         {"udp", "SOCKGATE_CLI_UDP", NULL, "talk UDP (one datagram per message) instead of TCP", &udp, NULL, NULL},
-        {"timeout", "SOCKGATE_CLI_TIMEOUT_MS", "MS", "how long to wait for the server (UDP: per attempt)", &timeout, NULL, NULL},
+        {"timeout", "SOCKGATE_CLI_TIMEOUT_MS", "DURATION",
+         "how long to wait for the server (UDP: per attempt; a bare number: milliseconds)", &timeout, NULL, NULL},
         {"retries", "SOCKGATE_CLI_RETRIES", "N", "UDP: how many times to send again when no reply comes",
          &retries, NULL, NULL},
         {NULL, NULL, NULL, NULL, NULL, NULL, NULL},
     };
 
-    rc = sg_options_parse("sockgate-cli echo", "sockgate-cli echo [--udp] [--timeout MS] [--retries N] ADDR [TEXT...]",
+    rc = sg_options_parse("sockgate-cli echo", "sockgate-cli echo [--udp] [--timeout DURATION] [--retries N] ADDR [TEXT...]",
                           "Sends TEXT (or each line of stdin until EOF or q) to an echo server and prints the reply.",
                           opts, argc, argv, &first);
     if (rc != 0)
@@ -246,12 +247,10 @@ int cmd_echo(int argc, char **argv)
     s->fd = -1;
     s->addr = argv[first];
     s->udp = udp != NULL;
-    if (sg_parse_u64(timeout, 1, 3600 * 1000, 0, &v) != SG_OK) {
-        cli_error("echo: --timeout must be milliseconds from 1 to 3600000, not '%s'", timeout);
+    if (cli_parse_duration("echo", "timeout", timeout, 1, 3600 * 1000, &s->timeout_ms) != 0) {
         status = CLI_EXIT_USAGE;
         goto out;
     }
-    s->timeout_ms = (int)v;
     if (sg_parse_u64(retries, 0, 100, 0, &v) != SG_OK) {
         cli_error("echo: --retries must be a number from 0 to 100, not '%s'", retries);
         status = CLI_EXIT_USAGE;

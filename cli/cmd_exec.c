@@ -107,7 +107,7 @@ static void report_flags(const json_t *hdr)
 static int read_reply(struct sg_frame_reader *r, const char *addr, int64_t deadline, struct exec_outcome *out)
 {
     long long stdout_left = 0;
-    int is_error = 0, is_last = 0;
+    int is_error = 0, is_last = 0, has_header = 0;
     FILE *sink = NULL; /* where the current streamed frame's body goes */
     char msg[512];
 
@@ -118,11 +118,19 @@ static int read_reply(struct sg_frame_reader *r, const char *addr, int64_t deadl
         const uint8_t *chunk;
         size_t len;
         int rc = sg_frame_reader_next(r, &ev, &chunk, &len, deadline);
+        if (rc == SG_ERR_PROTO && !has_header) {
+            /* Nothing framed came back at all: another service (echo upper-cases "true" into bad JSON). */
+            cli_error("exec: %s is not an exec server: its reply is not sockgate's framed protocol (%s)", addr,
+                      sg_frame_decoder_error(&r->dec));
+            return -1;
+        }
         if (rc != SG_OK) {
             cli_error("%s: %s", addr,
                       rc == SG_ERR_PROTO ? sg_frame_decoder_error(&r->dec) : sg_strerror(rc));
             return -1;
         }
+        if (ev == SG_FRAME_HEADER)
+            has_header = 1;
         if (ev == SG_FRAME_HEADER) {
             const json_t *hdr = sg_frame_decoder_header(&r->dec);
             const char *event = json_string_value(json_object_get(hdr, "event"));
@@ -132,6 +140,12 @@ static int read_reply(struct sg_frame_reader *r, const char *addr, int64_t deadl
                 is_error = is_last = 1;
                 out->exit_code = (int)header_num(hdr, "exit_code", CLI_EXIT_FAIL);
                 cli_error("exec: %s", msg);
+            } else if (!event && !json_object_get(hdr, "exit_code")) {
+                /* Every sockgate-exec answer has one or is an event; sockgate-echo sends the request back upper-cased. */
+                cli_error("exec: %s is not an exec server: %s", addr,
+                          json_object_get(hdr, "OP") ? "it sent the request back upper-cased, as sockgate-echo does"
+                                                     : "its reply has no \"exit_code\" (another service there?)");
+                return -1;
             } else if (event && (strcmp(event, "stdout") == 0 || strcmp(event, "stderr") == 0)) {
                 sink = event[3] == 'o' ? stdout : stderr;
             } else if (!event || strcmp(event, "exit") == 0) {
@@ -264,26 +278,26 @@ static int interactive(int fd, const char *addr)
 int cmd_exec(int argc, char **argv)
 {
     const char *timeout = "0", *stdin_path = NULL;
-    uint64_t timeout_ms = 0;
+    int timeout_ms = 0;
     int first = 0, fd, status;
     const struct sg_option opts[] = {
-        {"timeout-ms", "SOCKGATE_CLI_EXEC_TIMEOUT_MS", "N",
-         "ask the server to kill the command after N ms (0: the server's default)", &timeout, NULL, NULL},
+        {"timeout", "SOCKGATE_CLI_EXEC_TIMEOUT", "DURATION",
+         "ask the server to kill the command after this long (0: the server's default; a bare number: ms)",
+         &timeout, NULL, NULL},
+        {"timeout-ms", "SOCKGATE_CLI_EXEC_TIMEOUT_MS", "MS", "milliseconds", &timeout, NULL, NULL},
         {"stdin", "SOCKGATE_CLI_EXEC_STDIN", "FILE", "send FILE ('-': standard input) as the command's stdin",
          &stdin_path, NULL, NULL},
         {NULL, NULL, NULL, NULL, NULL, NULL, NULL},
     };
-    int rc = sg_options_parse("sockgate-cli exec", "sockgate-cli exec [--timeout-ms N] [--stdin FILE] ADDR [CMD [ARGS...]]",
+    int rc = sg_options_parse("sockgate-cli exec", "sockgate-cli exec [--timeout DURATION] [--stdin FILE] ADDR [CMD [ARGS...]]",
                               "Runs CMD with ARGS on a sockgate-exec server (no shell anywhere): its stdout and "
                               "stderr come out on ours and its exit status is ours. Without CMD, reads command "
                               "lines at a `>>> ` prompt like the tutorial's client.",
                               opts, argc, argv, &first);
     if (rc != 0)
         return rc == 1 ? 0 : CLI_EXIT_USAGE;
-    if (sg_parse_u64(timeout, 0, 86400000, 0, &timeout_ms) != SG_OK) {
-        cli_error("exec: --timeout-ms must be a number of milliseconds from 0 to 86400000, not '%s'", timeout);
+    if (cli_parse_duration("exec", "timeout", timeout, 0, 86400000, &timeout_ms) != 0)
         return CLI_EXIT_USAGE;
-    }
     if (first >= argc) {
         cli_error("exec: missing ADDR (see sockgate-cli exec --help)");
         return CLI_EXIT_USAGE;

@@ -36,13 +36,7 @@
 /* Parses the shared --timeout flag; returns 0 or CLI_EXIT_USAGE after printing why. */
 static int parse_timeout(struct session *s, const char *text)
 {
-    uint64_t v;
-    if (sg_parse_u64(text, 1, 3600 * 1000, 0, &v) != SG_OK) {
-        cli_error("%s: --timeout must be milliseconds from 1 to 3600000, not '%s'", s->cmd, text);
-        return CLI_EXIT_USAGE;
-    }
-    s->timeout_ms = (int)v;
-    return 0;
+    return cli_parse_duration(s->cmd, "timeout", text, 1, 3600 * 1000, &s->timeout_ms);
 }
 
 /* Connects s->fd to s->addr and prepares its frame reader; 0, or -1 after printing why. */
@@ -91,9 +85,11 @@ void report_io(const struct session *s, int rc, const char *during)
 /*
  * Waits for the response header until deadline. Returns it (borrowed from
  * the reader, valid until the next frame) or NULL after printing why; an
- * error response is printed as "CMD: MESSAGE (code)" and NULL returned.
+ * error response is printed as "CMD: MESSAGE (code)" and NULL returned. A
+ * reply without must_have, a field every file server answer to this op has,
+ * comes from another service: that is said, not a confusing later symptom.
  */
-json_t *read_response(struct session *s, int64_t deadline_ms)
+json_t *read_response(struct session *s, int64_t deadline_ms, const char *must_have)
 {
     enum sg_frame_event ev;
     const uint8_t *chunk;
@@ -109,6 +105,16 @@ json_t *read_response(struct session *s, int64_t deadline_ms)
     rc = sg_frame_header_error(h, msg, sizeof msg);
     if (rc != SG_OK) {
         cli_error("%s: %s (%s)", s->cmd, msg, sg_err_code(rc));
+        return NULL;
+    }
+    if (must_have && !json_object_get(h, must_have)) {
+        /* sockgate-echo sends the request back upper-cased: {"OP": ...}. */
+        if (json_object_get(h, "OP"))
+            cli_error("%s: %s is not a file server: it sent the request back upper-cased, as sockgate-echo does",
+                      s->cmd, s->addr);
+        else
+            cli_error("%s: %s is not a file server: its reply has no \"%s\" (another service at that address?)",
+                      s->cmd, s->addr, must_have);
         return NULL;
     }
     return h;
@@ -161,16 +167,14 @@ static int send_watching(struct session *s, const uint8_t *p, size_t len)
  * same buffers into sha (each byte is read once, so what is hashed is what was
  * sent); SG_OK, 1 (early reply) or an error.
  */
-int put_body(struct session *s, int fd, uint64_t size, const char *label, int quiet, struct hash_pipe *fed,
+int put_body(struct session *s, int fd, uint64_t size, struct cli_progress *bar, struct hash_pipe *fed,
              char sha[SG_SHA256_HEX])
 {
-    struct cli_progress bar;
     struct hash_pipe *pipe = fed ? fed : hash_pipe_start(size);
     uint64_t sent = 0;
     int rc = SG_OK;
     if (!pipe)
         return SG_ERR_NOMEM;
-    cli_progress_start(&bar, label, size, quiet);
     while (sent < size) {
         uint8_t *buf = hash_pipe_take(pipe);
         size_t want = size - sent < HASH_PIPE_SLOT_SIZE ? (size_t)(size - sent) : HASH_PIPE_SLOT_SIZE;
@@ -188,9 +192,9 @@ int put_body(struct session *s, int fd, uint64_t size, const char *label, int qu
         if (rc != SG_OK)
             break;
         sent += (uint64_t)n;
-        cli_progress_update(&bar, sent);
+        cli_progress_update(bar, sent);
     }
-    cli_progress_end(&bar);
+    cli_progress_end(bar);
     if (rc == SG_OK)
         hash_pipe_finish(pipe, sha);
     else
@@ -200,14 +204,16 @@ int put_body(struct session *s, int fd, uint64_t size, const char *label, int qu
 
 int cmd_put(int argc, char **argv)
 {
-    const char *timeout = "30000", *quiet = NULL, *resume = NULL, *state_dir = NULL, *path, *name;
+    const char *timeout = "30s", *quiet = NULL, *resume = NULL, *state_dir = NULL, *path, *name;
     struct session s = {.cmd = "put", .fd = -1};
+    struct cli_progress bar;
     char sha[SG_SHA256_HEX], *path_copy = NULL;
     struct stat sb;
     int first = 0, fd = -1, status = CLI_EXIT_FAIL, rc;
     json_t *req, *resp;
     const struct sg_option opts[] = {
-        {"timeout", "SOCKGATE_CLI_TIMEOUT_MS", "MS", "give up when the server makes no progress this long", &timeout,
+        {"timeout", "SOCKGATE_CLI_TIMEOUT_MS", "DURATION",
+         "give up when the server makes no progress this long (a bare number: milliseconds)", &timeout,
          NULL, NULL},
         {"quiet", "SOCKGATE_CLI_QUIET", NULL, "no progress bar even on a terminal", &quiet, NULL, NULL},
         {"resume", "SOCKGATE_CLI_RESUME", NULL,
@@ -221,7 +227,7 @@ int cmd_put(int argc, char **argv)
     };
 
     rc = sg_options_parse("sockgate-cli put",
-                          "sockgate-cli put [--timeout MS] [--quiet] [--resume [--state-dir DIR]] ADDR FILE [NAME]",
+                          "sockgate-cli put [--timeout DURATION] [--quiet] [--resume [--state-dir DIR]] ADDR FILE [NAME]",
                           "Uploads FILE to the file server at ADDR as NAME (default: FILE's base name), then checks "
                           "the server's sha256 equals the one of the bytes read. Prints \"SHA256  NAME\". With "
                           "--resume the bytes go into an upload session that keeps what arrived: when the transfer "
@@ -262,7 +268,8 @@ int cmd_put(int argc, char **argv)
     req = json_pack("{s:s, s:s, s:I}", "op", "upload", "filename", name, "total_size", (json_int_t)sb.st_size);
     if (send_request(&s, req) != 0)
         goto out;
-    rc = put_body(&s, fd, (uint64_t)sb.st_size, name, quiet != NULL, NULL, sha);
+    cli_progress_start(&bar, name, (uint64_t)sb.st_size, quiet != NULL);
+    rc = put_body(&s, fd, (uint64_t)sb.st_size, &bar, NULL, sha);
     if (rc == SG_ERR_INVALID) {
         cli_error("put: %s shrank while it was read; the server discards the partial upload", path);
         goto out;
@@ -272,7 +279,8 @@ int cmd_put(int argc, char **argv)
         goto out;
     }
     /* Early reply or a closed connection: the server's reply, if any, says why. */
-    resp = read_response(&s, sg_now_ms() + s.timeout_ms + (int64_t)((uint64_t)sb.st_size / FSYNC_BYTES_PER_MS));
+    resp = read_response(&s, sg_now_ms() + s.timeout_ms + (int64_t)((uint64_t)sb.st_size / FSYNC_BYTES_PER_MS),
+                         "sha256");
     if (!resp)
         goto out;
     if (rc != SG_OK) {
@@ -284,6 +292,7 @@ int cmd_put(int argc, char **argv)
                   sg_header_str(resp, "sha256") ? sg_header_str(resp, "sha256") : "(none)", path, sha);
         goto out;
     }
+    cli_progress_summary(&bar, "put", name, sha);
     printf("%s  %s\n", sha, sg_header_str(resp, "name") ? sg_header_str(resp, "name") : name);
     status = fflush(stdout) == 0 ? 0 : CLI_EXIT_FAIL;
 out:
@@ -457,9 +466,8 @@ static int fill_body(struct session *s, uint8_t *buf, size_t *fill, enum sg_fram
  * Receives the body (total bytes) into fd while the hashing thread digests
  * each buffer as it is written; 0, or -1 after printing why.
  */
-static int get_body(struct session *s, int fd, uint64_t total, const char *label, int quiet, char sha[SG_SHA256_HEX])
+static int get_body(struct session *s, int fd, uint64_t total, struct cli_progress *bar, char sha[SG_SHA256_HEX])
 {
-    struct cli_progress bar;
     struct hash_pipe *pipe = hash_pipe_start(total);
     enum sg_frame_event ev = SG_FRAME_HEADER;
     uint64_t got = 0;
@@ -470,7 +478,6 @@ static int get_body(struct session *s, int fd, uint64_t total, const char *label
         cli_error("get: cannot start the hashing thread: out of memory");
         return -1;
     }
-    cli_progress_start(&bar, label, total, quiet);
     /* A 0-byte body ends right after the header: one decode call with no input says so. */
     rc = take_body(s, &none, 0, &none, &none_fill, &ev);
     while (rc == SG_OK && ev != SG_FRAME_END) {
@@ -482,14 +489,14 @@ static int get_body(struct session *s, int fd, uint64_t total, const char *label
         hash_pipe_submit(pipe, fill);
         /* The hashing thread reads buf while it is written out: both only read it. */
         if (write_all_fd(fd, buf, fill) != 0) {
-            cli_progress_end(&bar);
+            cli_progress_end(bar);
             cli_error("get: writing: %s", strerror(errno));
             goto out;
         }
         got += fill;
-        cli_progress_update(&bar, got);
+        cli_progress_update(bar, got);
     }
-    cli_progress_end(&bar);
+    cli_progress_end(bar);
     if (rc != SG_OK) {
         report_io(s, rc, "in the middle of the file");
         goto out;
@@ -524,24 +531,26 @@ static int get_verify(const json_t *resp, uint64_t want_offset, const char *sha,
 
 int cmd_get(int argc, char **argv)
 {
-    const char *timeout = "30000", *quiet = NULL, *offset_text = NULL, *length_text = NULL, *name;
+    const char *timeout = "30s", *quiet = NULL, *offset_text = NULL, *length_text = NULL, *name;
     struct session s = {.cmd = "get", .fd = -1};
+    struct cli_progress bar;
     char sha[SG_SHA256_HEX], *out = NULL;
     uint64_t offset = 0, length = 0;
     int64_t total = 0;
     int first = 0, fd = -1, to_stdout, status = CLI_EXIT_FAIL, rc;
     json_t *req, *resp;
     const struct sg_option opts[] = {
-        {"offset", NULL, "N", "first byte to fetch (default 0)", &offset_text, NULL, NULL},
-        {"length", NULL, "N", "bytes to fetch (default: to the end)", &length_text, NULL, NULL},
-        {"timeout", "SOCKGATE_CLI_TIMEOUT_MS", "MS", "give up when the server makes no progress this long", &timeout,
+        {"offset", NULL, "SIZE", "first byte to fetch (default 0)", &offset_text, NULL, NULL},
+        {"length", NULL, "SIZE", "bytes to fetch (default: to the end)", &length_text, NULL, NULL},
+        {"timeout", "SOCKGATE_CLI_TIMEOUT_MS", "DURATION",
+         "give up when the server makes no progress this long (a bare number: milliseconds)", &timeout,
          NULL, NULL},
         {"quiet", "SOCKGATE_CLI_QUIET", NULL, "no progress bar even on a terminal", &quiet, NULL, NULL},
         {NULL, NULL, NULL, NULL, NULL, NULL, NULL},
     };
 
     rc = sg_options_parse(
-        "sockgate-cli get", "sockgate-cli get [--offset N] [--length N] [--timeout MS] [--quiet] ADDR NAME [OUT]",
+        "sockgate-cli get", "sockgate-cli get [--offset SIZE] [--length SIZE] [--timeout DURATION] [--quiet] ADDR NAME [OUT]",
         "Downloads NAME from the file server at ADDR into OUT (default ./NAME; a directory means OUT/NAME; - means "
         "stdout). The bytes go to a temporary file next to OUT, renamed to OUT only once their sha256 matches the "
         "server's. With --offset/--length only that range is written to OUT, and only its length and position can "
@@ -554,11 +563,9 @@ int cmd_get(int argc, char **argv)
         return CLI_EXIT_USAGE;
     }
     if (parse_timeout(&s, timeout) != 0 ||
-        (offset_text && sg_parse_u64(offset_text, 0, SG_FRAME_MAX_BODY, 0, &offset) != SG_OK) ||
-        (length_text && sg_parse_u64(length_text, 0, SG_FRAME_MAX_BODY, 0, &length) != SG_OK)) {
-        cli_error("get: --offset and --length must be byte counts from 0 to 2^53 (see --help)");
+        (offset_text && sg_flag_size("sockgate-cli get", "offset", offset_text, 0, SG_FRAME_MAX_BODY, &offset)) ||
+        (length_text && sg_flag_size("sockgate-cli get", "length", length_text, 0, SG_FRAME_MAX_BODY, &length)))
         return CLI_EXIT_USAGE;
-    }
     s.addr = argv[first];
     name = argv[first + 1];
     if (argc - first == 2 && strchr(name, '/')) {
@@ -578,7 +585,7 @@ int cmd_get(int argc, char **argv)
         json_object_set_new(req, "length", json_integer((json_int_t)length));
     if (send_request(&s, req) != 0)
         goto out;
-    resp = read_response(&s, sg_now_ms() + s.timeout_ms);
+    resp = read_response(&s, sg_now_ms() + s.timeout_ms, "total_size");
     if (!resp)
         goto out;
     /* Nothing is created before the server said yes. */
@@ -587,13 +594,15 @@ int cmd_get(int argc, char **argv)
         goto out;
     sg_header_int(resp, "total_size", 0, INT64_MAX, &total);
     resp = json_incref(resp); /* the reader replaces its header on the next frame; keep ours */
-    rc = get_body(&s, fd, (uint64_t)total, name, quiet != NULL, sha);
+    cli_progress_start(&bar, name, (uint64_t)total, quiet != NULL);
+    rc = get_body(&s, fd, (uint64_t)total, &bar, sha);
     if (rc == 0)
         rc = get_verify(resp, offset, sha, name, to_stdout);
     json_decref(resp);
     if (rc != 0)
         goto out;
     if (to_stdout) {
+        cli_progress_summary(&bar, "got", name, sha);
         status = 0;
         goto out;
     }
@@ -608,6 +617,7 @@ int cmd_get(int argc, char **argv)
         goto out;
     }
     get_temp_path[0] = '\0';
+    cli_progress_summary(&bar, "got", name, sha);
     status = 0;
 out:
     if (fd >= 0 && fd != STDOUT_FILENO)
@@ -692,7 +702,7 @@ static int print_listing(const char *body)
 
 int cmd_ls(int argc, char **argv)
 {
-    const char *timeout = "30000", *as_json = NULL;
+    const char *timeout = "30s", *as_json = NULL;
     struct session s = {.cmd = "ls", .fd = -1};
     int64_t size = 0;
     int first = 0, status = CLI_EXIT_FAIL, rc;
@@ -700,12 +710,13 @@ int cmd_ls(int argc, char **argv)
     json_t *resp;
     const struct sg_option opts[] = {
         {"json", NULL, NULL, "print the server's JSON array as it came", &as_json, NULL, NULL},
-        {"timeout", "SOCKGATE_CLI_TIMEOUT_MS", "MS", "give up when the server makes no progress this long", &timeout,
+        {"timeout", "SOCKGATE_CLI_TIMEOUT_MS", "DURATION",
+         "give up when the server makes no progress this long (a bare number: milliseconds)", &timeout,
          NULL, NULL},
         {NULL, NULL, NULL, NULL, NULL, NULL, NULL},
     };
 
-    rc = sg_options_parse("sockgate-cli ls", "sockgate-cli ls [--json] [--timeout MS] ADDR",
+    rc = sg_options_parse("sockgate-cli ls", "sockgate-cli ls [--json] [--timeout DURATION] ADDR",
                           "Lists the files on the file server at ADDR, one per line: size in bytes, mtime (UTC), "
                           "sha256, name.",
                           opts, argc, argv, &first);
@@ -720,7 +731,7 @@ int cmd_ls(int argc, char **argv)
     s.addr = argv[first];
     if (session_open(&s) != 0 || send_request(&s, json_pack("{s:s}", "op", "list")) != 0)
         goto out;
-    resp = read_response(&s, sg_now_ms() + s.timeout_ms);
+    resp = read_response(&s, sg_now_ms() + s.timeout_ms, "count");
     if (!resp)
         goto out;
     sg_header_int(resp, "total_size", 0, INT64_MAX, &size);
@@ -740,16 +751,17 @@ out:
 
 int cmd_rm(int argc, char **argv)
 {
-    const char *timeout = "30000";
+    const char *timeout = "30s";
     struct session s = {.cmd = "rm", .fd = -1};
     int first = 0, status = CLI_EXIT_FAIL, rc;
     const struct sg_option opts[] = {
-        {"timeout", "SOCKGATE_CLI_TIMEOUT_MS", "MS", "give up when the server makes no progress this long", &timeout,
+        {"timeout", "SOCKGATE_CLI_TIMEOUT_MS", "DURATION",
+         "give up when the server makes no progress this long (a bare number: milliseconds)", &timeout,
          NULL, NULL},
         {NULL, NULL, NULL, NULL, NULL, NULL, NULL},
     };
 
-    rc = sg_options_parse("sockgate-cli rm", "sockgate-cli rm [--timeout MS] ADDR NAME",
+    rc = sg_options_parse("sockgate-cli rm", "sockgate-cli rm [--timeout DURATION] ADDR NAME",
                           "Deletes NAME on the file server at ADDR; fails when there is no such file.", opts, argc,
                           argv, &first);
     if (rc != 0)
@@ -764,7 +776,7 @@ int cmd_rm(int argc, char **argv)
     if (session_open(&s) != 0 ||
         send_request(&s, json_pack("{s:s, s:s}", "op", "delete", "filename", argv[first + 1])) != 0)
         goto out;
-    if (read_response(&s, sg_now_ms() + s.timeout_ms))
+    if (read_response(&s, sg_now_ms() + s.timeout_ms, "deleted"))
         status = 0;
 out:
     session_close(&s);

@@ -227,6 +227,7 @@ static int check_finished(const json_t *resp, const char *sha, const char *path,
 int put_resume(struct session *s, int fd, const struct stat *sb, const char *path, const char *name, int quiet,
                const char *state_dir)
 {
+    struct cli_progress bar;
     struct resume_state st, old;
     struct hash_pipe *pipe = NULL;
     char file[PATH_MAX + 64], msg[512], sha[SG_SHA256_HEX];
@@ -306,7 +307,8 @@ int put_resume(struct session *s, int fd, const struct stat *sb, const char *pat
         hash_pipe_abort(pipe);
         goto out;
     }
-    rc = put_body(s, fd, size - (uint64_t)offset, name, quiet, pipe, sha);
+    cli_progress_start(&bar, name, size - (uint64_t)offset, quiet);
+    rc = put_body(s, fd, size - (uint64_t)offset, &bar, pipe, sha);
     if (rc == SG_ERR_INVALID) {
         cli_error("put: %s shrank while it was read", path);
         goto out;
@@ -315,7 +317,7 @@ int put_resume(struct session *s, int fd, const struct stat *sb, const char *pat
         report_io(s, rc, "while sending the file");
         goto out;
     }
-    resp = read_response(s, sg_now_ms() + s->timeout_ms + (int64_t)(size / FSYNC_BYTES_PER_MS));
+    resp = read_response(s, sg_now_ms() + s->timeout_ms + (int64_t)(size / FSYNC_BYTES_PER_MS), "session");
     if (!resp)
         goto out;
     if (rc != SG_OK) {
@@ -323,6 +325,8 @@ int put_resume(struct session *s, int fd, const struct stat *sb, const char *pat
         goto out;
     }
     status = check_finished(resp, sha, path, name) == 0 ? 0 : CLI_EXIT_FAIL;
+    if (status == 0)
+        cli_progress_summary(&bar, "put", name, sha);
 out:
     if (status == 0)
         unlink(file); /* the upload is done: nothing to resume */

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -40,21 +41,33 @@ static long join_args(int argc, char **argv, char *buf, size_t cap)
     return (long)off;
 }
 
+/*
+ * 0 when the reply cannot come from a time server: an empty one (an empty
+ * format means the default one, and strftime of a conversion is never
+ * empty), or the format itself when it holds a conversion (echo's answer).
+ */
+static int is_time_reply(const char *format, size_t len, const char *reply, size_t got)
+{
+    if (got == 0)
+        return len > 0 && memchr(format, '%', len) == NULL; /* a format of no conversions could be blank-free text */
+    return !(got == len && memchr(format, '%', len) && strncasecmp(format, reply, len) == 0);
+}
+
 int cmd_time(int argc, char **argv)
 {
-    const char *timeout = "1000", *retries = "2";
+    const char *timeout = "1s", *retries = "2";
     char *format = NULL, *reply = NULL;
     uint64_t v;
     long len = 0;
     size_t got = 0;
     int first = 0, fd = -1, rc, timeout_ms, nretries, status = CLI_EXIT_FAIL;
     const struct sg_option opts[] = {
-        {"timeout", "SOCKGATE_CLI_TIMEOUT_MS", "MS", "how long to wait for each reply", &timeout, NULL, NULL},
+        {"timeout", "SOCKGATE_CLI_TIMEOUT_MS", "DURATION", "how long to wait for each reply (a bare number: milliseconds)", &timeout, NULL, NULL},
         {"retries", "SOCKGATE_CLI_RETRIES", "N", "how many times to ask again when no reply comes", &retries, NULL, NULL},
         {NULL, NULL, NULL, NULL, NULL, NULL, NULL},
     };
 
-    rc = sg_options_parse("sockgate-cli time", "sockgate-cli time [--timeout MS] [--retries N] ADDR [FORMAT]",
+    rc = sg_options_parse("sockgate-cli time", "sockgate-cli time [--timeout DURATION] [--retries N] ADDR [FORMAT]",
                           "Asks a time server for the current time in a strftime FORMAT "
                           "(none: the server's default, %Y-%m-%d %X) over UDP.",
                           opts, argc, argv, &first);
@@ -64,11 +77,8 @@ int cmd_time(int argc, char **argv)
         cli_error("time: missing ADDR (see sockgate-cli time --help)");
         return CLI_EXIT_USAGE;
     }
-    if (sg_parse_u64(timeout, 1, 3600 * 1000, 0, &v) != SG_OK) {
-        cli_error("time: --timeout must be milliseconds from 1 to 3600000, not '%s'", timeout);
+    if (cli_parse_duration("time", "timeout", timeout, 1, 3600 * 1000, &timeout_ms) != 0)
         return CLI_EXIT_USAGE;
-    }
-    timeout_ms = (int)v;
     if (sg_parse_u64(retries, 0, 100, 0, &v) != SG_OK) {
         cli_error("time: --retries must be a number from 0 to 100, not '%s'", retries);
         return CLI_EXIT_USAGE;
@@ -106,6 +116,12 @@ int cmd_time(int argc, char **argv)
     if (got >= strlen("ERROR: ") && memcmp(reply, "ERROR: ", strlen("ERROR: ")) == 0) {
         one_line(reply);
         cli_error("%s: the server says %s", argv[first], reply);
+        goto out;
+    }
+    if (!is_time_reply(format, (size_t)len, reply, got)) {
+        cli_error("%s is not a time server: %s", argv[first],
+                  got == 0 ? "it answered with an empty datagram (sockgate-time always sends the time)"
+                           : "it sent the format back unchanged, as sockgate-echo does");
         goto out;
     }
     fwrite(reply, 1, got, stdout);

@@ -6,6 +6,7 @@
 
 #include "sockgate/error.h"
 #include "sockgate/net.h"
+#include "sockgate/opts.h"
 
 void cli_error(const char *fmt, ...)
 {
@@ -31,6 +32,18 @@ int cli_connect(const char *addr_text, int type, int timeout_ms)
         return -1;
     }
     return fd;
+}
+
+int cli_parse_duration(const char *cmd, const char *flag, const char *text, uint64_t min_ms, uint64_t max_ms,
+                       int *out_ms)
+{
+    char prog[64];
+    uint64_t v;
+    snprintf(prog, sizeof prog, "sockgate-cli %s", cmd);
+    if (sg_flag_duration(prog, flag, text, min_ms, max_ms, 1, &v) != 0)
+        return CLI_EXIT_USAGE;
+    *out_ms = (int)v;
+    return 0;
 }
 
 int cli_interactive(void)

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "hash_pipe.h"
+#include "progress.h"
 #include "sockgate/frame.h"
 #include "sockgate/hash.h"
 
@@ -38,21 +39,24 @@ void report_io(const struct session *s, int rc, const char *during);
 /*
  * Waits for the response header until deadline. Returns it (borrowed from
  * the reader, valid until the next frame) or NULL after printing why; an
- * error response is printed as "CMD: MESSAGE (code)" and NULL returned.
+ * error response is printed as "CMD: MESSAGE (code)" and NULL returned. A
+ * reply without must_have (NULL: no check), a field every answer to the op
+ * has, comes from another service, and says so.
  */
-json_t *read_response(struct session *s, int64_t deadline_ms);
+json_t *read_response(struct session *s, int64_t deadline_ms, const char *must_have);
 
 /* Sends a request header (stolen) without a body; 0, or -1 after printing why. */
 int send_request(struct session *s, json_t *req);
 
 /*
  * Streams size bytes of fd (from its current position) to the server while
- * the hashing thread digests the same buffers into sha; fed (may be NULL: a
+ * the hashing thread digests the same buffers into sha, moving bar (started
+ * by the caller; ended here); fed (may be NULL: a
  * new one is started) is a hash pipe that already holds what came before.
  * The pipe is finished or aborted either way. Returns SG_OK, 1 (the server
  * answered early), SG_ERR_INVALID (the file shrank) or another sg_err value.
  */
-int put_body(struct session *s, int fd, uint64_t size, const char *label, int quiet, struct hash_pipe *fed,
+int put_body(struct session *s, int fd, uint64_t size, struct cli_progress *bar, struct hash_pipe *fed,
              char sha[SG_SHA256_HEX]);
 
 /*

@@ -15,26 +15,43 @@ struct cli_command {
 
 static const struct cli_command commands[] = {
     /* one entry per subcommand, in the order --help lists them */
-    {"echo", "echo [--udp] ADDR [TEXT...]", cmd_echo},
-    {"time", "time ADDR [FORMAT]", cmd_time},
-    {"exec", "exec ADDR [CMD [ARGS...]]", cmd_exec},
-    {"put", "put ADDR FILE [NAME]", cmd_put},
-    {"get", "get [--offset N] [--length N] ADDR NAME [OUT]", cmd_get},
-    {"ls", "ls ADDR", cmd_ls},
-    {"rm", "rm ADDR NAME", cmd_rm},
-    {"chat", "chat ADDR", cmd_chat},
+    {"echo", "echo [--udp] [--timeout DURATION] [--retries N] ADDR [TEXT...]", cmd_echo},
+    {"time", "time [--timeout DURATION] [--retries N] ADDR [FORMAT]", cmd_time},
+    {"exec", "exec [--timeout DURATION] [--stdin FILE] ADDR [CMD [ARGS...]]", cmd_exec},
+    {"put", "put [--timeout DURATION] [--quiet] ADDR FILE [NAME]", cmd_put},
+    {"get", "get [--offset SIZE] [--length SIZE] [--timeout DURATION] [--quiet] ADDR NAME [OUT]", cmd_get},
+    {"ls", "ls [--json] [--timeout DURATION] ADDR", cmd_ls},
+    {"rm", "rm [--timeout DURATION] ADDR NAME", cmd_rm},
+    {"chat", "chat [--timeout DURATION] [--color auto|always|never] ADDR", cmd_chat},
     {NULL, NULL, NULL},
 };
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: sockgate-cli COMMAND [ARGS...]\n\n"
-                 "The native client for sockgate's backends (the tutorial's clients, done right).\n\n"
+    fprintf(out, "usage: sockgate-cli COMMAND [OPTIONS] ADDR [ARGS...]\n\n"
+                 "The native client for sockgate's backends (the tutorial's clients, done right). ADDR is the\n"
+                 "backend's HOST:PORT, not the gateway's: `sockgate` prints every backend's address at start-up\n"
+                 "(fix them with --embedded-listen). `sockgate-cli COMMAND --help` tells more.\n\n"
                  "commands:\n");
     for (const struct cli_command *c = commands; c->name; c++)
         fprintf(out, "  sockgate-cli %s\n", c->synopsis);
-    fprintf(out, "\n  --help, --version\n\nExit status: 0 on success, 1 when the exchange fails, 2 on a usage error;\n"
-                 "exec exits with the remote command's status.\n");
+    fprintf(out,
+            "\ncommon options:\n"
+            "  --timeout DURATION   how long to wait for the server (a bare number: milliseconds)\n"
+            "  --quiet              put/get: no progress bar (it is drawn only on a terminal anyway)\n"
+            "  --help, --version\n"
+            "\nenvironment (a flag beats its variable):\n"
+            "  SOCKGATE_CLI_TIMEOUT_MS       --timeout of echo, time, put, get, ls, rm\n"
+            "  SOCKGATE_CLI_RETRIES          --retries of echo --udp and time\n"
+            "  SOCKGATE_CLI_UDP              echo --udp\n"
+            "  SOCKGATE_CLI_QUIET            put/get --quiet\n"
+            "  SOCKGATE_CLI_EXEC_TIMEOUT     exec --timeout (old: SOCKGATE_CLI_EXEC_TIMEOUT_MS, milliseconds)\n"
+            "  SOCKGATE_CLI_EXEC_STDIN       exec --stdin\n"
+            "  SOCKGATE_CLI_CHAT_TIMEOUT_MS  chat --timeout\n"
+            "  SOCKGATE_CLI_CHAT_COLOR       chat --color\n"
+            "\nValues: " SG_UNITS_HELP ".\n"
+            "\nExit status: 0 on success, 1 when the exchange fails (or ADDR is another service),\n"
+            "2 on a usage error; exec exits with the remote command's status.\n");
 }
 
 int main(int argc, char **argv)

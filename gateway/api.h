@@ -15,6 +15,9 @@ int api_time(struct request *rq);
 /* api_exec.c: POST /api/v1/exec through the exec backend. */
 int api_exec(struct request *rq);
 
+/* api_exec.c: GET /api/v1/exec/allowed, the embedded exec backend's allowlist (null when remote). */
+int api_exec_allowed(struct request *rq);
+
 /* api_files.c: the file backend's list, stat, download and delete. */
 int api_files_list(struct request *rq);
 int api_files_get(struct request *rq);

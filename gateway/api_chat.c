@@ -6,6 +6,7 @@
 #include "api.h"
 #include "chat_stream.h"
 #include "server.h"
+#include "validate.h"
 #include "sockgate/error.h"
 #include "sockgate/frame.h"
 #include "sockgate/opts.h"
@@ -149,11 +150,9 @@ int api_chat_reply(struct request *rq)
 
     if (rc != SG_OK)
         goto out;
-    to = json_object_get(in, "to");
-    text = json_object_get(in, "text");
-    if (!json_is_string(to) || !json_is_string(text)) {
-        rc = request_fail(rq, SG_ERR_INVALID,
-                          "the body needs \"to\" (HOST:PORT of a peer that wrote) and \"text\" strings");
+    rc = validate_chat_reply(in, (const json_t **)&to, (const json_t **)&text, err, sizeof err);
+    if (rc != SG_OK) {
+        request_fail(rq, rc, "%s", err);
         goto out;
     }
     /* Length, emptiness and the peer table are the chat service's to judge: one set of rules. */

@@ -13,6 +13,10 @@
 #include "sockgate/text.h"
 #include "validate.h"
 
+#ifdef SG_HAVE_EXEC
+#include "exec/policy.h"
+#endif
+
 /* stdout and stderr come back in one frame body; the exec service caps them (16 MiB by default). */
 #define EXEC_MAX_OUTPUT (64u << 20)
 /* On top of the command's own timeout: the kill grace and pipe drain of the exec service, and slack. */
@@ -142,4 +146,33 @@ out:
     json_decref(req.argv);
     json_decref(hdr);
     return rc;
+}
+
+int api_exec_allowed(struct request *rq)
+{
+    const char *allow = rq->gw->cfg.allow && *rq->gw->cfg.allow ? rq->gw->cfg.allow : NULL;
+    json_t *list;
+    char *copy, *save = NULL;
+    /* A remote exec backend keeps its list to itself: say so rather than guess. */
+    if (rq->gw->cfg.backend_addr[BACKEND_EXEC])
+        return respond_json(rq, 200, json_pack("{s:n,s:s}", "allowed", "why",
+                                               "the exec backend is remote: its own --allow decides"));
+#ifdef SG_HAVE_EXEC
+    if (!allow)
+        allow = EXEC_DEFAULT_ALLOW;
+#endif
+    if (!allow)
+        return respond_json(rq, 200, json_pack("{s:n,s:s}", "allowed", "why", "this gateway has no exec backend"));
+    list = json_array();
+    copy = strdup(allow);
+    if (!list || !copy) {
+        json_decref(list);
+        free(copy);
+        return request_fail(rq, SG_ERR_NOMEM, "out of memory");
+    }
+    for (char *item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save))
+        if (*item)
+            json_array_append_new(list, json_string(item));
+    free(copy);
+    return respond_json(rq, 200, json_pack("{s:o}", "allowed", list));
 }

@@ -9,6 +9,7 @@
 #include "errors.h"
 #include "files.h"
 #include "server.h"
+#include "validate.h"
 #include "sockgate/error.h"
 #include "sockgate/frame.h"
 #include "sockgate/log.h"
@@ -138,7 +139,7 @@ static int file_op(struct request *rq, const char *op, json_t **resp, char **bod
     json_t *hdr = json_pack("{s:s,s:s,s:s}", "op", op, "filename", rq->param, "id", rq->id);
     int rc;
     if (!hdr)
-        return request_fail(rq, SG_ERR_INVALID_NAME, "the file name is not valid UTF-8");
+        return request_fail(rq, SG_ERR_INVALID_NAME, "%s", validate_name_not_utf8(rq->param));
     if (strcmp(op, "list") == 0)
         json_object_del(hdr, "filename");
     if (strcmp(op, "delete") == 0) {
@@ -413,7 +414,7 @@ int api_files_get(struct request *rq)
     }
     hdr = json_pack("{s:s,s:s,s:s}", "op", "download", "filename", rq->param, "id", rq->id);
     if (!hdr)
-        return request_fail(rq, SG_ERR_INVALID_NAME, "the file name is not valid UTF-8");
+        return request_fail(rq, SG_ERR_INVALID_NAME, "%s", validate_name_not_utf8(rq->param));
     if (partial) {
         json_object_set_new(hdr, "offset", json_integer((json_int_t)off));
         json_object_set_new(hdr, "length", json_integer((json_int_t)len));

@@ -5,6 +5,9 @@
 #include <strings.h>
 
 #include "api.h"
+#ifdef SG_HAVE_FILE
+#include "file/name.h"
+#endif
 #include "errors.h"
 #include "files.h"
 #include "metrics.h"
@@ -51,29 +54,40 @@ static void post_free(struct request *rq, int is_complete)
     rq->state = NULL;
 }
 
-/* Keeps the last path segment of a browser's file name ("C:\\x\\a.txt" and "dir/a.txt" both give "a.txt"). */
-static const char *base_name(const char *filename)
-{
-    const char *slash = strrchr(filename, '/'), *back = strrchr(filename, '\\');
-    if (back && (!slash || back > slash))
-        slash = back;
-    return slash ? slash + 1 : filename;
-}
-
+/*
+ * A part is stored under its filename as sent, by the rule PUT
+ * /api/v1/files/{name} follows: a name holding '/' or '\\' is refused, never
+ * cut down to its last segment ("../../etc/x" is not quietly stored as "x").
+ * Browsers send the bare name of the chosen file.
+ */
 static int start_part(struct post_state *st, const char *key, const char *filename)
 {
     struct request *rq = st->rq;
     struct part *p;
-    const char *name = base_name(filename);
+    const char *name = filename;
     if (st->n_parts == MAX_PARTS)
-        return request_fail(rq, SG_ERR_TOO_LARGE, "at most %d files per request", MAX_PARTS);
+        return request_fail(rq, SG_ERR_TOO_LARGE, "a form may hold at most %d files", MAX_PARTS);
     if (strlen(name) >= sizeof p->name)
-        return request_fail(rq, SG_ERR_INVALID_NAME, "a file name may have at most %zu bytes", sizeof p->name - 1);
+        return request_fail(rq, SG_ERR_INVALID_NAME, "file %zu of the form (\"%.40s...\") was refused: "
+                            "the name is longer than %zu bytes", st->n_parts + 1, name, sizeof p->name - 1);
+    /* The rule PUT's names pass (server.c check_file_name): one rule, said for the file it refuses. */
+#ifdef SG_HAVE_FILE
+    {
+        char why[200];
+        if (file_name_check(name, strlen(name), why, sizeof why) != SG_OK)
+            return request_fail(rq, SG_ERR_INVALID_NAME, "file %zu of the form (\"%s\") was refused: %s",
+                                st->n_parts + 1, name, why);
+    }
+#else
+    if (strpbrk(name, "/\\"))
+        return request_fail(rq, SG_ERR_INVALID_NAME, "file %zu of the form (\"%s\") was refused: "
+                            "the name holds a '/' or '\\' (the namespace is flat)", st->n_parts + 1, name);
+#endif
     /* Two parts with one name would store one file and report two: refused before anything is stored. */
     for (size_t i = 0; i < st->n_parts; i++)
         if (strcmp(st->parts[i].name, name) == 0)
-            return request_fail(rq, SG_ERR_INVALID, "the form holds two files named \"%s\": each name may appear once",
-                                name);
+            return request_fail(rq, SG_ERR_INVALID, "file %zu of the form was refused: the form holds two files "
+                                "named \"%s\": each name may appear once", st->n_parts + 1, name);
     p = &st->parts[st->n_parts++];
     snprintf(p->name, sizeof p->name, "%s", name);
     snprintf(p->field, sizeof p->field, "%s", key ? key : "");
@@ -95,12 +109,12 @@ static enum MHD_Result on_part(void *cls, enum MHD_ValueKind kind, const char *k
     (void)content_type;
     (void)transfer_encoding;
     /* Plain fields and the empty file input of a form sent with nothing chosen carry no file. */
-    if (!filename || !*base_name(filename)) {
+    if (!filename || !*filename) {
         st->has_current = 0;
         return MHD_YES;
     }
     /* Offset 0 starts a part; the same name again at 0 with bytes already taken starts a new one too. */
-    if (!cur || (off == 0 && (cur->size > 0 || strcmp(cur->name, base_name(filename)) != 0 ||
+    if (!cur || (off == 0 && (cur->size > 0 || strcmp(cur->name, filename) != 0 ||
                               strcmp(cur->field, key ? key : "") != 0))) {
         if (start_part(st, key, filename) != SG_OK)
             return MHD_NO;
@@ -189,6 +203,11 @@ int api_files_post_finish(struct request *rq)
         json_t *one = NULL;
         rc = spool_upload(rq, &st->sp, st->parts[i].off, st->parts[i].size, st->parts[i].name, NULL, &one);
         if (rc != SG_OK) {
+            /* Say which file of the batch was refused, and that none of the batch was kept. */
+            char why[200];
+            snprintf(why, sizeof why, "%.199s", rq->errmsg);
+            snprintf(rq->errmsg, sizeof rq->errmsg, "file %zu of %zu (\"%.200s\") was refused: %s; none was kept",
+                     i + 1, st->n_parts, st->parts[i].name, why);
             roll_back(rq, i);
             break;
         }

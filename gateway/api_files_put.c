@@ -7,6 +7,7 @@
 #include "files.h"
 #include "metrics.h"
 #include "server.h"
+#include "validate.h"
 #include "sockgate/error.h"
 #include "sockgate/iobuf.h"
 #include "sockgate/frame.h"
@@ -83,12 +84,12 @@ int api_files_put_begin(struct request *rq)
     }
     st->expected = strtoull(cl, NULL, 10); /* the server checked it is a number */
     if (st->expected > rq->gw->cfg.max_upload)
-        return request_fail(rq, SG_ERR_TOO_LARGE, "the upload of %llu bytes is over the limit of %llu bytes",
-                            (unsigned long long)st->expected, (unsigned long long)rq->gw->cfg.max_upload);
+        return request_fail(rq, SG_ERR_TOO_LARGE, "an upload may have at most %s (--max-upload); this one has %llu bytes",
+                            rq->gw->cfg.max_upload_text, (unsigned long long)st->expected);
     hdr = json_pack("{s:s,s:s,s:I,s:s}", "op", "upload", "filename", rq->param, "total_size",
                     (json_int_t)st->expected, "id", rq->id);
     if (!hdr)
-        return request_fail(rq, SG_ERR_INVALID_NAME, "the file name is not valid UTF-8");
+        return request_fail(rq, SG_ERR_INVALID_NAME, "%s", validate_name_not_utf8(rq->param));
     if (cond)
         json_object_update(hdr, cond);
     block_size = st->expected < PUT_BLOCK ? (size_t)st->expected : PUT_BLOCK;

@@ -91,6 +91,12 @@ int api_readyz(struct request *rq)
         if (rc != SG_OK)
             is_ready = 0;
     }
-    body = json_pack("{s:b,s:o}", "ready", is_ready, "backends", backends);
+    /* Without the token only the verdict: backend addresses and errors are for those who hold it. */
+    if (!request_is_authorized(rq)) {
+        json_decref(backends);
+        body = json_pack("{s:b,s:s}", "ready", is_ready, "details", "send Authorization: Bearer <token> for each backend's state");
+    } else {
+        body = json_pack("{s:b,s:o}", "ready", is_ready, "backends", backends);
+    }
     return respond_json(rq, is_ready ? 200 : 503, body);
 }

@@ -25,8 +25,27 @@
 #include "chat/server.h"
 #endif
 
-/* Every embedded service listens here; the kernel picks the port. */
-#define EMBEDDED_LISTEN "127.0.0.1:0"
+/*
+ * Where embedded service id listens: --embedded-listen HOST:PORT puts echo on
+ * PORT and the others on the next ports in backend order (so tutorial clients
+ * can be pointed at fixed ports); with port 0 the kernel picks each one.
+ */
+static int embedded_listen_addr(const struct gateway *gw, enum backend_id id, char *buf, size_t len)
+{
+    const char *text = gw->cfg.embedded_listen ? gw->cfg.embedded_listen : "127.0.0.1:0";
+    const char *colon = strrchr(text, ':');
+    unsigned long port;
+    char *end;
+    if (!colon)
+        return SG_ERR_INVALID;
+    port = strtoul(colon + 1, &end, 10);
+    if (*end || port > 65535 || (port != 0 && port + (unsigned long)id > 65535))
+        return SG_ERR_INVALID;
+    /* main() checked the whole address; only the port moves. */
+    if (snprintf(buf, len, "%.*s:%lu", (int)(colon - text), text, port ? port + (unsigned long)id : 0) >= (int)len)
+        return SG_ERR_INVALID;
+    return SG_OK;
+}
 
 int embedded_is_built(enum backend_id id)
 {
@@ -79,14 +98,18 @@ static int split_allow(struct embedded *e, const char *allow)
 static int create(struct gateway *gw, struct embedded *e, enum backend_id id, const struct sg_service_ops **ops,
                   void **srv, char *err, size_t errlen)
 {
-    (void)gw;
+    char listen[SG_ADDR_STRLEN];
     (void)e;
+    if (embedded_listen_addr(gw, id, listen, sizeof listen) != SG_OK) {
+        snprintf(err, errlen, "--embedded-listen %s leaves no port for it", gw->cfg.embedded_listen);
+        return SG_ERR_INVALID;
+    }
     switch (id) {
 #ifdef SG_HAVE_ECHO
     case BACKEND_ECHO: {
         struct echo_config c;
         echo_config_defaults(&c);
-        c.listen = EMBEDDED_LISTEN;
+        c.listen = listen;
         *ops = &echo_service_ops;
         return echo_server_create(&c, srv, err, errlen);
     }
@@ -95,7 +118,7 @@ static int create(struct gateway *gw, struct embedded *e, enum backend_id id, co
     case BACKEND_TIME: {
         struct time_config c;
         time_config_defaults(&c);
-        c.listen = EMBEDDED_LISTEN;
+        c.listen = listen;
         *ops = &time_service_ops;
         return time_server_create(&c, srv, err, errlen);
     }
@@ -104,7 +127,7 @@ static int create(struct gateway *gw, struct embedded *e, enum backend_id id, co
     case BACKEND_EXEC: {
         struct exec_config c;
         exec_config_defaults(&c);
-        c.listen = EMBEDDED_LISTEN;
+        c.listen = listen;
         if (gw->cfg.allow && *gw->cfg.allow) {
             int rc = split_allow(e, gw->cfg.allow);
             if (rc != SG_OK) {
@@ -122,7 +145,7 @@ static int create(struct gateway *gw, struct embedded *e, enum backend_id id, co
     case BACKEND_FILE: {
         struct file_config c;
         file_config_defaults(&c);
-        c.listen = EMBEDDED_LISTEN;
+        c.listen = listen;
         if (gw->cfg.file_root && *gw->cfg.file_root)
             c.root = gw->cfg.file_root;
         *ops = &file_service_ops;
@@ -133,7 +156,7 @@ static int create(struct gateway *gw, struct embedded *e, enum backend_id id, co
     case BACKEND_CHAT: {
         struct chat_config c;
         chat_config_defaults(&c);
-        c.listen = EMBEDDED_LISTEN;
+        c.listen = listen;
         *ops = &chat_service_ops;
         return chat_server_create(&c, srv, err, errlen);
     }

@@ -15,6 +15,8 @@
 /* Everything the flags and environment set; strings are borrowed from argv or the environment. */
 struct gw_config {
     const char *listen;
+    int listen_fd;                            /* bound by main() before anything starts; -1: server_start binds */
+    const char *embedded_listen;              /* HOST:PORT of the first embedded backend (port 0: any free) */
     const char *backend_addr[BACKEND__COUNT]; /* NULL: run that backend embedded */
     const char *file_root;                    /* the embedded file backend's directory */
     const char *allow;                        /* the embedded exec backend's allowlist, comma-separated */
@@ -28,6 +30,7 @@ struct gw_config {
     const char *spool_dir;                    /* where multipart and chunked bodies wait */
     uint64_t max_upload;                      /* bytes of one upload (PUT body or multipart total) */
     uint64_t max_json;                        /* bytes of a JSON request body */
+    const char *max_upload_text, *max_json_text; /* both limits as the user wrote them, for error messages */
     unsigned threads;                         /* worker threads, each one event loop (worker.c) */
     unsigned max_conns;                       /* client connections served at once */
     unsigned timeout_ms;                      /* deadline of one backend call, or of one I/O step of a stream */

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/sha.h>
@@ -20,22 +21,29 @@
 #include "tls.h"
 #include "sockgate/error.h"
 #include "sockgate/log.h"
+#include "sockgate/net.h"
 #include "sockgate/opts.h"
 #include "sockgate/service.h"
 
 static const char usage[] =
-    "sockgate [--listen HOST:PORT] [--echo ADDR] [--time ADDR] [--exec ADDR] [--file ADDR] [--chat ADDR]\n"
-    "                [--file-root DIR] [--allow CMD,...] [--web-root DIR] [--token TOKEN]\n"
-    "                [--cors-origin ORIGIN]... [--max-upload BYTES] [--log-format text|json]";
+    "sockgate [--listen HOST:PORT] [--embedded-listen HOST:PORT] [--echo ADDR] [--time ADDR] [--exec ADDR]\n"
+    "                [--file ADDR] [--chat ADDR] [--file-root DIR] [--allow CMD,...] [--web-root DIR]\n"
+    "                [--token TOKEN] [--cors-origin ORIGIN]... [--allow-host NAME]... [--max-upload SIZE]\n"
+    "                [--max-json SIZE] [--threads N] [--max-conns N] [--timeout DURATION] [--grace DURATION]\n"
+    "                [--header-timeout DURATION] [--body-timeout DURATION] [--spool-dir DIR]\n"
+    "                [--tls-cert FILE --tls-key FILE] [--log-format text|json] [--print-routes]";
 static const char about[] =
     "The HTTP/JSON gateway in front of the sockgate backends. Every backend whose address is not\n"
-    "given runs inside this process on a free loopback port, so `sockgate` alone is the whole system.";
+    "given runs inside this process on a loopback port (--embedded-listen fixes them), so `sockgate`\n"
+    "alone is the whole system. Uploads land in --file-root (default ./files, created when the\n"
+    "first backend starts). All flags are checked and the listener bound before anything starts.";
 
 /* The string form of every flag, before it is checked and converted into struct gw_config. */
 struct flags {
-    const char *listen, *addr[BACKEND__COUNT], *file_root, *allow, *web_root, *token, *spool_dir, *tls_cert, *tls_key;
-    const char *max_upload, *max_json, *threads, *max_conns, *timeout_ms, *grace_ms, *log_format, *print_routes;
-    const char *header_timeout_ms, *body_timeout_ms;
+    const char *listen, *embedded_listen, *addr[BACKEND__COUNT], *file_root, *allow, *web_root, *token, *spool_dir;
+    const char *tls_cert, *tls_key;
+    const char *max_upload, *max_json, *threads, *max_conns, *timeout, *grace, *log_format, *print_routes;
+    const char *header_timeout, *body_timeout;
     struct gw_config *cfg;
 };
 
@@ -64,57 +72,87 @@ static int add_allow_host(const char *value, void *ctx)
     return append_copy(cfg->allow_hosts, &cfg->n_allow_hosts, GW_MAX_ALLOW_HOSTS, value);
 }
 
-static int parse_number(const char *flag, const char *text, uint64_t min, uint64_t max, int allow_suffix,
-                        uint64_t *out)
+/* 0 when path is absent or a directory (must_exist: a directory); else prints why and returns -1. */
+static int check_dir_flag(const char *flag, const char *path, int must_exist)
 {
-    if (sg_parse_u64(text, min, max, allow_suffix, out) == SG_OK)
+    struct stat sb;
+    if (!path)
         return 0;
-    fprintf(stderr, "sockgate: --%s '%s' must be a number from %llu to %llu%s\n", flag, text,
-            (unsigned long long)min, (unsigned long long)max, allow_suffix ? " (K, M, G suffixes allowed)" : "");
+    if (stat(path, &sb) != 0) {
+        if (errno == ENOENT && !must_exist)
+            return 0;
+        fprintf(stderr, "sockgate: --%s '%s': %s\n", flag, path, strerror(errno));
+        return -1;
+    }
+    if (!S_ISDIR(sb.st_mode)) {
+        fprintf(stderr, "sockgate: --%s '%s' is not a directory\n", flag, path);
+        return -1;
+    }
+    return 0;
+}
+
+/* 0 when text is HOST:PORT; else prints why and returns -1. */
+static int check_addr_flag(const char *flag, const char *text)
+{
+    struct sg_addr addr;
+    char why[256];
+    if (sg_addr_parse(text, &addr, why, sizeof why) == SG_OK)
+        return 0;
+    fprintf(stderr, "sockgate: --%s '%s': %s\n", flag, text, why);
     return -1;
 }
 
 /* Parses argv and the environment into cfg; returns 0 to run, 1 to exit 0, 2 to exit 2. */
 static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_routes)
 {
-    struct flags f = {.listen = GW_DEFAULT_LISTEN, .max_upload = "16G", .max_json = "1M", .threads = "8",
-                      .max_conns = "16384", .timeout_ms = "10000", .grace_ms = "10000", .log_format = "text",
-                      .header_timeout_ms = "20000", .body_timeout_ms = "30000",
-                      .cfg = cfg};
+    struct flags f = {.listen = GW_DEFAULT_LISTEN, .embedded_listen = "127.0.0.1:0", .max_upload = "16G",
+                      .max_json = "1M", .threads = "8", .max_conns = "16384", .timeout = "10s", .grace = "10s",
+                      .header_timeout = "20s", .body_timeout = "30s", .log_format = "text", .cfg = cfg};
     const struct sg_option opts[] = {
         {"listen", "SOCKGATE_LISTEN", "HOST:PORT", "HTTP address (port 0 picks a free one)", &f.listen, NULL, NULL},
+        {"embedded-listen", "SOCKGATE_EMBEDDED_LISTEN", "HOST:PORT",
+         "where embedded backends listen: with PORT > 0, echo on PORT, time PORT+1, exec PORT+2, file PORT+3, "
+         "chat PORT+4",
+         &f.embedded_listen, NULL, NULL},
         {"echo", "SOCKGATE_ECHO", "ADDR", "echo backend (TCP); embedded when not given", &f.addr[BACKEND_ECHO], NULL, NULL},
         {"time", "SOCKGATE_TIME", "ADDR", "time backend (UDP); embedded when not given", &f.addr[BACKEND_TIME], NULL, NULL},
         {"exec", "SOCKGATE_EXEC", "ADDR", "exec backend (TCP); embedded when not given", &f.addr[BACKEND_EXEC], NULL, NULL},
         {"file", "SOCKGATE_FILE", "ADDR", "file backend (TCP); embedded when not given", &f.addr[BACKEND_FILE], NULL, NULL},
         {"chat", "SOCKGATE_CHAT", "ADDR", "chat backend (TCP); embedded when not given", &f.addr[BACKEND_CHAT], NULL, NULL},
-        {"file-root", "SOCKGATE_FILE_ROOT", "DIR", "directory of the embedded file backend", &f.file_root, NULL, NULL},
+        {"file-root", "SOCKGATE_FILE_ROOT", "DIR", "where the embedded file backend keeps uploads (default ./files)",
+         &f.file_root, NULL, NULL},
         {"allow", "SOCKGATE_ALLOW", "CMD,...", "commands the embedded exec backend may run", &f.allow, NULL, NULL},
         {"web-root", "SOCKGATE_WEB_ROOT", "DIR", "serve the page from DIR instead of the built-in copy",
          &f.web_root, NULL, NULL},
-        {"token", "SOCKGATE_TOKEN", "TOKEN", "require Authorization: Bearer TOKEN on /api/v1", &f.token, NULL, NULL},
+        {"token", "SOCKGATE_TOKEN", "TOKEN",
+         "require Authorization: Bearer TOKEN on /api/v1, /readyz and /metrics (/healthz stays open)", &f.token, NULL,
+         NULL},
         {"cors-origin", "SOCKGATE_CORS_ORIGIN", "ORIGIN", "allow cross-origin calls from ORIGIN (repeatable, * for any)",
          NULL, add_cors_origin, cfg},
         {"allow-host", "SOCKGATE_ALLOW_HOST", "NAME",
          "answer to Host NAME (repeatable; .domain for it and below, * for any); without it and without a token, "
          "only addresses, single-label names and *.localhost",
          NULL, add_allow_host, cfg},
-        {"max-upload", "SOCKGATE_MAX_UPLOAD", "BYTES", "largest upload (PUT body or multipart total)",
+        {"max-upload", "SOCKGATE_MAX_UPLOAD", "SIZE", "largest upload (PUT body or multipart total)",
          &f.max_upload, NULL, NULL},
-        {"max-json", "SOCKGATE_MAX_JSON", "BYTES", "largest JSON request body", &f.max_json, NULL, NULL},
-        {"threads", "SOCKGATE_THREADS", "N", "HTTP worker threads, each an event loop over its own connections", &f.threads,
-         NULL, NULL},
+        {"max-json", "SOCKGATE_MAX_JSON", "SIZE", "largest JSON request body", &f.max_json, NULL, NULL},
+        {"threads", "SOCKGATE_THREADS", "N", "HTTP worker threads, each an event loop over its own connections",
+         &f.threads, NULL, NULL},
         {"max-conns", "SOCKGATE_MAX_CONNS", "N", "client connections served at once (more wait in the backlog)",
          &f.max_conns, NULL, NULL},
-        {"timeout-ms", "SOCKGATE_TIMEOUT_MS", "MS", "deadline of a backend call, or of one step of a stream",
-         &f.timeout_ms, NULL, NULL},
-        {"header-timeout-ms", "SOCKGATE_HEADER_TIMEOUT_MS", "MS",
-         "a request's whole head must arrive within MS, else the connection is cut (0: no limit)",
-         &f.header_timeout_ms, NULL, NULL},
-        {"body-timeout-ms", "SOCKGATE_BODY_TIMEOUT_MS", "MS",
-         "longest silence within a request body before the connection is cut (0: no limit)", &f.body_timeout_ms,
-         NULL, NULL},
-        {"grace-ms", "SOCKGATE_GRACE_MS", "MS", "how long SIGTERM waits for requests in flight", &f.grace_ms, NULL, NULL},
+        {"timeout", "SOCKGATE_TIMEOUT", "DURATION", "deadline of a backend call, or of one step of a stream",
+         &f.timeout, NULL, NULL},
+        {"timeout-ms", "SOCKGATE_TIMEOUT_MS", "MS", "milliseconds", &f.timeout, NULL, NULL},
+        {"header-timeout", "SOCKGATE_HEADER_TIMEOUT", "DURATION",
+         "a request's whole head must arrive within this, else the connection is cut (0: no limit)",
+         &f.header_timeout, NULL, NULL},
+        {"header-timeout-ms", "SOCKGATE_HEADER_TIMEOUT_MS", "MS", "milliseconds", &f.header_timeout, NULL, NULL},
+        {"body-timeout", "SOCKGATE_BODY_TIMEOUT", "DURATION",
+         "longest silence within a request body before the connection is cut (0: no limit)", &f.body_timeout, NULL,
+         NULL},
+        {"body-timeout-ms", "SOCKGATE_BODY_TIMEOUT_MS", "MS", "milliseconds", &f.body_timeout, NULL, NULL},
+        {"grace", "SOCKGATE_GRACE", "DURATION", "how long SIGTERM waits for requests in flight", &f.grace, NULL, NULL},
+        {"grace-ms", "SOCKGATE_GRACE_MS", "MS", "milliseconds", &f.grace, NULL, NULL},
         {"spool-dir", "SOCKGATE_SPOOL_DIR", "DIR", "where multipart and chunked uploads wait (default $TMPDIR)",
          &f.spool_dir, NULL, NULL},
         {"tls-cert", "SOCKGATE_TLS_CERT", "FILE", "serve HTTPS with this PEM certificate chain (with --tls-key; "
@@ -130,9 +168,11 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
         return rc;
     *print_routes = f.print_routes != NULL;
     cfg->listen = f.listen;
+    cfg->listen_fd = -1;
+    cfg->embedded_listen = f.embedded_listen;
     for (int i = 0; i < BACKEND__COUNT; i++)
         cfg->backend_addr[i] = f.addr[i] && *f.addr[i] ? f.addr[i] : NULL;
-    cfg->file_root = f.file_root;
+    cfg->file_root = f.file_root && *f.file_root ? f.file_root : NULL;
     cfg->allow = f.allow;
     cfg->web_root = f.web_root && *f.web_root ? f.web_root : NULL;
     cfg->token = f.token && *f.token ? f.token : NULL;
@@ -141,31 +181,42 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
     cfg->spool_dir = f.spool_dir && *f.spool_dir ? f.spool_dir : getenv("TMPDIR");
     if (!cfg->spool_dir || !*cfg->spool_dir)
         cfg->spool_dir = "/tmp";
-    if (parse_number("max-upload", f.max_upload, 0, UINT64_C(1) << 50, 1, &cfg->max_upload) ||
-        parse_number("max-json", f.max_json, 2, 256u << 20, 1, &cfg->max_json))
+    if (check_addr_flag("listen", f.listen) || check_addr_flag("embedded-listen", f.embedded_listen))
         return 2;
-    if (parse_number("threads", f.threads, 1, 256, 0, &v))
+    if (sg_flag_size("sockgate", "max-upload", f.max_upload, 0, UINT64_C(1) << 50, &cfg->max_upload) ||
+        sg_flag_size("sockgate", "max-json", f.max_json, 2, 256u << 20, &cfg->max_json))
+        return 2;
+    cfg->max_upload_text = f.max_upload;
+    cfg->max_json_text = f.max_json;
+    if (sg_flag_count("sockgate", "threads", f.threads, 1, 256, &v))
         return 2;
     cfg->threads = (unsigned)v;
-    if (parse_number("max-conns", f.max_conns, 1, 1000000, 0, &v))
+    if (sg_flag_count("sockgate", "max-conns", f.max_conns, 1, 1000000, &v))
         return 2;
     cfg->max_conns = (unsigned)v;
-    if (parse_number("timeout-ms", f.timeout_ms, 10, 3600000, 0, &v))
+    if (sg_flag_duration("sockgate", "timeout", f.timeout, 10, 3600000, 0, &v))
         return 2;
     cfg->timeout_ms = (unsigned)v;
-    if (parse_number("grace-ms", f.grace_ms, 0, 3600000, 0, &v))
+    if (sg_flag_duration("sockgate", "grace", f.grace, 0, 3600000, 0, &v))
         return 2;
     cfg->grace_ms = (unsigned)v;
-    if (parse_number("header-timeout-ms", f.header_timeout_ms, 0, 3600000, 0, &v))
+    if (sg_flag_duration("sockgate", "header-timeout", f.header_timeout, 0, 3600000, 0, &v))
         return 2;
     cfg->header_timeout_ms = (unsigned)v;
-    if (parse_number("body-timeout-ms", f.body_timeout_ms, 0, 3600000, 0, &v))
+    if (sg_flag_duration("sockgate", "body-timeout", f.body_timeout, 0, 3600000, 0, &v))
         return 2;
     cfg->body_timeout_ms = (unsigned)v;
     if (sg_log_format_parse(f.log_format, &cfg->log_format) != SG_OK) {
         fprintf(stderr, "sockgate: --log-format must be text or json, not '%s'\n", f.log_format);
         return 2;
     }
+    if (cfg->allow && *cfg->allow && strspn(cfg->allow, ",") == strlen(cfg->allow)) {
+        fprintf(stderr, "sockgate: --allow '%s' names no command\n", cfg->allow);
+        return 2;
+    }
+    if (check_dir_flag("web-root", cfg->web_root, 1) || check_dir_flag("spool-dir", cfg->spool_dir, 1) ||
+        check_dir_flag("file-root", cfg->file_root, 0))
+        return 2;
     return 0;
 }
 
@@ -211,6 +262,43 @@ static int setup_backends(struct gateway *gw)
         }
     }
     return 0;
+}
+
+/* Binds --listen before anything else starts, so a bad or busy address creates nothing; 0 or -1 after logging. */
+static int bind_listener(struct gw_config *cfg)
+{
+    struct sg_addr addr;
+    char why[256];
+    if (sg_addr_parse(cfg->listen, &addr, why, sizeof why) != SG_OK ||
+        sg_listen(&addr, SOCK_STREAM, &cfg->listen_fd, why, sizeof why) != SG_OK) {
+        sg_error("--listen %s: %s", cfg->listen, why);
+        cfg->listen_fd = -1;
+        return -1;
+    }
+    return 0;
+}
+
+/* Logs one block naming every address a user or a tutorial client may want: the page, the API, each backend. */
+static void print_addresses(struct gateway *gw, int listen_fd)
+{
+    static const char *const kind[BACKEND__COUNT] = {
+        [BACKEND_ECHO] = "TCP and UDP", [BACKEND_TIME] = "UDP", [BACKEND_EXEC] = "framed TCP",
+        [BACKEND_FILE] = "framed TCP", [BACKEND_CHAT] = "UDP chat, framed TCP"};
+    char addr[SG_ADDR_STRLEN];
+    sg_local_addr(listen_fd, addr, sizeof addr);
+    sg_info("page     %s://%s/", tls_is_on() ? "https" : "http", addr);
+    sg_info("API      %s://%s/api/v1/ (docs/openapi.json)", tls_is_on() ? "https" : "http", addr);
+    for (int id = 0; id < BACKEND__COUNT; id++) {
+        const struct upstream *up = &gw->backends[id];
+        sg_info("%-8s %s (%s, %s)", backend_name(id), up->is_configured ? up->name : "not available", kind[id],
+                gw->cfg.backend_addr[id] ? "remote" : "embedded");
+    }
+    if (!gw->cfg.backend_addr[BACKEND_FILE] && embedded_is_built(BACKEND_FILE)) {
+        const char *root = gw->cfg.file_root ? gw->cfg.file_root : "files";
+        char *full = realpath(root, NULL);
+        sg_info("uploads  %s (--file-root)", full ? full : root);
+        free(full);
+    }
 }
 
 static int stop_pipe[2] = {-1, -1};
@@ -277,12 +365,16 @@ int main(int argc, char **argv)
         fprintf(stderr, "sockgate: --spool-dir: %s\n", err);
         return 2;
     }
+    if (bind_listener(&gw.cfg) != 0)
+        return 1;
     if (metrics_init(ROUTE_N_SLOTS) != SG_OK || pipe2(stop_pipe, O_CLOEXEC) != 0) {
         sg_error("out of resources at start-up");
+        close(gw.cfg.listen_fd);
         return 1;
     }
     if (embedded_start(&gw, &emb, err, sizeof err) != SG_OK) {
         sg_error("%s", err);
+        close(gw.cfg.listen_fd);
         goto out;
     }
     if (server_start(&gw, &srv, err, sizeof err) != SG_OK) {
@@ -297,6 +389,7 @@ int main(int argc, char **argv)
         goto out;
     }
     sg_log_listening_scheme(server_listen_fd(srv), tls_is_on() ? "https://" : "");
+    print_addresses(&gw, server_listen_fd(srv));
     while (read(stop_pipe[0], &c, 1) < 0 && errno == EINTR)
         ;
     server_stop(srv, gw.cfg.grace_ms);

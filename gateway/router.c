@@ -10,6 +10,7 @@ const struct route router_routes[] = {
     {"POST", "/api/v1/echo", "echo", ROUTE_AUTH | ROUTE_JSON_BODY, NULL, NULL, api_echo},
     {"GET", "/api/v1/time", "time", ROUTE_AUTH, NULL, NULL, api_time},
     {"POST", "/api/v1/exec", "exec", ROUTE_AUTH | ROUTE_JSON_BODY, NULL, NULL, api_exec},
+    {"GET", "/api/v1/exec/allowed", "exec_allowed", ROUTE_AUTH, NULL, NULL, api_exec_allowed},
     {"GET", "/api/v1/files", "files_list", ROUTE_AUTH, NULL, NULL, api_files_list},
     {"POST", "/api/v1/files", "files_post", ROUTE_AUTH | ROUTE_STREAM_BODY, api_files_post_begin,
      api_files_post_body, api_files_post_finish},
@@ -26,8 +27,9 @@ const struct route router_routes[] = {
     {"DELETE", "/api/v1/session", "session_delete", 0, NULL, NULL, api_session_delete},
     {"GET", "/api/v1/openapi.json", "openapi", ROUTE_AUTH, NULL, NULL, api_openapi},
     {"GET", "/healthz", "healthz", 0, NULL, NULL, api_healthz},
+    /* Open, but without the token it says only ready or not: the details name backend addresses. */
     {"GET", "/readyz", "readyz", 0, NULL, NULL, api_readyz},
-    {"GET", "/metrics", "metrics", 0, NULL, NULL, api_metrics},
+    {"GET", "/metrics", "metrics", ROUTE_AUTH, NULL, NULL, api_metrics},
     {"GET", "/", "index", 0, NULL, NULL, api_static},
 };
 

@@ -294,6 +294,42 @@ static int is_authorized(struct request *rq)
     return CRYPTO_memcmp(digest, rq->gw->token_sha256, sizeof digest) == 0;
 }
 
+int request_is_authorized(struct request *rq)
+{
+    return !rq->gw->has_token || is_authorized(rq);
+}
+
+/* The first query parameter of a request that its route does not take. */
+struct unknown_query {
+    const char *route;
+    char name[65];
+};
+
+static enum MHD_Result find_unknown_query(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    struct unknown_query *u = cls;
+    (void)kind;
+    (void)value;
+    if (validate_query_name(u->route, key) == SG_OK)
+        return MHD_YES;
+    snprintf(u->name, sizeof u->name, "%s", key);
+    return MHD_NO;
+}
+
+/* Refuses a query parameter the route does not take (a typo must not be ignored silently); API routes only. */
+static int check_query(struct request *rq)
+{
+    struct unknown_query u = {.route = rq->route->name, .name = ""};
+    char known[128];
+    if (strncmp(rq->url, "/api/", 5) != 0)
+        return SG_OK;
+    MHD_get_connection_values(rq->conn, MHD_GET_ARGUMENT_KIND, find_unknown_query, &u);
+    if (!u.name[0])
+        return SG_OK;
+    validate_query_known(rq->route->name, known, sizeof known);
+    return request_fail(rq, SG_ERR_INVALID, "unknown query parameter \"%s\" (%s)", u.name, known);
+}
+
 /* Answers OPTIONS: the methods of the path, and the CORS preflight headers for an allowed origin. */
 static void answer_options(struct request *rq)
 {
@@ -347,8 +383,8 @@ static int check_body_headers(struct request *rq)
         if (!is_json_type(request_header(rq, "Content-Type")))
             return request_fail(rq, GW_ERR_MEDIA_TYPE, "send the body as Content-Type: application/json");
         if (len > rq->gw->cfg.max_json)
-            return request_fail(rq, SG_ERR_TOO_LARGE, "a JSON body may have at most %llu bytes",
-                                (unsigned long long)rq->gw->cfg.max_json);
+            return request_fail(rq, SG_ERR_TOO_LARGE, "a JSON body may have at most %s (--max-json)",
+                                rq->gw->cfg.max_json_text);
     }
     return SG_OK;
 }
@@ -439,8 +475,8 @@ static void request_begin(struct request *rq)
                           : "send Authorization: Bearer <token>");
         return;
     }
-    rc = SG_OK;
-    if (rq->route->flags & ROUTE_FILE_NAME)
+    rc = check_query(rq);
+    if (rc == SG_OK && (rq->route->flags & ROUTE_FILE_NAME))
         rc = check_file_name(rq);
     if (rc == SG_OK && (rq->route->flags & (ROUTE_JSON_BODY | ROUTE_STREAM_BODY)))
         rc = check_body_headers(rq);
@@ -455,7 +491,8 @@ static int collect_json(struct request *rq, const char *data, size_t len)
 {
     size_t max = (size_t)rq->gw->cfg.max_json;
     if (len > max - rq->body_len)
-        return request_fail(rq, SG_ERR_TOO_LARGE, "a JSON body may have at most %zu bytes", max);
+        return request_fail(rq, SG_ERR_TOO_LARGE, "a JSON body may have at most %s (--max-json)",
+                            rq->gw->cfg.max_json_text);
     if (rq->body_len + len + 1 > rq->body_cap) {
         size_t cap = rq->body_cap ? rq->body_cap : 1024;
         char *p;
@@ -747,12 +784,16 @@ int server_start(struct gateway *gw, struct server **out, char *err, size_t errl
     *out = NULL;
     if (getrandom(&id_prefix, sizeof id_prefix, 0) != (ssize_t)sizeof id_prefix)
         id_prefix = (uint32_t)time(NULL) ^ (uint32_t)getpid(); /* uniqueness only, not secrecy */
-    rc = sg_addr_parse(gw->cfg.listen, &addr, err, errlen);
-    if (rc != SG_OK)
-        return rc;
-    rc = sg_listen(&addr, SOCK_STREAM, &fd, err, errlen);
-    if (rc != SG_OK)
-        return rc;
+    /* main() binds first, so a bad --listen fails before any backend starts or directory is made. */
+    fd = gw->cfg.listen_fd;
+    if (fd < 0) {
+        rc = sg_addr_parse(gw->cfg.listen, &addr, err, errlen);
+        if (rc == SG_OK)
+            rc = sg_listen(&addr, SOCK_STREAM, &fd, err, errlen);
+        if (rc != SG_OK)
+            return rc;
+    }
+    gw->cfg.listen_fd = -1; /* the server owns it from here */
     session_init(gw);
     worker_set_timeouts(gw->cfg.header_timeout_ms, gw->cfg.body_timeout_ms);
     s = calloc(1, sizeof *s);

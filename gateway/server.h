@@ -87,6 +87,9 @@ const char *request_header(struct request *rq, const char *name);
 /* Returns a query argument's decoded value (borrowed), or NULL. */
 const char *request_query(struct request *rq, const char *name);
 
+/* 1 when no token is configured or rq carries it (header, or cookie where the route takes one). */
+int request_is_authorized(struct request *rq);
+
 /* Returns the deadline of one backend call made for rq (now + the configured timeout). */
 int64_t request_deadline(const struct request *rq);
 

@@ -11,6 +11,7 @@
 #include "server.h"
 #include "sockgate/error.h"
 #include "sockgate/frame.h"
+#include "sockgate/opts.h"
 #include "upstream.h"
 
 int spool_check(const char *dir, char *err, size_t errlen)
@@ -53,7 +54,9 @@ int spool_write(struct spool *s, const void *buf, size_t len, char *err, size_t 
 {
     const char *p = buf;
     if (len > s->max - s->size) {
-        snprintf(err, errlen, "the upload is over the limit of %llu bytes", (unsigned long long)s->max);
+        char limit[32];
+        sg_format_size(s->max, limit, sizeof limit);
+        snprintf(err, errlen, "an upload may have at most %s (--max-upload)", limit);
         return SG_ERR_TOO_LARGE;
     }
     while (len > 0) {

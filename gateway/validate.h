@@ -43,6 +43,28 @@ int validate_echo(const json_t *in, const char **msg, size_t *len, char *err, si
 int validate_exec(const json_t *in, struct exec_request *req, char *err, size_t errlen);
 
 /*
+ * Checks a chat reply, {"to": "HOST:PORT", "text": a string}; SG_OK with both
+ * borrowed from in, or SG_ERR_INVALID with why in err.
+ */
+int validate_chat_reply(const json_t *in, const json_t **to, const json_t **text, char *err, size_t errlen);
+
+/*
+ * SG_OK when in has no field outside the NULL-terminated list known, else
+ * SG_ERR_INVALID with "unknown field \"NAME\" (known: ...)" in err: a typo
+ * like "timout_ms" must not be ignored silently.
+ */
+int validate_known_fields(const json_t *in, const char *const *known, char *err, size_t errlen);
+
+/* SG_OK when the route named route (router.c) takes the query parameter name, else SG_ERR_INVALID. */
+int validate_query_name(const char *route, const char *name);
+
+/* Writes "known: a, b" (or "this route takes none") for the query parameters of route into buf. */
+void validate_query_known(const char *route, char *buf, size_t len);
+
+/* Why a file name that is not valid UTF-8 is refused: a %00 in it (C0 80 here) is named as the NUL it is. */
+const char *validate_name_not_utf8(const char *name);
+
+/*
  * Percent-decodes a URL path or query value in place and returns its new
  * length. A '%' not followed by two hex digits stays as it is (as
  * libmicrohttpd's own decoder does); %00 becomes C0 80, an overlong form

@@ -14,6 +14,10 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
+# Tests that install what they need (the browser test, the manifest check) run side by side under
+# `ctest -j`: one apt-get at a time, and a dpkg lock held by anything else is waited for, not failed on.
+exec 9>/tmp/sockgate-install-deps.lock
+flock 9
+apt-get -o DPkg::Lock::Timeout=600 update -qq
 # shellcheck disable=SC2086 # word splitting of the package list is intended
-apt-get install -y -qq --no-install-recommends $missing
+apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends $missing

@@ -137,15 +137,18 @@ const CODE_WORDS = {
 export function describeError(err) {
   if (!(err instanceof ApiError)) return `Something went wrong: ${err && err.message ? err.message : err}`;
   if (err.status === 0) return 'Cannot reach the gateway (network error or the connection was closed)';
+  // The gateway's own message says what was refused and why; the generic words only stand in
+  // when it sent none, so nothing is said twice ("not allowed: command not allowed").
+  // A 401 speaks of the page's token form, not of HTTP headers a page user never sees.
+  if (err.message && err.code !== 'unauthorized') return `${err.message.charAt(0).toUpperCase()}${err.message.slice(1)} (HTTP ${err.status})`;
   const words = CODE_WORDS[err.code] || STATUS_WORDS[err.status] || `The gateway answered with status ${err.status}`;
-  const detail = err.message && err.message !== words ? `: ${err.message}` : '';
-  return `${words}${detail} (HTTP ${err.status})`;
+  return `${words} (HTTP ${err.status})`;
 }
 
 /** Formats a byte count for people: 0 B, 512 B, 1.5 KiB, 20.0 MiB, 1.00 GiB. */
 export function formatBytes(n) {
   if (!Number.isFinite(n) || n < 0) return '?';
-  if (n < 1024) return `${n} B`;
+  if (n < 1024) return `${Math.round(n)} B`;
   const units = ['KiB', 'MiB', 'GiB', 'TiB'];
   let value = n / 1024;
   let unit = 0;

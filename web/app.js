@@ -1,7 +1,7 @@
 // The page's entry point: the status strip, the token form, echo, time and exec.
 
 import {
-  api, describeError, setUnauthorizedHandler, showResult, tokenGet, tokenSet,
+  api, authHeader, describeError, setUnauthorizedHandler, showResult, tokenGet, tokenSet,
 } from './api.js';
 import { filesInit, filesRefresh } from './files.js';
 import {
@@ -49,7 +49,7 @@ function readinessMap(body) {
     for (const item of source) if (item && item.name) add(String(item.name), item);
   } else {
     for (const [name, value] of Object.entries(source)) {
-      if (source === body && (name === 'status' || name === 'ready' || name === 'version')) continue;
+      if (source === body && ['status', 'ready', 'version', 'details'].includes(name)) continue;
       if (value !== null && (typeof value === 'object' || typeof value === 'string' || typeof value === 'boolean')) {
         add(name, value);
       }
@@ -84,14 +84,25 @@ function statusItem(name, { ok, configured, text, detail }) {
 
 // /readyz answers 503 when a backend is down, with the same JSON body, so the body is read
 // whatever the status.
+// With --token, /readyz tells each backend's state only to a caller with the token.
 async function refreshStatus() {
   let map = null;
+  let verdict = null;
   let problem = '';
   try {
-    const response = await fetch('/readyz', { cache: 'no-store', headers: { Accept: 'application/json' } });
+    const headers = { Accept: 'application/json' };
+    if (authHeader()) headers.Authorization = authHeader();
+    const response = await fetch('/readyz', { cache: 'no-store', headers });
     const text = await response.text();
     try {
-      map = readinessMap(JSON.parse(text));
+      const body = JSON.parse(text);
+      map = readinessMap(body);
+      // Only the verdict (no token yet): one item for the gateway, saying how to learn more.
+      if (!map && typeof body.ready === 'boolean') {
+        verdict = new Map([['gateway', {
+          ok: body.ready, configured: true, text: body.ready ? 'up' : 'down', detail: body.details || '',
+        }]]);
+      }
     } catch {
       problem = `HTTP ${response.status}`;
     }
@@ -100,7 +111,7 @@ async function refreshStatus() {
     problem = 'unreachable';
   }
   $('status-time').textContent = `checked ${new Date().toLocaleTimeString()}`;
-  renderStatus(map, problem);
+  renderStatus(map || verdict, problem);
   // With the gateway unreachable there is nothing to learn about chat; ask again next time.
   if (problem !== 'unreachable') chatOnReadiness(map);
 }
@@ -142,6 +153,7 @@ function tokenInit() {
     panel.hidden = true;
     // Chat first: it sets the session cookie for its event stream before opening it.
     chatTokenChanged();
+    execAllowedRefresh();
     await filesRefresh();
   });
   forget.addEventListener('click', () => {
@@ -173,7 +185,14 @@ function timeInit() {
   const form = $('time-form');
   const input = $('time-format');
   const out = $('time-answer');
+  // The time service takes formats of at most 256 bytes of UTF-8; maxlength counts characters.
+  const TIME_FORMAT_MAX_BYTES = 256;
   const ask = async () => {
+    const bytes = new TextEncoder().encode(input.value).length;
+    if (bytes > TIME_FORMAT_MAX_BYTES) {
+      showResult(out, `The format is ${bytes} bytes; the time service takes at most ${TIME_FORMAT_MAX_BYTES}`, true);
+      return;
+    }
     showResult(out, 'Asking…', false);
     try {
       const body = await api('GET', `/api/v1/time?format=${encodeURIComponent(input.value)}`);
@@ -205,12 +224,50 @@ function outputText(body, name) {
   return '';
 }
 
+// Lists the commands the gateway's exec backend may run, under the command box.
+async function execAllowedRefresh() {
+  const hint = $('exec-allowed');
+  try {
+    const body = await api('GET', '/api/v1/exec/allowed');
+    if (body && Array.isArray(body.allowed)) {
+      hint.textContent = `Allowed here: ${body.allowed.join(', ')}`;
+    } else {
+      hint.textContent = body && body.why ? `The allowed commands are not known here: ${body.why}.` : '';
+    }
+  } catch {
+    // Without the token (or the route) the panel still works; the list stays unsaid.
+    hint.textContent = '';
+  }
+}
+
+// Copies a stream's text: the clipboard API where the page may use it, else a selection and execCommand.
+async function copyText(button, node) {
+  const text = node.textContent;
+  let ok = false;
+  try {
+    await navigator.clipboard.writeText(text);
+    ok = true;
+  } catch {
+    const range = document.createRange();
+    range.selectNodeContents(node);
+    const selection = window.getSelection();
+    selection.removeAllRanges();
+    selection.addRange(range);
+    ok = document.execCommand('copy');
+  }
+  button.textContent = ok ? 'Copied' : 'Select and copy';
+  setTimeout(() => { button.textContent = 'Copy'; }, 2000);
+}
+
 function execInit() {
   const form = $('exec-form');
   const status = $('exec-status');
   const stdout = $('exec-stdout');
   const stderr = $('exec-stderr');
   const result = $('exec-result');
+  for (const button of document.querySelectorAll('[data-copy]')) {
+    button.addEventListener('click', () => copyText(button, $(button.dataset.copy)));
+  }
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     const command = $('exec-command').value.trim();
@@ -236,6 +293,9 @@ function execInit() {
       showResult(status, parts.join(' · '), isError);
       stdout.textContent = outputText(body, 'stdout');
       stderr.textContent = outputText(body, 'stderr');
+      // An empty stream is not shown: an empty red box reads as an error that is not there.
+      $('exec-stdout-stream').hidden = stdout.textContent === '' && stderr.textContent !== '';
+      $('exec-stderr-stream').hidden = stderr.textContent === '';
       result.hidden = false;
     } catch (err) {
       showResult(status, describeError(err), true);
@@ -254,6 +314,7 @@ function main() {
   chatInit();
   startStatusLoop();
   filesRefresh();
+  execAllowedRefresh();
 }
 
 main();

@@ -52,6 +52,7 @@ function setState(text, isError) {
  */
 export function chatOnReadiness(backends) {
   lastBackends = backends;
+  showAddress(backends && backends.get('chat'));
   if (phase === 'connecting' || phase === 'live' || phase === 'forgotten') return;
   if (backends && (!backends.has('chat') || !backends.get('chat').configured)) {
     showUnavailable('Chat unavailable: this gateway runs no chat service.');
@@ -63,6 +64,18 @@ export function chatOnReadiness(backends) {
   }
   if (Date.now() < retryAt) return;
   connect();
+}
+
+// Where the tutorial's chat clients send their datagrams: the chat backend's own address, as
+// /readyz names it (to a caller with the token, when there is one).
+function showAddress(chat) {
+  const node = document.getElementById('chat-address');
+  const addr = chat && chat.ok && chat.configured && /^[^\s]+:\d+$/.test(chat.detail) ? chat.detail : '';
+  node.hidden = !addr;
+  if (addr) {
+    node.replaceChildren('Chat clients send UDP datagrams to ', el('code', { text: addr }),
+      ' (for example ', el('code', { text: `sockgate-cli chat ${addr}` }), ').');
+  }
 }
 
 function showUnavailable(text) {
@@ -88,7 +101,8 @@ async function connect() {
   }
   // The token may have been forgotten while the request was out.
   if (phase !== 'connecting') return;
-  for (const peer of peerList(body)) ensureThread(peer.addr, peer.last);
+  // The gateway lists the most recently seen first; threads run oldest to newest, as live ones do.
+  for (const peer of peerList(body).reverse()) ensureThread(peer.addr, peer.last);
   bodyNode.hidden = false;
   // EventSource cannot send an Authorization header, so with a token the gateway first turns
   // it into an HttpOnly cookie that it accepts on the event stream alone.
@@ -237,6 +251,8 @@ function addMessage(addr, msg) {
     el('span', { class: 'chat-when', text: when }),
     el('span', { class: 'chat-text', text: msg.text })));
   while (thread.list.children.length > THREAD_LIMIT) thread.list.firstElementChild.remove();
+  // The thread with the latest message goes last, live as after a reload.
+  if (threadsNode.lastElementChild !== thread.node) threadsNode.append(thread.node);
   // The peer who wrote last is the one an operator most likely answers.
   if (!msg.mine) toSelect.value = addr;
 }

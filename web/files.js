@@ -69,7 +69,48 @@ function hasFiles(event) {
 }
 
 function uploadAll(fileList) {
-  for (const file of Array.from(fileList || [])) startUpload(file);
+  for (const file of Array.from(fileList || [])) {
+    if (isStored(file.name)) askReplace(file);
+    else startUpload(file);
+  }
+}
+
+function isStored(name) {
+  return Array.from(listNode.children).some((row) => row.dataset.name === name);
+}
+
+// A name already stored is replaced only when the person says so, in the upload's own row.
+function askReplace(file) {
+  const replace = el('button', { type: 'button', class: 'danger', text: 'Replace', 'aria-label': `Replace ${file.name}` });
+  const skip = el('button', { type: 'button', class: 'secondary', text: 'Skip', 'aria-label': `Skip ${file.name}` });
+  const item = el('li', { class: 'upload', 'data-name': file.name, 'data-state': 'asking' },
+    el('div', { class: 'upload-head' }, el('span', { class: 'upload-name', text: file.name })),
+    el('div', { class: 'confirm', role: 'group', 'aria-label': `Replace the stored ${file.name}?` },
+      el('span', { class: 'confirm-text', text: `${file.name} is already stored. Replace it?` }), replace, skip));
+  uploadsNode.prepend(item);
+  replace.addEventListener('click', () => {
+    item.remove();
+    startUpload(file);
+  });
+  skip.addEventListener('click', () => {
+    item.remove();
+    announce(`${file.name}: kept the stored file`);
+    document.getElementById('file-input').focus();
+  });
+  replace.focus();
+}
+
+// Upload rows of a file deleted since say so, instead of a stale "Uploaded 100%".
+function markDeleted(name) {
+  for (const item of Array.from(uploadsNode.children)) {
+    if (item.dataset.name !== name || item.dataset.state !== 'done') continue;
+    item.dataset.state = 'deleted';
+    const state = item.querySelector('.upload-state');
+    if (state) state.textContent = 'Uploaded, since deleted';
+    const bar = item.querySelector('progress');
+    if (bar) bar.classList.add('is-gone');
+  }
+  updateClearButton();
 }
 
 function clearFinished() {
@@ -107,6 +148,9 @@ function startUpload(file) {
     item.dataset.state = stateName;
     state.textContent = text;
     state.classList.toggle('is-error', Boolean(isError));
+    // A bar left full and blue reads as success: a failed one turns red, a cancelled one grey.
+    bar.classList.toggle('is-failed', stateName === 'failed');
+    bar.classList.toggle('is-gone', stateName === 'cancelled');
     // A keyboard user who pressed Cancel keeps a sensible focus when the button goes away.
     if (document.activeElement === cancel) document.getElementById('file-input').focus();
     cancel.remove();
@@ -240,6 +284,7 @@ function askDelete(row, actions, name) {
     try {
       await api('DELETE', `/api/v1/files/${encodeURIComponent(name)}`);
       announce(`Deleted ${name}`);
+      markDeleted(name);
       await filesRefresh();
       document.getElementById('file-input').focus();
     } catch (err) {

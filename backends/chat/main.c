@@ -12,10 +12,8 @@
 static int parse_count(const char *flag, const char *text, unsigned min, unsigned max, unsigned *out)
 {
     uint64_t n;
-    if (sg_parse_u64(text, min, max, 0, &n) != SG_OK) {
-        fprintf(stderr, "sockgate-chat: --%s must be a number from %u to %u, not '%s'\n", flag, min, max, text);
+    if (sg_flag_count("sockgate-chat", flag, text, min, max, &n) != 0)
         return -1;
-    }
     *out = (unsigned)n;
     return 0;
 }
@@ -43,7 +41,8 @@ int main(int argc, char **argv)
 
     sg_signals_block();
     rc = sg_options_parse("sockgate-chat",
-                          "sockgate-chat [--listen HOST:PORT] [--history N] [--max-peers N] [--max-conns N]",
+                          "sockgate-chat [--listen HOST:PORT] [--history N] [--max-peers N] [--max-conns N] "
+                          "[--log-format text|json]",
                           "Records the UDP chat messages of the tutorial's QQ clients and lets framed TCP clients "
                           "follow them and reply to their senders.",
                           opts, argc, argv, NULL);
@@ -60,7 +59,7 @@ int main(int argc, char **argv)
     rc = chat_server_create(&cfg, &srv, err, sizeof err);
     if (rc != SG_OK) {
         fprintf(stderr, "sockgate-chat: %s\n", err);
-        return 1;
+        return rc == SG_ERR_INVALID ? 2 : 1; /* a bad --listen is a usage error; a busy port is not */
     }
     return sg_service_main(&chat_service_ops, srv);
 }

@@ -39,7 +39,8 @@ int main(int argc, char **argv)
         {"mode", "SOCKGATE_ECHO_MODE", "upper|plain", "upper-case ASCII letters, or echo bytes unchanged", &mode, NULL, NULL},
         {"max-conns", "SOCKGATE_ECHO_MAX_CONNS", "N", "TCP connections served at once; more are closed at once",
          &max_conns, NULL, NULL},
-        {"idle-timeout", "SOCKGATE_ECHO_IDLE_TIMEOUT", "S", "close TCP connections silent for S seconds (0: never)",
+        {"idle-timeout", "SOCKGATE_ECHO_IDLE_TIMEOUT", "DURATION",
+         "close TCP connections silent this long (0: never; a bare number: seconds)",
          &idle, NULL, NULL},
         {"log-format", "SOCKGATE_LOG_FORMAT", "text|json", "log line format on stderr", &log_format, NULL, NULL},
         {NULL, NULL, NULL, NULL, NULL, NULL, NULL},
@@ -47,7 +48,8 @@ int main(int argc, char **argv)
 
     sg_signals_block();
     rc = sg_options_parse("sockgate-echo",
-                          "sockgate-echo [--listen HOST:PORT] [--mode upper|plain] [--max-conns N] [--idle-timeout S]",
+                          "sockgate-echo [--listen HOST:PORT] [--mode upper|plain] [--max-conns N] [--idle-timeout DURATION]\n"
+                          "                     [--log-format text|json]",
                           "Answers every byte sent over TCP or UDP with the same byte, ASCII letters upper-cased.",
                           opts, argc, argv, NULL);
     if (rc != 0)
@@ -60,16 +62,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "sockgate-echo: --mode must be upper or plain, not '%s'\n", mode);
         return 2;
     }
-    if (sg_parse_u64(max_conns, 1, 1000000, 0, &n) != SG_OK) {
-        fprintf(stderr, "sockgate-echo: --max-conns must be a number from 1 to 1000000, not '%s'\n", max_conns);
+    if (sg_flag_count("sockgate-echo", "max-conns", max_conns, 1, 1000000, &n) != 0)
         return 2;
-    }
     cfg.max_conns = (unsigned)n;
-    if (sg_parse_u64(idle, 0, 86400 * 365, 0, &n) != SG_OK) {
-        fprintf(stderr, "sockgate-echo: --idle-timeout must be seconds from 0 to 31536000, not '%s'\n", idle);
+    if (sg_flag_duration("sockgate-echo", "idle-timeout", idle, 0, UINT64_C(86400000) * 365, 1000, &n) != 0)
         return 2;
-    }
-    cfg.idle_timeout_s = (unsigned)n;
+    cfg.idle_timeout_s = (unsigned)((n + 999) / 1000); /* the server counts whole seconds: 500ms waits 1s */
     raise_fd_limit(cfg.max_conns);
     rc = echo_server_create(&cfg, &srv, err, sizeof err);
     if (rc != SG_OK) {

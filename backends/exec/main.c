@@ -32,23 +32,15 @@ static int add_allow(const char *value, void *ctx)
     return 0;
 }
 
-/* Parses one numeric flag into *out; prints the error and returns -1 when it is out of range. */
-static int number(const char *flag, const char *text, uint64_t min, uint64_t max, int suffix, uint64_t *out)
-{
-    if (sg_parse_u64(text, min, max, suffix, out) == SG_OK)
-        return 0;
-    fprintf(stderr, "sockgate-exec: --%s must be a number from %llu to %llu%s, not '%s'\n", flag,
-            (unsigned long long)min, (unsigned long long)max, suffix ? " (K/M/G suffixes allowed)" : "", text);
-    return -1;
-}
+#define P "sockgate-exec"
 
 int main(int argc, char **argv)
 {
     struct exec_config cfg;
     struct allow_list allow = {.count = 0};
-    const char *listen = EXEC_DEFAULT_LISTEN, *timeout = "10000", *max_timeout = "60000", *grace = "2000";
+    const char *listen = EXEC_DEFAULT_LISTEN, *timeout = "10s", *max_timeout = "60s", *grace = "2s";
     const char *max_output = "16M", *max_input = "16M", *max_procs = "0", *max_conns = "256";
-    const char *idle = "300000", *workdir = NULL, *cpu = "60", *files = "256", *nproc = "512";
+    const char *idle = "5m", *workdir = NULL, *cpu = "60", *files = "256", *nproc = "512";
     const char *log_format = "text";
     uint64_t v[11];
     char err[512];
@@ -60,23 +52,29 @@ int main(int argc, char **argv)
          "commands that may run: bare names (found in " EXEC_CHILD_PATH ") or absolute paths; repeatable "
          "(default " EXEC_DEFAULT_ALLOW ")",
          NULL, add_allow, &allow},
-        {"timeout-ms", "SOCKGATE_EXEC_TIMEOUT_MS", "N", "time a command may run unless the request asks otherwise",
+        {"timeout", "SOCKGATE_EXEC_TIMEOUT", "DURATION", "time a command may run unless the request asks otherwise",
          &timeout, NULL, NULL},
-        {"max-timeout-ms", "SOCKGATE_EXEC_MAX_TIMEOUT_MS", "N", "the longest timeout a request may ask for",
+        {"timeout-ms", "SOCKGATE_EXEC_TIMEOUT_MS", "MS", "milliseconds", &timeout, NULL, NULL},
+        {"max-timeout", "SOCKGATE_EXEC_MAX_TIMEOUT", "DURATION", "the longest timeout a request may ask for",
          &max_timeout, NULL, NULL},
-        {"kill-grace-ms", "SOCKGATE_EXEC_KILL_GRACE_MS", "N", "SIGTERM to SIGKILL delay after a timeout", &grace, NULL, NULL},
-        {"max-output", "SOCKGATE_EXEC_MAX_OUTPUT", "BYTES", "stdout and stderr kept per command; more kills it",
+        {"max-timeout-ms", "SOCKGATE_EXEC_MAX_TIMEOUT_MS", "MS", "milliseconds", &max_timeout, NULL, NULL},
+        {"kill-grace", "SOCKGATE_EXEC_KILL_GRACE", "DURATION", "SIGTERM to SIGKILL delay after a timeout", &grace,
+         NULL, NULL},
+        {"kill-grace-ms", "SOCKGATE_EXEC_KILL_GRACE_MS", "MS", "milliseconds", &grace, NULL, NULL},
+        {"max-output", "SOCKGATE_EXEC_MAX_OUTPUT", "SIZE", "stdout and stderr kept per command; more kills it",
          &max_output, NULL, NULL},
-        {"max-input", "SOCKGATE_EXEC_MAX_INPUT", "BYTES", "the largest stdin body a request may send", &max_input, NULL, NULL},
+        {"max-input", "SOCKGATE_EXEC_MAX_INPUT", "SIZE", "the largest stdin body a request may send", &max_input, NULL, NULL},
         {"max-procs", "SOCKGATE_EXEC_MAX_PROCS", "N", "commands running at once; others wait (0: two per core)",
          &max_procs, NULL, NULL},
         {"max-conns", "SOCKGATE_EXEC_MAX_CONNS", "N", "connections served at once; more get a busy error",
          &max_conns, NULL, NULL},
-        {"idle-timeout-ms", "SOCKGATE_EXEC_IDLE_TIMEOUT_MS", "N", "close connections idle this long (0: never)",
+        {"idle-timeout", "SOCKGATE_EXEC_IDLE_TIMEOUT", "DURATION", "close connections idle this long (0: never)",
          &idle, NULL, NULL},
+        {"idle-timeout-ms", "SOCKGATE_EXEC_IDLE_TIMEOUT_MS", "MS", "milliseconds", &idle, NULL, NULL},
         {"workdir", "SOCKGATE_EXEC_WORKDIR", "DIR", "cwd of commands (default: a private directory removed at exit)",
          &workdir, NULL, NULL},
-        {"rlimit-cpu", "SOCKGATE_EXEC_RLIMIT_CPU", "SECONDS", "CPU time limit of a command (0: inherited)", &cpu, NULL, NULL},
+        {"rlimit-cpu", "SOCKGATE_EXEC_RLIMIT_CPU", "DURATION",
+         "CPU time limit of a command, whole seconds (0: inherited; a bare number: seconds)", &cpu, NULL, NULL},
         {"rlimit-nofile", "SOCKGATE_EXEC_RLIMIT_NOFILE", "N", "open files limit of a command (0: inherited)", &files, NULL, NULL},
         {"rlimit-nproc", "SOCKGATE_EXEC_RLIMIT_NPROC", "N",
          "process limit of a command, counted over the server's user (0: inherited)", &nproc, NULL, NULL},
@@ -86,8 +84,13 @@ int main(int argc, char **argv)
 
     sg_signals_block();
     rc = sg_options_parse("sockgate-exec",
-                          "sockgate-exec [--listen HOST:PORT] [--allow CMD[,CMD...]] [--timeout-ms N] "
-                          "[--max-timeout-ms N] [--max-output BYTES] [--max-procs N] [--workdir DIR] [...]",
+                          "sockgate-exec [--listen HOST:PORT] [--allow CMD[,CMD...]]... [--timeout DURATION]\n"
+                          "                     [--max-timeout DURATION] [--kill-grace DURATION] [--max-output SIZE]\n"
+                          "                     [--max-input SIZE] [--max-procs N] [--max-conns N] "
+                          "[--idle-timeout DURATION]\n"
+                          "                     [--workdir DIR] [--rlimit-cpu DURATION] [--rlimit-nofile N] "
+                          "[--rlimit-nproc N]\n"
+                          "                     [--log-format text|json]",
                           "Runs allowlisted commands for clients of the tutorial's remote command protocol "
                           "(raw command lines or framed requests) without ever starting a shell.",
                           opts, argc, argv, NULL);
@@ -97,14 +100,16 @@ int main(int argc, char **argv)
     }
     if (sg_log_setup("sockgate-exec", log_format) != SG_OK)
         goto out;
-    if (number("timeout-ms", timeout, 1, 86400000, 0, &v[0]) || number("max-timeout-ms", max_timeout, 1, 86400000, 0, &v[1]) ||
-        number("kill-grace-ms", grace, 0, 3600000, 0, &v[2]) ||
-        number("max-output", max_output, 1, UINT64_C(1) << 32, 1, &v[3]) ||
-        number("max-input", max_input, 0, UINT64_C(1) << 40, 1, &v[4]) ||
-        number("max-procs", max_procs, 0, 4096, 0, &v[5]) || number("max-conns", max_conns, 1, 100000, 0, &v[6]) ||
-        number("idle-timeout-ms", idle, 0, UINT64_C(1) << 40, 0, &v[7]) ||
-        number("rlimit-cpu", cpu, 0, 1u << 30, 0, &v[8]) || number("rlimit-nofile", files, 0, 1u << 30, 0, &v[9]) ||
-        number("rlimit-nproc", nproc, 0, 1u << 30, 0, &v[10]))
+    if (sg_flag_duration(P, "timeout", timeout, 1, 86400000, 0, &v[0]) ||
+        sg_flag_duration(P, "max-timeout", max_timeout, 1, 86400000, 0, &v[1]) ||
+        sg_flag_duration(P, "kill-grace", grace, 0, 3600000, 0, &v[2]) ||
+        sg_flag_size(P, "max-output", max_output, 1, UINT64_C(1) << 32, &v[3]) ||
+        sg_flag_size(P, "max-input", max_input, 0, UINT64_C(1) << 40, &v[4]) ||
+        sg_flag_count(P, "max-procs", max_procs, 0, 4096, &v[5]) || sg_flag_count(P, "max-conns", max_conns, 1, 100000, &v[6]) ||
+        sg_flag_duration(P, "idle-timeout", idle, 0, UINT64_C(1) << 40, 0, &v[7]) ||
+        sg_flag_duration(P, "rlimit-cpu", cpu, 0, (UINT64_C(1) << 30) * 1000, 1000, &v[8]) ||
+        sg_flag_count(P, "rlimit-nofile", files, 0, 1u << 30, &v[9]) ||
+        sg_flag_count(P, "rlimit-nproc", nproc, 0, 1u << 30, &v[10]))
         goto out;
     exec_config_defaults(&cfg);
     cfg.listen = listen;
@@ -119,13 +124,13 @@ int main(int argc, char **argv)
     cfg.max_conns = (unsigned)v[6];
     cfg.idle_timeout_ms = v[7];
     cfg.workdir = workdir;
-    cfg.limits.cpu_seconds = (unsigned)v[8];
+    cfg.limits.cpu_seconds = (unsigned)((v[8] + 999) / 1000); /* RLIMIT_CPU counts whole seconds */
     cfg.limits.max_files = (unsigned)v[9];
     cfg.limits.max_procs = (unsigned)v[10];
     rc = exec_server_create(&cfg, &srv, err, sizeof err);
     if (rc != SG_OK) {
         fprintf(stderr, "sockgate-exec: %s\n", err);
-        status = 1;
+        status = rc == SG_ERR_INVALID ? 2 : 1; /* a bad --listen or --allow is a usage error; a busy port is not */
         goto out;
     }
     status = sg_service_main(&exec_service_ops, srv);

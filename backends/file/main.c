@@ -1,7 +1,6 @@
 /* main.c - sockgate-file: the tutorial's FTP upload made into a file service you can trust with real files. */
 #include <stdint.h>
 #include <stdio.h>
-#include <string.h>
 
 #include "server.h"
 #include "sockgate/error.h"
@@ -10,54 +9,11 @@
 #include "sockgate/opts.h"
 #include "sockgate/service.h"
 
-/* Parses text as an integer in min..max into *out, or prints why naming flag; returns 0 or 2 (usage error). */
-static int number(const char *flag, const char *text, uint64_t min, uint64_t max, int suffix, uint64_t *out)
-{
-    if (sg_parse_u64(text, min, max, suffix, out) == SG_OK)
-        return 0;
-    fprintf(stderr, "sockgate-file: --%s must be a number from %llu to %llu%s, not '%s'\n", flag,
-            (unsigned long long)min, (unsigned long long)max, suffix ? " (K, M, G, T suffixes allowed)" : "", text);
-    return 2;
-}
-
-/*
- * Parses a duration: an integer with an optional unit s, m, h or d (no unit:
- * seconds), from 1 s to 366 d, into *out seconds; returns 0, or 2 after
- * printing why naming flag.
- */
-static int duration(const char *flag, const char *text, uint64_t *out)
-{
-    static const struct {
-        char unit;
-        uint64_t seconds;
-    } units[] = {{'s', 1}, {'m', 60}, {'h', 3600}, {'d', 86400}};
-    char digits[24];
-    size_t len = strlen(text);
-    uint64_t scale = 1, n;
-    for (size_t i = 0; len > 1 && i < sizeof units / sizeof units[0]; i++)
-        if (text[len - 1] == units[i].unit) {
-            scale = units[i].seconds;
-            len--;
-        }
-    if (len > 0 && len < sizeof digits) {
-        memcpy(digits, text, len);
-        digits[len] = '\0';
-        if (sg_parse_u64(digits, 1, 366 * 86400 / scale, 0, &n) == SG_OK) {
-            *out = n * scale;
-            return 0;
-        }
-    }
-    fprintf(stderr, "sockgate-file: --%s must be a duration from 1s to 366d (a number with s, m, h or d; no unit: "
-                    "seconds), not '%s'\n",
-            flag, text);
-    return 2;
-}
-
 int main(int argc, char **argv)
 {
     struct file_config cfg;
     const char *listen = FILE_DEFAULT_LISTEN, *root = FILE_DEFAULT_ROOT, *max_size = "64G", *max_conns = "128";
-    const char *io_timeout = "60", *idle_timeout = "300", *log_format = "text";
+    const char *io_timeout = "60s", *idle_timeout = "5m", *log_format = "text";
     const char *session_expiry = "24h", *max_sessions = "1000";
     uint64_t n;
     char err[512];
@@ -66,17 +22,20 @@ int main(int argc, char **argv)
     const struct sg_option opts[] = {
         {"listen", "SOCKGATE_FILE_LISTEN", "HOST:PORT", "TCP address to serve (port 0: any)", &listen, NULL, NULL},
         {"root", "SOCKGATE_FILE_ROOT", "DIR", "directory holding the files; created when missing", &root, NULL, NULL},
-        {"max-size", "SOCKGATE_FILE_MAX_SIZE", "BYTES", "largest upload accepted (K/M/G/T suffixes)", &max_size, NULL,
+        {"max-size", "SOCKGATE_FILE_MAX_SIZE", "SIZE", "largest upload accepted", &max_size, NULL,
          NULL},
         {"max-conns", "SOCKGATE_FILE_MAX_CONNS", "N", "connections served at once (a thread each); more get error busy",
          &max_conns, NULL, NULL},
-        {"io-timeout", "SOCKGATE_FILE_IO_TIMEOUT", "S", "drop a request that makes no progress for S seconds (0: never)",
+        {"io-timeout", "SOCKGATE_FILE_IO_TIMEOUT", "DURATION",
+         "drop a request that makes no progress this long (0: never; a bare number: seconds)",
          &io_timeout, NULL, NULL},
-        {"idle-timeout", "SOCKGATE_FILE_IDLE_TIMEOUT", "S", "close a connection idle between requests for S seconds (0: never)",
+        {"idle-timeout", "SOCKGATE_FILE_IDLE_TIMEOUT", "DURATION",
+         "close a connection idle between requests this long (0: never; a bare number: seconds)",
          &idle_timeout, NULL, NULL},
         {"session-expiry", "SOCKGATE_FILE_SESSION_EXPIRY", "DURATION",
-         "remove an unfinished resumable upload untouched this long (30s, 90m, 24h, 7d)", &session_expiry, NULL, NULL},
-        {"max-sessions", "SOCKGATE_FILE_MAX_SESSIONS", "N", "unfinished resumable uploads kept at once; more get error busy",
+         "an unfinished upload session untouched this long is removed with its bytes (a bare number: seconds)",
+         &session_expiry, NULL, NULL},
+        {"max-sessions", "SOCKGATE_FILE_MAX_SESSIONS", "N", "unfinished upload sessions kept at once; more get busy",
          &max_sessions, NULL, NULL},
         {"log-format", "SOCKGATE_LOG_FORMAT", "text|json", "log line format on stderr", &log_format, NULL, NULL},
         {NULL, NULL, NULL, NULL, NULL, NULL, NULL},
@@ -84,10 +43,12 @@ int main(int argc, char **argv)
 
     sg_signals_block();
     rc = sg_options_parse("sockgate-file",
-                          "sockgate-file [--listen HOST:PORT] [--root DIR] [--max-size BYTES] [--max-conns N] "
-                          "[--io-timeout S] [--idle-timeout S] [--session-expiry DURATION] [--max-sessions N]",
+                          "sockgate-file [--listen HOST:PORT] [--root DIR] [--max-size SIZE] [--max-conns N]\n"
+                          "                     [--io-timeout DURATION] [--idle-timeout DURATION] "
+                          "[--session-expiry DURATION]\n"
+                          "                     [--max-sessions N] [--log-format text|json]",
                           "Stores, serves, lists and deletes files in one flat directory over sockgate's framed "
-                          "protocol (op upload, download, list, stat, delete, and session_* for resumable uploads). "
+                          "protocol (op upload, download, list, stat, delete, and resumable upload sessions). "
                           "Uploads are verified, fsync'ed and renamed into place: nothing partial is ever visible.",
                           opts, argc, argv, NULL);
     if (rc != 0)
@@ -97,26 +58,28 @@ int main(int argc, char **argv)
     file_config_defaults(&cfg);
     cfg.listen = listen;
     cfg.root = root;
-    if (number("max-size", max_size, 0, SG_FRAME_MAX_BODY, 1, &cfg.max_size) != 0 ||
-        number("max-conns", max_conns, 1, 100000, 0, &n) != 0)
+    if (sg_flag_size("sockgate-file", "max-size", max_size, 0, SG_FRAME_MAX_BODY, &cfg.max_size) != 0 ||
+        sg_flag_count("sockgate-file", "max-conns", max_conns, 1, 100000, &n) != 0)
         return 2;
     cfg.max_conns = (unsigned)n;
-    if (number("io-timeout", io_timeout, 0, 86400, 0, &n) != 0)
+    /* The server counts whole seconds: a shorter duration waits one. */
+    if (sg_flag_duration("sockgate-file", "io-timeout", io_timeout, 0, 86400000, 1000, &n) != 0)
         return 2;
-    cfg.io_timeout_s = (unsigned)n;
-    if (number("idle-timeout", idle_timeout, 0, 86400 * 7, 0, &n) != 0)
+    cfg.io_timeout_s = (unsigned)((n + 999) / 1000);
+    if (sg_flag_duration("sockgate-file", "idle-timeout", idle_timeout, 0, UINT64_C(86400000) * 7, 1000, &n) != 0)
         return 2;
-    cfg.idle_timeout_s = (unsigned)n;
-    if (duration("session-expiry", session_expiry, &n) != 0)
+    cfg.idle_timeout_s = (unsigned)((n + 999) / 1000);
+    if (sg_flag_duration("sockgate-file", "session-expiry", session_expiry, 1000, UINT64_C(366) * 86400000, 1000,
+                         &n) != 0)
         return 2;
-    cfg.session_expiry_s = (unsigned)n;
-    if (number("max-sessions", max_sessions, 1, 1000000, 0, &n) != 0)
+    cfg.session_expiry_s = (unsigned)((n + 999) / 1000);
+    if (sg_flag_count("sockgate-file", "max-sessions", max_sessions, 1, 1000000, &n) != 0)
         return 2;
     cfg.max_sessions = (unsigned)n;
     rc = file_server_create(&cfg, &srv, err, sizeof err);
     if (rc != SG_OK) {
         fprintf(stderr, "sockgate-file: %s\n", err);
-        return 1;
+        return rc == SG_ERR_INVALID ? 2 : 1; /* a bad --listen is a usage error; a busy port is not */
     }
     return sg_service_main(&file_service_ops, srv);
 }

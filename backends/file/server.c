@@ -90,6 +90,10 @@ int file_server_create(const struct file_config *cfg, void **out, char *err, siz
         goto out;
     }
     srv->has_lock = 1;
+    /* Bind first: a busy or bad address must not leave a new root directory behind. */
+    rc = sg_listen(&addr, SOCK_STREAM, &srv->listen_fd, err, errlen);
+    if (rc != SG_OK)
+        goto out;
     srv->has_store = 1;
     rc = file_store_open(&srv->store, cfg->root, err, errlen);
     if (rc != SG_OK)
@@ -97,9 +101,6 @@ int file_server_create(const struct file_config *cfg, void **out, char *err, siz
     srv->has_sessions = 1;
     rc = file_sessions_open(&srv->sessions, &srv->store, (int64_t)cfg->session_expiry_s, cfg->max_sessions, err,
                             errlen);
-    if (rc != SG_OK)
-        goto out;
-    rc = sg_listen(&addr, SOCK_STREAM, &srv->listen_fd, err, errlen);
     if (rc != SG_OK)
         goto out;
     rc = sg_wake_open(&srv->wake_fd, err, errlen);

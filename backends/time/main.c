@@ -22,7 +22,7 @@ int main(int argc, char **argv)
     };
 
     sg_signals_block();
-    rc = sg_options_parse("sockgate-time", "sockgate-time [--listen HOST:PORT] [--utc]",
+    rc = sg_options_parse("sockgate-time", "sockgate-time [--listen HOST:PORT] [--utc] [--log-format text|json]",
                           "Answers each UDP datagram, a strftime format (empty: %Y-%m-%d %X), with the current "
                           "time in that format.",
                           opts, argc, argv, NULL);

@@ -75,6 +75,10 @@ class Ctx:
         self.state = {}             # what a group's setup leaves for its figures
 
     def bin(self, name):
+        """A load generator from build/bench (bench/CMakeLists.txt), else a program from build/bin."""
+        path = "%s/bench/%s" % (os.path.dirname(self.bin_dir), name)
+        if os.access(path, os.X_OK):
+            return path
         return "%s/%s" % (self.bin_dir, name)
 
     def log(self, name):

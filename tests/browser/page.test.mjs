@@ -192,6 +192,7 @@ async function main() {
     });
 
     await step('exec of an allowed command', async () => {
+      await waitForText(page.locator('#exec-allowed'), /^Allowed here: echo, ls, sleep$/);
       await page.locator('#exec-command').fill('echo hello from the page');
       await page.getByRole('button', { name: 'Run', exact: true }).click();
       await waitForText(page.locator('#exec-status'), /Exit code 0/);
@@ -199,6 +200,38 @@ async function main() {
       assert.equal(await textOf(page.locator('#exec-stderr')), '');
       assert.equal(await page.locator('#exec-result').isVisible(), true);
       assert.equal(await page.locator('#exec-status.is-error').count(), 0);
+      // An empty stderr is not shown (an empty red box reads as an error that is not there).
+      assert.equal(await page.locator('#exec-stderr-stream').isVisible(), false);
+      // Standard output takes the panel's whole width, not half of it.
+      const [outWidth, panelWidth] = await page.evaluate(() => [
+        document.getElementById('exec-stdout').getBoundingClientRect().width,
+        document.getElementById('exec').getBoundingClientRect().width]);
+      assert.ok(outWidth > panelWidth * 0.8, `stdout is ${outWidth}px of a ${panelWidth}px panel`);
+      await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: gw.url });
+      await page.getByRole('button', { name: 'Copy standard output', exact: true }).click();
+      await waitForText(page.getByRole('button', { name: 'Copy standard output', exact: true }), /^Copied$/);
+      assert.equal(await page.evaluate(() => navigator.clipboard.readText()), 'hello from the page\n');
+    });
+
+    await step('exec output wraps on a phone instead of running off it', async () => {
+      await page.locator('#exec-command').fill(`echo ${'long-line-'.repeat(40)}`);
+      await page.getByRole('button', { name: 'Run', exact: true }).click();
+      await waitForText(page.locator('#exec-stdout'), /long-line-long-line/);
+      await page.setViewportSize(PHONE);
+      const cut = await page.evaluate(() => {
+        const out = document.getElementById('exec-stdout');
+        return out.scrollWidth - out.clientWidth;
+      });
+      await page.setViewportSize(DESKTOP);
+      assert.ok(cut <= 0, `${cut}px of the output is cut on a phone`);
+    });
+
+    await step('the time box takes at most the service\'s 256 bytes', async () => {
+      assert.equal(await page.locator('#time-format').getAttribute('maxlength'), '256');
+      await page.locator('#time-format').fill('€'.repeat(100)); // 100 characters, 300 bytes
+      await page.getByRole('button', { name: 'Ask', exact: true }).click();
+      await waitForText(page.locator('#time-answer'), /300 bytes.*at most 256/);
+      await page.locator('#time-format').fill('%Y');
     });
 
     await step('exec stopped at its time limit says so', async () => {
@@ -214,7 +247,7 @@ async function main() {
     await step('exec of a refused command', async () => {
       await page.locator('#exec-command').fill('uname -a');
       await page.getByRole('button', { name: 'Run', exact: true }).click();
-      await waitForText(page.locator('#exec-status'), /not on the gateway's allow list.*403/);
+      await waitForText(page.locator('#exec-status'), /^Command not allowed: 'uname' \(HTTP 403\)$/);
       assert.equal(await page.locator('#exec-status.is-error').count(), 1);
       assert.equal(await page.locator('#exec-result').isVisible(), false);
     });
@@ -224,10 +257,12 @@ async function main() {
       // themselves (the final "Uploaded" state alone could be set without any progress).
       await page.evaluate(() => {
         window.sentLog = {};
+        window.numbersLog = [];
         new MutationObserver((records) => {
           for (const r of records) {
             const name = r.target.dataset.name;
             (window.sentLog[name] = window.sentLog[name] || []).push(Number(r.target.dataset.sent));
+            window.numbersLog.push(r.target.querySelector('.upload-numbers').textContent);
           }
         }).observe(document.getElementById('uploads'), { subtree: true, attributeFilter: ['data-sent'] });
       });
@@ -255,6 +290,24 @@ async function main() {
         assert.equal(sha256File(path.join(fileRoot, f.name)), f.sha256, `${f.name} bytes in the file root`);
       }
       await waitForText(page.locator('#file-list-status'), /^2 files/);
+      // Speeds read as people write them: "512 B/s", "1.50 MiB/s", never a raw float.
+      const shown = await page.evaluate(() => window.numbersLog);
+      for (const text of shown) assert.doesNotMatch(text, /\d\.\d{3,}/, `speed shown as ${text}`);
+    });
+
+    await step('uploading a name already stored asks first; Skip keeps the stored file', async () => {
+      const before = (await apiFiles(gw)).get(small.name);
+      await page.locator('#file-input').setInputFiles([small.path]);
+      const asking = page.locator(`#uploads li[data-name="${small.name}"][data-state="asking"]`);
+      await asking.waitFor({ timeout: 10000 });
+      await asking.getByRole('button', { name: `Skip ${small.name}` }).click();
+      await asking.waitFor({ state: 'detached', timeout: 10000 });
+      assert.deepEqual((await apiFiles(gw)).get(small.name), before);
+      await page.locator('#file-input').setInputFiles([small.path]);
+      await asking.getByRole('button', { name: `Replace ${small.name}` }).click();
+      const item = page.locator(`#uploads li[data-name="${small.name}"]`).first();
+      await waitForText(item.locator('.upload-state'), /Uploaded 100%/, 30000);
+      assert.equal((await apiFiles(gw)).get(small.name).sha256, small.sha256);
     });
 
     await step('screenshots at desktop and phone width', async () => {
@@ -265,6 +318,17 @@ async function main() {
       const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
       assert.ok(overflow <= 0, `the page is ${overflow}px wider than a ${PHONE.width}px phone`);
       await page.screenshot({ path: path.join(ARTIFACTS, 'phone.png'), fullPage: true });
+      // A touch screen has nothing to drop files from: the hint says choose, not drop.
+      const cdp = await context.newCDPSession(page);
+      await cdp.send('Emulation.setTouchEmulationEnabled', { enabled: true, maxTouchPoints: 5 });
+      try {
+        await eventually(async () => !(await page.locator('#files-hint .drop-hint').isVisible()), 5000, 'no drop hint on touch');
+        assert.match(await page.locator('#files-hint').innerText(), /^Choose several at once/);
+      } finally {
+        await cdp.send('Emulation.setTouchEmulationEnabled', { enabled: false });
+        await cdp.detach();
+      }
+      assert.match(await page.locator('#files-hint').innerText(), /^Drop files anywhere/);
       await page.setViewportSize(DESKTOP);
     });
 
@@ -302,6 +366,8 @@ async function main() {
       await row.getByRole('button', { name: `Delete ${big.name}` }).click();
       await row.getByRole('button', { name: `Yes, delete ${big.name}` }).click();
       await page.locator(`#file-list li[data-name="${big.name}"]`).waitFor({ state: 'detached', timeout: 15000 });
+      // Its upload row no longer claims "Uploaded 100%".
+      await waitForText(page.locator(`#uploads li[data-name="${big.name}"] .upload-state`), /since deleted/);
       assert.equal((await apiFiles(gw)).has(big.name), false);
       assert.equal(fs.existsSync(path.join(fileRoot, big.name)), false);
       await waitForText(page.locator('#file-list-status'), /^1 file,/);

@@ -1,6 +1,7 @@
 #!/bin/sh
-# Installs what the browser test needs when it is missing: Debian's chromium (apt-get, as root)
-# and the npm packages pinned in package-lock.json (npm ci). Does nothing when both are there.
+# Installs what the browser test needs when it is missing: Debian's chromium, nodejs and npm
+# (apt-get, as root) and the npm packages pinned in package-lock.json (npm ci). Does nothing when
+# all are there.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -19,6 +20,11 @@ if ! command -v certutil >/dev/null 2>&1; then
     "$root/scripts/install-deps.sh" libnss3-tools
 fi
 
+# Debian 12's nodejs is 18: playwright-core is pinned to a release that takes it (package.json).
+# Only when a command is missing: a machine with another Node.js (and its own npm) keeps it.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    "$root/scripts/install-deps.sh" nodejs npm
+fi
 for tool in node npm; do
     if ! command -v "$tool" >/dev/null 2>&1; then
         echo "setup: $tool is needed to run the browser test (Debian packages nodejs and npm)" >&2

@@ -22,7 +22,10 @@
 const char *sg_test_bin(const char *prog, char *buf, size_t buflen)
 {
     const char *dir = getenv("SOCKGATE_BIN_DIR");
-    snprintf(buf, buflen, "%s/%s", dir ? dir : "build/bin", prog);
+    /* Load generators are built next door, in build/bench (bench/CMakeLists.txt); programs in build/bin. */
+    snprintf(buf, buflen, "%s/../bench/%s", dir ? dir : "build/bin", prog);
+    if (access(buf, X_OK) != 0)
+        snprintf(buf, buflen, "%s/%s", dir ? dir : "build/bin", prog);
     return buf;
 }
 

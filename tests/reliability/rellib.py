@@ -28,8 +28,8 @@ _PR_SET_PDEATHSIG = 1
 
 
 def program(name):
-    """Returns the path of a built program: build/bin for the product, build/tests for the drivers."""
-    for sub in ("bin", "tests"):
+    """Returns the path of a built program: build/bin for the product, build/tests and build/bench for tools."""
+    for sub in ("bin", "tests", "bench"):
         path = os.path.join(BUILD_DIR, sub, name)
         if os.access(path, os.X_OK):
             return path

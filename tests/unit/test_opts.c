@@ -1,4 +1,5 @@
 /* test_opts.c - flags, environment variables, repeatable flags and integer parsing. */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -103,8 +104,69 @@ static void test_parse_u64(void)
     CHECK_INT_EQ(sg_parse_u64("17179869184T", 0, UINT64_MAX, 1, &v), SG_ERR_INVALID); /* overflow */
 }
 
+static void test_durations_and_sizes(void)
+{
+    uint64_t v = 0;
+    char buf[32];
+    CHECK_INT_EQ(sg_parse_duration_ms("500ms", 0, 3600000, 0, &v), SG_OK);
+    CHECK_INT_EQ((int)v, 500);
+    CHECK_INT_EQ(sg_parse_duration_ms("10s", 0, 3600000, 0, &v), SG_OK);
+    CHECK_INT_EQ((int)v, 10000);
+    CHECK_INT_EQ(sg_parse_duration_ms("2m", 0, 3600000, 0, &v), SG_OK);
+    CHECK_INT_EQ((int)v, 120000);
+    CHECK_INT_EQ(sg_parse_duration_ms("1h", 0, 3600000, 0, &v), SG_OK);
+    CHECK_INT_EQ((int)v, 3600000);
+    CHECK_INT_EQ(sg_parse_duration_ms("0", 0, 3600000, 0, &v), SG_OK); /* zero needs no unit */
+    CHECK_INT_EQ((int)v, 0);
+    CHECK_INT_EQ(sg_parse_duration_ms("5", 0, 3600000, 0, &v), SG_ERR_INVALID); /* a unit is needed */
+    CHECK_INT_EQ(sg_parse_duration_ms("5", 0, 3600000, 1000, &v), SG_OK);       /* a bare number's old unit */
+    CHECK_INT_EQ((int)v, 5000);
+    CHECK_INT_EQ(sg_parse_duration_ms("2h", 0, 3600000, 0, &v), SG_ERR_INVALID);
+    CHECK_INT_EQ(sg_parse_duration_ms("-1s", 0, 3600000, 0, &v), SG_ERR_INVALID);
+    CHECK_INT_EQ(sg_parse_duration_ms("1sec", 0, 3600000, 0, &v), SG_ERR_INVALID);
+    sg_format_duration(3600000, buf, sizeof buf);
+    CHECK_STR_EQ(buf, "1h");
+    sg_format_duration(1500, buf, sizeof buf);
+    CHECK_STR_EQ(buf, "1500ms");
+    sg_format_size(UINT64_C(1) << 20, buf, sizeof buf);
+    CHECK_STR_EQ(buf, "1M");
+    sg_format_size(1000, buf, sizeof buf);
+    CHECK_STR_EQ(buf, "1000");
+}
+
+/* An old spelling (same value pointer, metavar MS) keeps bare milliseconds working; the flag given last wins. */
+static void test_old_spelling(void)
+{
+    const char *timeout = "10s";
+    const struct sg_option opts[] = {
+        {"timeout", "SGTEST_TIMEOUT", "DURATION", "deadline", &timeout, NULL, NULL},
+        {"timeout-ms", "SGTEST_TIMEOUT_MS", "MS", "milliseconds", &timeout, NULL, NULL},
+        {NULL, NULL, NULL, NULL, NULL, NULL, NULL},
+    };
+    char *old[] = {"prog", "--timeout-ms", "250", NULL};
+    char *both[] = {"prog", "--timeout-ms", "250", "--timeout", "3s", NULL};
+    char *none[] = {"prog", NULL};
+    CHECK_INT_EQ(sg_options_parse("prog", "prog", "A test.", opts, 3, old, NULL), 0);
+    CHECK_STR_EQ(timeout, "250ms");
+    CHECK_INT_EQ(sg_options_parse("prog", "prog", "A test.", opts, 5, both, NULL), 0);
+    CHECK_STR_EQ(timeout, "3s");
+    setenv("SGTEST_TIMEOUT_MS", "40", 1);
+    timeout = "10s";
+    CHECK_INT_EQ(sg_options_parse("prog", "prog", "A test.", opts, 1, none, NULL), 0);
+    CHECK_STR_EQ(timeout, "40ms");
+    setenv("SGTEST_TIMEOUT", "2s", 1); /* the flag's own variable beats its old spelling's */
+    CHECK_INT_EQ(sg_options_parse("prog", "prog", "A test.", opts, 1, none, NULL), 0);
+    CHECK_STR_EQ(timeout, "2s");
+    CHECK_INT_EQ(sg_options_parse("prog", "prog", "A test.", opts, 3, old, NULL), 0); /* a flag beats both */
+    CHECK_STR_EQ(timeout, "250ms");
+    unsetenv("SGTEST_TIMEOUT_MS");
+    unsetenv("SGTEST_TIMEOUT");
+}
+
 int main(void)
 {
+    RUN_TEST(test_durations_and_sizes);
+    RUN_TEST(test_old_spelling);
     RUN_TEST(test_flags_env_defaults);
     RUN_TEST(test_errors);
     RUN_TEST(test_repeatable);

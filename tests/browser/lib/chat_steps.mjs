@@ -8,7 +8,8 @@ import { assert, step } from './check.mjs';
 const WAIT_MS = 15000;
 
 async function readiness(gw) {
-  const response = await fetch(`${gw.url}/readyz`);
+  const headers = gw.token ? { Authorization: `Bearer ${gw.token}` } : {};
+  const response = await fetch(`${gw.url}/readyz`, { headers });
   const body = await response.json();
   return body && body.backends ? body.backends.chat : undefined;
 }
@@ -90,5 +91,24 @@ export async function chatSteps(page, gw) {
     } finally {
       client.socket.close();
     }
+  });
+
+  await step('chat: the panel names the UDP address to send to; threads keep their order over a reload', async () => {
+    await until(async () => (await page.locator('#chat-address').textContent()).includes(chat.address),
+      'the chat address on the page');
+    const second = await udpClient();
+    try {
+      await second.send('a second peer', chat.address);
+      await page.locator(`#chat-threads li[data-peer="${second.address}"]`).waitFor({ timeout: WAIT_MS });
+    } finally {
+      second.socket.close();
+    }
+    const order = () => page.locator('#chat-threads > li').evaluateAll((items) => items.map((i) => i.dataset.peer));
+    const live = await order();
+    assert.equal(live[live.length - 1], second.address, `the newest peer comes last live: ${live}`);
+    await page.reload();
+    await until(async () => /^Live/.test(await page.locator('#chat-state').textContent()), 'the chat stream to be live again');
+    await until(async () => (await order()).length === live.length, 'every thread back after the reload');
+    assert.deepEqual(await order(), live, 'the same order after a reload as live');
   });
 }

@@ -57,9 +57,12 @@ export function startGateway(extraArgs) {
       clearTimeout(timer);
       pending = '';
       const port = Number(match[3]);
+      const tokenAt = args.indexOf('--token');
       resolve({
         url: `${match[1] ? 'https' : 'http'}://127.0.0.1:${port}`,
         port,
+        // /readyz names backend addresses only to a caller with the token.
+        token: tokenAt >= 0 ? args[tokenAt + 1] : '',
         pid: child.pid,
         log: () => log,
         stop: () => stopGateway(child, exitPromise, () => exited),

@@ -104,8 +104,10 @@ export async function tokenSteps({ launch, viewport, tmp, inputs, artifacts }) {
       assert.ok(inputs.big.size > MAX_UPLOAD);
       await page.locator('#file-input').setInputFiles([inputs.big.path]);
       const item = page.locator(`#uploads li[data-name="${inputs.big.name}"]`);
-      await waitForText(item.locator('.upload-state'), /^Too large.*\(HTTP 413\)$/, 30000);
+      await waitForText(item.locator('.upload-state'), /^An upload may have at most .* \(--max-upload\).*\(HTTP 413\)$/, 30000);
       assert.equal(await item.getAttribute('data-state'), 'failed');
+      // The bar of a failed upload does not stay the blue of a success.
+      assert.equal(await item.locator('progress.is-failed').count(), 1);
       await waitForText(page.locator('#file-list-status'), /^1 file,/);
       assert.deepEqual(fs.readdirSync(fileRoot).filter((n) => n !== '.meta' && n !== '.sessions'), [inputs.small.name]);
     });

@@ -129,6 +129,34 @@ static void test_failures(void)
     CHECK(strstr(r->err, "--tcp") != NULL);
 }
 
+/* Each client pointed at the echo service says it is the wrong service and exits 1, never prints a blank answer. */
+static void test_wrong_service(void)
+{
+    char readme[512];
+    const char *time_blank[] = {cli, "time", echo.addr, NULL};
+    const char *time_echoed[] = {cli, "time", echo.addr, "%Y", NULL};
+    const char *ls[] = {cli, "ls", echo.addr, NULL};
+    const char *put[] = {cli, "put", echo.addr, readme, NULL};
+    const char *get[] = {cli, "get", echo.addr, "x", "-", NULL};
+    const char *rm[] = {cli, "rm", echo.addr, "x", NULL};
+    const char *exec[] = {cli, "exec", echo.addr, "ls", NULL};
+    const char *const *file_cmds[] = {ls, put, get, rm};
+    snprintf(readme, sizeof readme, "%s/README.md", getenv("SOCKGATE_SOURCE_DIR") ? getenv("SOCKGATE_SOURCE_DIR") : ".");
+    CHECK_INT_EQ(et_run(time_blank, NULL, NULL, 10000, r), 1);
+    CHECK_STR_EQ(r->out, "");
+    CHECK(strstr(r->err, "is not a time server") != NULL);
+    CHECK_INT_EQ(et_run(time_echoed, NULL, NULL, 10000, r), 1);
+    CHECK_STR_EQ(r->out, "");
+    CHECK(strstr(r->err, "is not a time server") != NULL);
+    for (size_t i = 0; i < sizeof file_cmds / sizeof file_cmds[0]; i++) {
+        CHECK_INT_EQ(et_run(file_cmds[i], NULL, NULL, 10000, r), 1);
+        CHECK(strstr(r->err, "is not a file server") != NULL);
+        CHECK(strstr(r->err, "sockgate-echo") != NULL);
+    }
+    CHECK_INT_EQ(et_run(exec, NULL, NULL, 10000, r), 1);
+    CHECK(strstr(r->err, "is not an exec server") != NULL);
+}
+
 /* A UDP server that never answers: the client sends again, then times out with status 1. */
 static void test_time_timeout(void)
 {
@@ -158,6 +186,7 @@ int main(void)
     RUN_TEST(test_echo_lines);
     RUN_TEST(test_echo_long_line);
     RUN_TEST(test_time);
+    RUN_TEST(test_wrong_service);
     RUN_TEST(test_time_server_error);
     RUN_TEST(test_failures);
     RUN_TEST(test_time_timeout);

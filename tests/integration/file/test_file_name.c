@@ -103,8 +103,19 @@ static void test_lengths(void)
     CHECK_INT_EQ(file_name_check("..", 2, NULL, 0), SG_ERR_INVALID_NAME);
 }
 
+/* The reason given is the real one: "../evil" is refused for its '/', not for its leading dot. */
+static void test_reasons(void)
+{
+    char why[160] = "";
+    CHECK_INT_EQ(file_name_check("../evil", 7, why, sizeof why), SG_ERR_INVALID_NAME);
+    CHECK(strstr(why, "'/'") != NULL);
+    CHECK_INT_EQ(file_name_check(".hidden", 7, why, sizeof why), SG_ERR_INVALID_NAME);
+    CHECK(strstr(why, "starts with '.'") != NULL);
+}
+
 int main(void)
 {
+    RUN_TEST(test_reasons);
     RUN_TEST(test_ordinary_names);
     RUN_TEST(test_dots_and_separators);
     RUN_TEST(test_control_bytes);

@@ -71,8 +71,50 @@ static void test_echo_errors(void)
     CHECK(big);
     memset(big, ' ', (2u << 20) - 1);
     big[(2u << 20) - 1] = '\0';
-    gw_expect_error(&g, "POST", "/api/v1/echo", gw_json_headers, big, 413, "too_large");
+    {
+        struct http_resp *r = gw_do(&g, "POST", "/api/v1/echo", gw_json_headers, big);
+        check_error(r, 413, "too_large");
+        CHECK(strstr(r->body, "at most 1M (--max-json)") != NULL); /* the limit as the user writes it */
+        http_free(r);
+    }
     free(big);
+}
+
+/* Errors in sockgate's words: unknown fields and query parameters named, one pattern per field, no parser flags. */
+static void test_one_voice(void)
+{
+    struct http_resp *r = gw_post_json(&g, "/api/v1/exec", "{\"argv\": [\"true\"], \"timout_ms\": 5}");
+    check_error(r, 400, "invalid_request");
+    CHECK(strstr(r->body, "unknown field \\\"timout_ms\\\"") != NULL);
+    CHECK(strstr(r->body, "timeout_ms") != NULL); /* the known ones are listed */
+    http_free(r);
+    r = gw_post_json(&g, "/api/v1/echo", "{\"message\": \"a\", \"extra\": 1}");
+    check_error(r, 400, "invalid_request");
+    CHECK(strstr(r->body, "unknown field \\\"extra\\\"") != NULL);
+    http_free(r);
+    r = gw_post_json(&g, "/api/v1/echo", "{\"message\": 5}");
+    CHECK(strstr(r->body, "the field \\\"message\\\" must be a string") != NULL);
+    http_free(r);
+    r = gw_post_json(&g, "/api/v1/exec", "{\"argv\": [1]}");
+    CHECK(strstr(r->body, "the field \\\"argv\\\"") != NULL);
+    http_free(r);
+    r = gw_post_json(&g, "/api/v1/echo", "{\"message\": \"a\\u0000b\"}");
+    check_error(r, 400, "invalid_request");
+    CHECK(strstr(r->body, "JSON_ALLOW_NUL") == NULL);
+    CHECK(strstr(r->body, "NUL character") != NULL);
+    http_free(r);
+    r = gw_do(&g, "GET", "/api/v1/time?fromat=%25Y", NULL, NULL);
+    check_error(r, 400, "invalid_request");
+    CHECK(strstr(r->body, "unknown query parameter \\\"fromat\\\"") != NULL);
+    CHECK(strstr(r->body, "format") != NULL);
+    http_free(r);
+    r = gw_do(&g, "GET", "/api/v1/files?x=1", NULL, NULL);
+    check_error(r, 400, "invalid_request");
+    http_free(r);
+    r = gw_do(&g, "PUT", "/api/v1/files/a%00b", NULL, "x");
+    check_error(r, 400, "invalid_name");
+    CHECK(strstr(r->body, "NUL byte") != NULL);
+    http_free(r);
 }
 
 /* Writes the local year of t into buf. */
@@ -589,6 +631,7 @@ int main(void)
     RUN_TEST(test_echo);
     RUN_TEST(test_echo_long_message);
     RUN_TEST(test_echo_errors);
+    RUN_TEST(test_one_voice);
     RUN_TEST(test_time);
     RUN_TEST(test_time_errors);
     RUN_TEST(test_exec);

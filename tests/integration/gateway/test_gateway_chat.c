@@ -287,10 +287,11 @@ static long long chat_stat(const char *key)
     return v;
 }
 
-/* Returns the gauge of open event streams from the gateway's /metrics. */
+/* Returns the gauge of open event streams from the gateway's /metrics (behind the token where there is one). */
 static long streams_open(struct gw *gw)
 {
-    struct http_resp *r = gw_do(gw, "GET", "/metrics", NULL, NULL);
+    const char *auth[] = {"Authorization: Bearer " TOKEN, NULL};
+    struct http_resp *r = gw_do(gw, "GET", "/metrics", auth, NULL);
     const char *p = strstr(r->body, "\nsockgate_chat_streams_open ");
     long v;
     CHECK(p);

@@ -211,6 +211,33 @@ static void test_multipart_errors(void)
     }
 }
 
+/* One name rule for PUT and multipart: "../../etc/x" is refused (never stored as "x"), naming the file of the batch. */
+static void test_multipart_name_rule(void)
+{
+    const char *mp[] = {"Content-Type: multipart/form-data; boundary=XyZ", NULL};
+    const char *evil =
+        "--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"fine.txt\"\r\n\r\nok\r\n"
+        "--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"../../etc/x\"\r\n\r\nbad\r\n--XyZ--\r\n";
+    const char *dot =
+        "--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"fine2.txt\"\r\n\r\nok\r\n"
+        "--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\".hidden\"\r\n\r\nbad\r\n--XyZ--\r\n";
+    struct http_resp *r = gw_do(&g, "POST", "/api/v1/files", mp, evil);
+    check_error(r, 400, "invalid_name");
+    CHECK(strstr(r->body, "file 2 of the form") != NULL);
+    CHECK(strstr(r->body, "../../etc/x") != NULL);
+    http_free(r);
+    gw_expect_error(&g, "GET", "/api/v1/files/x", NULL, NULL, 404, "not_found");
+    gw_expect_error(&g, "GET", "/api/v1/files/fine.txt", NULL, NULL, 404, "not_found");
+    gw_expect_error(&g, "PUT", "/api/v1/files/..%2F..%2Fetc%2Fx", NULL, "bad", 400, "invalid_name");
+    /* The batch's second file breaks the name rule PUT follows: it is named, and the first is not kept. */
+    r = gw_do(&g, "POST", "/api/v1/files", mp, dot);
+    check_error(r, 400, "invalid_name");
+    CHECK(strstr(r->body, "file 2 of the form (\\\".hidden\\\")") != NULL);
+    CHECK(strstr(r->body, "starts with '.'") != NULL);
+    http_free(r);
+    gw_expect_error(&g, "GET", "/api/v1/files/fine2.txt", NULL, NULL, 404, "not_found");
+}
+
 /* Feeds a body of a size libcurl does not announce, so it goes out chunked. */
 struct feeder {
     const unsigned char *data;
@@ -338,6 +365,7 @@ int main(void)
     RUN_TEST(test_conditional_get);
     RUN_TEST(test_multipart);
     RUN_TEST(test_multipart_errors);
+    RUN_TEST(test_multipart_name_rule);
     RUN_TEST(test_chunked_put);
     RUN_TEST(test_aborted_upload_leaves_nothing);
     RUN_TEST(test_upload_limit);

@@ -52,14 +52,35 @@ static void test_right_token_works(void)
     http_free(r);
 }
 
-static void test_probes_stay_open(void)
+/* /healthz stays open; /readyz says only ready or not without the token (no addresses); /metrics needs it. */
+static void test_probes_and_details(void)
 {
-    const char *paths[] = {"/healthz", "/readyz", "/metrics"};
-    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
-        struct http_resp *r = gw_do(&g, "GET", paths[i], NULL, NULL);
-        CHECK_INT_EQ(r->status, 200);
-        http_free(r);
-    }
+    const char *auth[] = {"Authorization: Bearer " TOKEN, NULL};
+    struct http_resp *r = gw_do(&g, "GET", "/healthz", NULL, NULL);
+    json_t *j;
+    CHECK_INT_EQ(r->status, 200);
+    http_free(r);
+    r = gw_do(&g, "GET", "/readyz", NULL, NULL);
+    CHECK_INT_EQ(r->status, 200);
+    j = http_json(r);
+    CHECK(json_is_true(json_object_get(j, "ready")));
+    CHECK(json_object_get(j, "backends") == NULL);
+    CHECK(strstr(r->body, "127.0.0.1") == NULL);
+    json_decref(j);
+    http_free(r);
+    r = gw_do(&g, "GET", "/readyz", auth, NULL);
+    CHECK_INT_EQ(r->status, 200);
+    j = http_json(r);
+    CHECK(json_is_object(json_object_get(j, "backends")));
+    json_decref(j);
+    http_free(r);
+    r = gw_do(&g, "GET", "/metrics", NULL, NULL);
+    CHECK_INT_EQ(r->status, 401);
+    http_free(r);
+    r = gw_do(&g, "GET", "/metrics", auth, NULL);
+    CHECK_INT_EQ(r->status, 200);
+    CHECK(strstr(r->body, "sockgate_") != NULL);
+    http_free(r);
 }
 
 static void test_cors(void)
@@ -106,7 +127,7 @@ int main(void)
     gw_start(&g, args);
     RUN_TEST(test_api_needs_token);
     RUN_TEST(test_right_token_works);
-    RUN_TEST(test_probes_stay_open);
+    RUN_TEST(test_probes_and_details);
     RUN_TEST(test_cors);
     gw_stop(&g);
     curl_global_cleanup();
