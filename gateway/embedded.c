@@ -16,6 +16,7 @@
 #include "time/server.h"
 #endif
 #ifdef SG_HAVE_EXEC
+#include "exec/sandbox.h"
 #include "exec/server.h"
 #endif
 #ifdef SG_HAVE_FILE
@@ -75,6 +76,48 @@ static int split_allow(struct embedded *e, const char *allow)
 }
 #endif
 
+#ifdef SG_HAVE_EXEC
+/*
+ * The embedded exec's sandbox settings: the gateway's flags, and what its
+ * commands must never read unless named: the file backend's root and the
+ * upload spool (the token lives only in this process's memory and
+ * environment, which a command cannot read: fresh environment, and Landlock
+ * keeps /proc/PID of the gateway out of reach).
+ */
+static void exec_sandbox_settings(const struct gateway *gw, struct embedded *e, struct exec_sandbox_config *sc)
+{
+    size_t n = 0;
+    exec_sandbox_mode_parse(gw->cfg.sandbox, &sc->mode); /* checked by main */
+    sc->read = gw->cfg.sandbox_read;
+    sc->n_read = gw->cfg.n_sandbox_read;
+    sc->write = gw->cfg.sandbox_write;
+    sc->n_write = gw->cfg.n_sandbox_write;
+#ifdef SG_HAVE_FILE
+    e->protect[n++] = gw->cfg.file_root && *gw->cfg.file_root ? gw->cfg.file_root : FILE_DEFAULT_ROOT;
+#endif
+    if (gw->cfg.spool_dir)
+        e->protect[n++] = gw->cfg.spool_dir;
+    sc->protect = e->protect;
+    sc->n_protect = n;
+}
+
+/* Copies what the embedded exec's sandbox turned out to be into gw, for /readyz. */
+static void exec_sandbox_report(struct gateway *gw, void *srv)
+{
+    const struct exec_sandbox *sb = exec_server_sandbox(srv);
+    struct gw_sandbox_report *r = &gw->exec_sandbox;
+    r->is_known = 1;
+    snprintf(r->mode, sizeof r->mode, "%s", exec_sandbox_mode_name(sb->mode));
+    r->landlock_abi = sb->abi;
+    r->files = sb->fs;
+    r->netns = sb->netns;
+    r->net_tcp = sb->net_tcp;
+    r->scoped = sb->scoped;
+    r->no_new_privs = sb->no_new_privs;
+    snprintf(r->summary, sizeof r->summary, "%s", sb->summary);
+}
+#endif
+
 /* Creates the server of id with its defaults and the gateway's settings; SG_ERR_NOT_FOUND when not built. */
 static int create(struct gateway *gw, struct embedded *e, enum backend_id id, const struct sg_service_ops **ops,
                   void **srv, char *err, size_t errlen)
@@ -103,10 +146,11 @@ static int create(struct gateway *gw, struct embedded *e, enum backend_id id, co
 #ifdef SG_HAVE_EXEC
     case BACKEND_EXEC: {
         struct exec_config c;
+        int rc;
         exec_config_defaults(&c);
         c.listen = EMBEDDED_LISTEN;
         if (gw->cfg.allow && *gw->cfg.allow) {
-            int rc = split_allow(e, gw->cfg.allow);
+            rc = split_allow(e, gw->cfg.allow);
             if (rc != SG_OK) {
                 snprintf(err, errlen, "out of memory");
                 return rc;
@@ -114,8 +158,12 @@ static int create(struct gateway *gw, struct embedded *e, enum backend_id id, co
             c.allow = e->allow;
             c.allow_count = e->allow_count;
         }
+        exec_sandbox_settings(gw, e, &c.sandbox);
         *ops = &exec_service_ops;
-        return exec_server_create(&c, srv, err, errlen);
+        rc = exec_server_create(&c, srv, err, errlen);
+        if (rc == SG_OK)
+            exec_sandbox_report(gw, *srv);
+        return rc;
     }
 #endif
 #ifdef SG_HAVE_FILE

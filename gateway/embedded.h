@@ -13,6 +13,7 @@ struct embedded {
     char *allow_copy;    /* --allow split in place */
     const char **allow;  /* pointers into allow_copy */
     size_t allow_count;
+    const char *protect[4]; /* paths the exec sandbox keeps from commands (borrowed from the config) */
 };
 
 /* Returns 1 when this binary has the service of id compiled in. */

@@ -11,6 +11,7 @@
 #define GW_DEFAULT_LISTEN "127.0.0.1:8080"
 #define GW_MAX_CORS_ORIGINS 16
 #define GW_MAX_ALLOW_HOSTS 16
+#define GW_MAX_SANDBOX_DIRS 16
 
 /* Everything the flags and environment set; strings are borrowed from argv or the environment. */
 struct gw_config {
@@ -32,6 +33,24 @@ struct gw_config {
     unsigned timeout_ms;                      /* deadline of one backend call, or of one I/O step of a stream */
     unsigned grace_ms;                        /* how long SIGTERM waits for requests in flight */
     enum sg_log_format log_format;
+    const char *sandbox;                      /* the embedded exec's --sandbox: strict, best-effort or off */
+    const char *sandbox_read[GW_MAX_SANDBOX_DIRS];  /* extra directories its commands may read */
+    size_t n_sandbox_read;
+    const char *sandbox_write[GW_MAX_SANDBOX_DIRS]; /* extra directories its commands may read and write */
+    size_t n_sandbox_write;
+};
+
+/* What confines the embedded exec backend's commands, for /readyz (is_known 0: exec is remote or not built). */
+struct gw_sandbox_report {
+    int is_known;
+    char mode[16];
+    int landlock_abi;
+    int files;        /* Landlock file rules on */
+    int netns;        /* own network namespace */
+    int net_tcp;      /* Landlock denies TCP */
+    int scoped;       /* Landlock scopes signals and abstract sockets */
+    int no_new_privs;
+    char summary[256];
 };
 
 /* The running gateway: one per process, shared read-only by the worker threads once started. */
@@ -40,6 +59,7 @@ struct gateway {
     struct upstream backends[BACKEND__COUNT];
     unsigned char token_sha256[32]; /* the token is compared by digest, in constant time */
     int has_token;
+    struct gw_sandbox_report exec_sandbox;
 };
 
 #endif

@@ -23,7 +23,8 @@
 
 static const char usage[] =
     "sockgate [--listen HOST:PORT] [--echo ADDR] [--time ADDR] [--exec ADDR] [--file ADDR] [--chat ADDR]\n"
-    "                [--file-root DIR] [--allow CMD,...] [--web-root DIR] [--token TOKEN]\n"
+    "                [--file-root DIR] [--allow CMD,...] [--sandbox strict|best-effort|off]\n"
+    "                [--sandbox-read DIR]... [--sandbox-write DIR]... [--web-root DIR] [--token TOKEN]\n"
     "                [--cors-origin ORIGIN]... [--max-upload BYTES] [--log-format text|json]";
 static const char about[] =
     "The HTTP/JSON gateway in front of the sockgate backends. Every backend whose address is not\n"
@@ -61,6 +62,18 @@ static int add_allow_host(const char *value, void *ctx)
     return append_copy(cfg->allow_hosts, &cfg->n_allow_hosts, GW_MAX_ALLOW_HOSTS, value);
 }
 
+static int add_sandbox_read(const char *value, void *ctx)
+{
+    struct gw_config *cfg = ctx;
+    return append_copy(cfg->sandbox_read, &cfg->n_sandbox_read, GW_MAX_SANDBOX_DIRS, value);
+}
+
+static int add_sandbox_write(const char *value, void *ctx)
+{
+    struct gw_config *cfg = ctx;
+    return append_copy(cfg->sandbox_write, &cfg->n_sandbox_write, GW_MAX_SANDBOX_DIRS, value);
+}
+
 static int parse_number(const char *flag, const char *text, uint64_t min, uint64_t max, int allow_suffix,
                         uint64_t *out)
 {
@@ -86,6 +99,14 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
         {"chat", "SOCKGATE_CHAT", "ADDR", "chat backend (TCP); embedded when not given", &f.addr[BACKEND_CHAT], NULL, NULL},
         {"file-root", "SOCKGATE_FILE_ROOT", "DIR", "directory of the embedded file backend", &f.file_root, NULL, NULL},
         {"allow", "SOCKGATE_ALLOW", "CMD,...", "commands the embedded exec backend may run", &f.allow, NULL, NULL},
+        {"sandbox", "SOCKGATE_SANDBOX", "strict|best-effort|off",
+         "how the embedded exec backend confines commands (Landlock, own network namespace); strict refuses to "
+         "start without Landlock",
+         &cfg->sandbox, NULL, NULL},
+        {"sandbox-read", "SOCKGATE_SANDBOX_READ", "DIR", "let the embedded exec's commands read DIR (repeatable)",
+         NULL, add_sandbox_read, cfg},
+        {"sandbox-write", "SOCKGATE_SANDBOX_WRITE", "DIR",
+         "let the embedded exec's commands read and write DIR (repeatable)", NULL, add_sandbox_write, cfg},
         {"web-root", "SOCKGATE_WEB_ROOT", "DIR", "serve the page from DIR instead of the built-in copy",
          &f.web_root, NULL, NULL},
         {"token", "SOCKGATE_TOKEN", "TOKEN", "require Authorization: Bearer TOKEN on /api/v1", &f.token, NULL, NULL},
@@ -141,6 +162,12 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
     if (parse_number("grace-ms", f.grace_ms, 0, 3600000, 0, &v))
         return 2;
     cfg->grace_ms = (unsigned)v;
+    if (!cfg->sandbox)
+        cfg->sandbox = "best-effort";
+    if (strcmp(cfg->sandbox, "strict") && strcmp(cfg->sandbox, "best-effort") && strcmp(cfg->sandbox, "off")) {
+        fprintf(stderr, "sockgate: --sandbox must be strict, best-effort or off, not '%s'\n", cfg->sandbox);
+        return 2;
+    }
     if (sg_log_format_parse(f.log_format, &cfg->log_format) != SG_OK) {
         fprintf(stderr, "sockgate: --log-format must be text or json, not '%s'\n", f.log_format);
         return 2;
@@ -268,6 +295,10 @@ out:
         free((char *)gw.cfg.cors_origins[i]);
     for (size_t i = 0; i < gw.cfg.n_allow_hosts; i++)
         free((char *)gw.cfg.allow_hosts[i]);
+    for (size_t i = 0; i < gw.cfg.n_sandbox_read; i++)
+        free((char *)gw.cfg.sandbox_read[i]);
+    for (size_t i = 0; i < gw.cfg.n_sandbox_write; i++)
+        free((char *)gw.cfg.sandbox_write[i]);
     metrics_free();
     return status;
 }

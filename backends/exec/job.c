@@ -102,7 +102,7 @@ static void child_limits(const struct exec_limits *lim)
  * Order matters: the sandbox needs /proc (namespace maps) and the ruleset
  * descriptor, so it comes before closing descriptors and after fchdir (the
  * workdir descriptor was opened before the restriction, so entering it is
- * allowed whatever the rules say).
+ * allowed whatever the rules say); the limits come last.
  */
 static int child_main(void *p)
 {
@@ -127,11 +127,12 @@ static int child_main(void *p)
     a->stage = "fchdir";
     if (fchdir(env->workdir_fd) != 0)
         goto fail;
-    child_limits(env->limits);
     if (env->sandbox && (a->err = exec_sandbox_enter(env->sandbox, &a->stage)) != 0)
         goto out;
     /* Our own descriptors are all close-on-exec; this also covers whatever an embedding program leaks. */
     syscall(SYS_close_range, STDERR_FILENO + 1, ~0u, 0);
+    /* Last: the sandbox opens files under the server's descriptor numbers, which RLIMIT_NOFILE may be below. */
+    child_limits(env->limits);
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     a->stage = "exec";

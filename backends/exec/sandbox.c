@@ -11,12 +11,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/seccomp.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "meta_filter.h"
 #include "sockgate/error.h"
 #include "sockgate/log.h"
 
@@ -298,6 +300,10 @@ int exec_sandbox_enter(const struct exec_sandbox *sb, const char **stage)
         *stage = "prctl(PR_SET_NO_NEW_PRIVS)";
         return errno;
     }
+    if (sb->meta && syscall(SYS_prctl, PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &sb->meta_prog, 0, 0) != 0) {
+        *stage = "seccomp";
+        return errno;
+    }
     if (sb->ruleset_fd >= 0 && syscall(SYS_landlock_restrict_self, sb->ruleset_fd, 0) != 0) {
         *stage = "landlock_restrict_self";
         return errno;
@@ -326,6 +332,27 @@ static int netns_works(const struct exec_sandbox *sb, char *why, size_t whylen)
     snprintf(why, whylen, "%s",
              WIFEXITED(status) && WEXITSTATUS(status) >= 100 ? strerror(WEXITSTATUS(status) - 100) : "probe failed");
     return 0;
+}
+
+/* Tries no_new_privs and the metadata filter in a throw-away child (a seccomp policy may forbid stacking). */
+static int meta_filter_works(struct exec_sandbox *sb)
+{
+    int status = 0;
+    pid_t pid;
+    if (exec_meta_filter(&sb->meta_prog) != 0)
+        return 0;
+    pid = fork();
+    if (pid < 0)
+        return 0;
+    if (pid == 0)
+        _exit(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
+                      prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &sb->meta_prog, 0, 0) == 0 && chmod("/", 0755) != 0 &&
+                      errno == EPERM
+                  ? 0
+                  : 1);
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
 /* Builds the Landlock ruleset; leaves sb->fs at 0 (best effort) or fails (strict) when the kernel has none. */
@@ -401,13 +428,18 @@ int exec_sandbox_init(struct exec_sandbox *sb, const struct exec_sandbox_config 
     snprintf(sb->uid_map, sizeof sb->uid_map, "%u %u 1\n", (unsigned)geteuid(), (unsigned)geteuid());
     snprintf(sb->gid_map, sizeof sb->gid_map, "%u %u 1\n", (unsigned)getegid(), (unsigned)getegid());
     sb->netns = netns_works(sb, why, sizeof why);
-    snprintf(sb->summary, sizeof sb->summary, "%s: files %s, network %s, signals and abstract sockets %s, no_new_privs",
+    sb->meta = meta_filter_works(sb);
+    snprintf(sb->summary, sizeof sb->summary,
+             "%s: files %s, metadata %s, network %s, signals and abstract sockets %s, no_new_privs",
              exec_sandbox_mode_name(sb->mode), sb->fs ? "confined (Landlock)" : "NOT confined",
+             sb->meta ? "locked (seccomp)" : "NOT locked",
              sb->netns ? "none (own namespace)" : sb->net_tcp ? "TCP denied (Landlock), UDP open" : "OPEN",
              sb->scoped ? "scoped" : "not scoped");
     sg_info("sandbox %s (Landlock ABI %d)", sb->summary, sb->abi);
     if (!sb->fs)
         sg_warn("sandbox: no Landlock in this kernel: commands can read and write wherever this server can");
+    if (!sb->meta)
+        sg_warn("sandbox: no seccomp filter: commands can chmod, chown and touch files they can name");
     if (!sb->netns)
         sg_warn("sandbox: no network namespace for commands (%s): %s", why,
                 sb->net_tcp ? "TCP is denied by Landlock, UDP is open" : "commands can use the network");

@@ -2,6 +2,7 @@
 #ifndef SOCKGATE_EXEC_SANDBOX_H
 #define SOCKGATE_EXEC_SANDBOX_H
 
+#include <linux/filter.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -38,6 +39,8 @@ struct exec_sandbox {
     int scoped;             /* 1: no signals to, no abstract UNIX sockets of, processes outside (ABI 6+) */
     int netns;              /* 1: a new user + network namespace per command (only loopback, down) */
     int no_new_privs;       /* 1: PR_SET_NO_NEW_PRIVS in every command */
+    int meta;               /* 1: seccomp denies chmod/chown/utimes/xattrs by path (meta_filter.c) */
+    struct sock_fprog meta_prog;
     char uid_map[32];       /* "UID UID 1\n" written in the child's new user namespace */
     char gid_map[32];
     char summary[256];      /* one line for the log and /readyz */
@@ -62,7 +65,7 @@ int exec_sandbox_init(struct exec_sandbox *sb, const struct exec_sandbox_config 
 
 /*
  * Confines the calling process: new user and network namespaces, no new
- * privileges, Landlock. Async-signal-safe (raw system calls only), for the
+ * privileges, the metadata filter, Landlock. Async-signal-safe (raw system calls only), for the
  * child between clone and exec. Returns 0, or an errno with *stage naming
  * the step that failed; the caller must then not exec.
  */
