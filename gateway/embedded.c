@@ -1,9 +1,11 @@
 /* embedded.c - starts the built-in backends on loopback threads, so `sockgate` alone is the whole system. */
 #include "embedded.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "sockgate/error.h"
 #include "sockgate/log.h"
@@ -26,8 +28,8 @@
 #include "chat/server.h"
 #endif
 
-/* Every embedded service listens here; the kernel picks the port. */
-#define EMBEDDED_LISTEN "127.0.0.1:0"
+/* The private directory of the embedded backends' UNIX sockets, inside $TMPDIR. */
+#define EMBEDDED_DIR_PREFIX "sockgate-gw-"
 
 int embedded_is_built(enum backend_id id)
 {
@@ -97,6 +99,8 @@ static void exec_sandbox_settings(const struct gateway *gw, struct embedded *e, 
 #endif
     if (gw->cfg.spool_dir)
         e->protect[n++] = gw->cfg.spool_dir;
+    if (e->dir[0])
+        e->protect[n++] = e->dir; /* the backends' sockets */
     sc->protect = e->protect;
     sc->n_protect = n;
 }
@@ -123,13 +127,12 @@ static int create(struct gateway *gw, struct embedded *e, enum backend_id id, co
                   void **srv, char *err, size_t errlen)
 {
     (void)gw;
-    (void)e;
     switch (id) {
 #ifdef SG_HAVE_ECHO
     case BACKEND_ECHO: {
         struct echo_config c;
         echo_config_defaults(&c);
-        c.listen = EMBEDDED_LISTEN;
+        c.listen = e->listen[id];
         *ops = &echo_service_ops;
         return echo_server_create(&c, srv, err, errlen);
     }
@@ -138,7 +141,7 @@ static int create(struct gateway *gw, struct embedded *e, enum backend_id id, co
     case BACKEND_TIME: {
         struct time_config c;
         time_config_defaults(&c);
-        c.listen = EMBEDDED_LISTEN;
+        c.listen = e->listen[id];
         *ops = &time_service_ops;
         return time_server_create(&c, srv, err, errlen);
     }
@@ -148,7 +151,7 @@ static int create(struct gateway *gw, struct embedded *e, enum backend_id id, co
         struct exec_config c;
         int rc;
         exec_config_defaults(&c);
-        c.listen = EMBEDDED_LISTEN;
+        c.listen = e->listen[id];
         if (gw->cfg.allow && *gw->cfg.allow) {
             rc = split_allow(e, gw->cfg.allow);
             if (rc != SG_OK) {
@@ -170,7 +173,7 @@ static int create(struct gateway *gw, struct embedded *e, enum backend_id id, co
     case BACKEND_FILE: {
         struct file_config c;
         file_config_defaults(&c);
-        c.listen = EMBEDDED_LISTEN;
+        c.listen = e->listen[id];
         if (gw->cfg.file_root && *gw->cfg.file_root)
             c.root = gw->cfg.file_root;
         *ops = &file_service_ops;
@@ -181,7 +184,7 @@ static int create(struct gateway *gw, struct embedded *e, enum backend_id id, co
     case BACKEND_CHAT: {
         struct chat_config c;
         chat_config_defaults(&c);
-        c.listen = EMBEDDED_LISTEN;
+        c.listen = e->listen[id];
         *ops = &chat_service_ops;
         return chat_server_create(&c, srv, err, errlen);
     }
@@ -191,9 +194,52 @@ static int create(struct gateway *gw, struct embedded *e, enum backend_id id, co
     }
 }
 
+/*
+ * Picks where each embedded backend listens: its --BACKEND-listen address
+ * (said loudly: nothing authenticates those ports), else unix:DIR/NAME.sock
+ * in a private directory made on first need. Only this process's user can
+ * enter a 0700 directory, so the backends are out of other local users'
+ * reach, unlike loopback ports, which every local user can connect to.
+ */
+static int choose_addresses(struct gateway *gw, struct embedded *e, char *err, size_t errlen)
+{
+    for (int id = 0; id < BACKEND__COUNT; id++) {
+        if (gw->cfg.backend_addr[id] || !embedded_is_built(id))
+            continue;
+        if (gw->cfg.embedded_listen[id]) {
+            snprintf(e->listen[id], sizeof e->listen[id], "%s", gw->cfg.embedded_listen[id]);
+            sg_warn("the embedded %s backend is open on %s with no authentication: anyone who can reach that address "
+                    "uses it directly, whatever --token says",
+                    backend_name(id), gw->cfg.embedded_listen[id]);
+            continue;
+        }
+        if (!e->dir[0]) {
+            const char *tmp = getenv("TMPDIR");
+            if (!tmp || !*tmp)
+                tmp = "/tmp";
+            if (snprintf(e->dir, sizeof e->dir, "%s/" EMBEDDED_DIR_PREFIX "XXXXXX", tmp) >= (int)sizeof e->dir ||
+                !mkdtemp(e->dir)) {
+                snprintf(err, errlen, "cannot make a private directory in %s: %s", tmp, strerror(errno));
+                e->dir[0] = '\0';
+                return SG_ERR_SYS;
+            }
+        }
+        if (snprintf(e->listen[id], sizeof e->listen[id], SG_UNIX_PREFIX "%s/%s.sock", e->dir, backend_name(id)) >=
+            (int)sizeof e->listen[id] - (int)sizeof SG_UNIX_DGRAM_SUFFIX) {
+            snprintf(err, errlen, "the private directory %s is too long for UNIX socket names", e->dir);
+            return SG_ERR_INVALID;
+        }
+    }
+    return SG_OK;
+}
+
 int embedded_start(struct gateway *gw, struct embedded *e, char *err, size_t errlen)
 {
     memset(e, 0, sizeof *e);
+    if (choose_addresses(gw, e, err, errlen) != SG_OK) {
+        embedded_stop(e);
+        return SG_ERR_SYS;
+    }
     for (int id = 0; id < BACKEND__COUNT; id++) {
         const struct sg_service_ops *ops = NULL;
         char why[256] = "", addr[SG_ADDR_STRLEN];
@@ -237,5 +283,8 @@ void embedded_stop(struct embedded *e)
         sg_service_thread_stop(&e->threads[id]);
     free(e->allow);
     free(e->allow_copy);
+    /* Each service removed its own socket files in destroy; the directory is ours. */
+    if (e->dir[0] && rmdir(e->dir) != 0)
+        sg_warn("could not remove %s: %s", e->dir, strerror(errno));
     memset(e, 0, sizeof *e);
 }

@@ -17,6 +17,7 @@
 struct gw_config {
     const char *listen;
     const char *backend_addr[BACKEND__COUNT]; /* NULL: run that backend embedded */
+    const char *embedded_listen[BACKEND__COUNT]; /* an embedded backend's TCP/UDP address; NULL: a private UNIX socket */
     const char *file_root;                    /* the embedded file backend's directory */
     const char *allow;                        /* the embedded exec backend's allowlist, comma-separated */
     const char *web_root;                     /* serve the page from here instead of the compiled-in copy */

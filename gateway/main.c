@@ -25,14 +25,16 @@ static const char usage[] =
     "sockgate [--listen HOST:PORT] [--echo ADDR] [--time ADDR] [--exec ADDR] [--file ADDR] [--chat ADDR]\n"
     "                [--file-root DIR] [--allow CMD,...] [--sandbox strict|best-effort|off]\n"
     "                [--sandbox-read DIR]... [--sandbox-write DIR]... [--web-root DIR] [--token TOKEN]\n"
+    "                [--echo-listen|--time-listen|--exec-listen|--file-listen|--chat-listen HOST:PORT]\n"
     "                [--cors-origin ORIGIN]... [--max-upload BYTES] [--log-format text|json]";
 static const char about[] =
     "The HTTP/JSON gateway in front of the sockgate backends. Every backend whose address is not\n"
-    "given runs inside this process on a free loopback port, so `sockgate` alone is the whole system.";
+    "given runs inside this process, reached over a UNIX socket in a private directory (mode 0700),\n"
+    "so `sockgate` alone is the whole system; --BACKEND-listen opens one to the tutorial's clients.";
 
 /* The string form of every flag, before it is checked and converted into struct gw_config. */
 struct flags {
-    const char *listen, *addr[BACKEND__COUNT], *file_root, *allow, *web_root, *token, *spool_dir;
+    const char *listen, *addr[BACKEND__COUNT], *emb_listen[BACKEND__COUNT], *file_root, *allow, *web_root, *token, *spool_dir;
     const char *max_upload, *max_json, *threads, *max_conns, *timeout_ms, *grace_ms, *log_format, *print_routes;
     struct gw_config *cfg;
 };
@@ -92,11 +94,26 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
                       .cfg = cfg};
     const struct sg_option opts[] = {
         {"listen", "SOCKGATE_LISTEN", "HOST:PORT", "HTTP address (port 0 picks a free one)", &f.listen, NULL, NULL},
-        {"echo", "SOCKGATE_ECHO", "ADDR", "echo backend (TCP); embedded when not given", &f.addr[BACKEND_ECHO], NULL, NULL},
-        {"time", "SOCKGATE_TIME", "ADDR", "time backend (UDP); embedded when not given", &f.addr[BACKEND_TIME], NULL, NULL},
-        {"exec", "SOCKGATE_EXEC", "ADDR", "exec backend (TCP); embedded when not given", &f.addr[BACKEND_EXEC], NULL, NULL},
-        {"file", "SOCKGATE_FILE", "ADDR", "file backend (TCP); embedded when not given", &f.addr[BACKEND_FILE], NULL, NULL},
-        {"chat", "SOCKGATE_CHAT", "ADDR", "chat backend (TCP); embedded when not given", &f.addr[BACKEND_CHAT], NULL, NULL},
+        {"echo", "SOCKGATE_ECHO", "ADDR", "echo backend (TCP HOST:PORT or unix:PATH); embedded when not given", &f.addr[BACKEND_ECHO], NULL, NULL},
+        {"time", "SOCKGATE_TIME", "ADDR", "time backend (UDP HOST:PORT or unix:PATH); embedded when not given", &f.addr[BACKEND_TIME], NULL, NULL},
+        {"exec", "SOCKGATE_EXEC", "ADDR", "exec backend (TCP HOST:PORT or unix:PATH); embedded when not given", &f.addr[BACKEND_EXEC], NULL, NULL},
+        {"file", "SOCKGATE_FILE", "ADDR", "file backend (TCP HOST:PORT or unix:PATH); embedded when not given", &f.addr[BACKEND_FILE], NULL, NULL},
+        {"chat", "SOCKGATE_CHAT", "ADDR", "chat backend (TCP HOST:PORT or unix:PATH); embedded when not given", &f.addr[BACKEND_CHAT], NULL, NULL},
+        {"echo-listen", "SOCKGATE_EMBEDDED_ECHO_LISTEN", "HOST:PORT",
+         "also open the embedded echo backend to the tutorial's clients on this TCP+UDP address (no authentication)",
+         &f.emb_listen[BACKEND_ECHO], NULL, NULL},
+        {"time-listen", "SOCKGATE_EMBEDDED_TIME_LISTEN", "HOST:PORT",
+         "serve the embedded time backend on this UDP address (no authentication)", &f.emb_listen[BACKEND_TIME], NULL,
+         NULL},
+        {"exec-listen", "SOCKGATE_EMBEDDED_EXEC_LISTEN", "HOST:PORT",
+         "serve the embedded exec backend on this TCP address (no authentication: runs commands for anyone who connects)",
+         &f.emb_listen[BACKEND_EXEC], NULL, NULL},
+        {"file-listen", "SOCKGATE_EMBEDDED_FILE_LISTEN", "HOST:PORT",
+         "serve the embedded file backend on this TCP address (no authentication)", &f.emb_listen[BACKEND_FILE], NULL,
+         NULL},
+        {"chat-listen", "SOCKGATE_EMBEDDED_CHAT_LISTEN", "HOST:PORT",
+         "serve the embedded chat backend on this UDP+TCP address (no authentication)", &f.emb_listen[BACKEND_CHAT],
+         NULL, NULL},
         {"file-root", "SOCKGATE_FILE_ROOT", "DIR", "directory of the embedded file backend", &f.file_root, NULL, NULL},
         {"allow", "SOCKGATE_ALLOW", "CMD,...", "commands the embedded exec backend may run", &f.allow, NULL, NULL},
         {"sandbox", "SOCKGATE_SANDBOX", "strict|best-effort|off",
@@ -138,8 +155,10 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
         return rc;
     *print_routes = f.print_routes != NULL;
     cfg->listen = f.listen;
-    for (int i = 0; i < BACKEND__COUNT; i++)
+    for (int i = 0; i < BACKEND__COUNT; i++) {
         cfg->backend_addr[i] = f.addr[i] && *f.addr[i] ? f.addr[i] : NULL;
+        cfg->embedded_listen[i] = f.emb_listen[i] && *f.emb_listen[i] ? f.emb_listen[i] : NULL;
+    }
     cfg->file_root = f.file_root;
     cfg->allow = f.allow;
     cfg->web_root = f.web_root && *f.web_root ? f.web_root : NULL;

@@ -56,7 +56,7 @@ int main(int argc, char **argv)
     void *srv = NULL;
     int rc, status = 2;
     const struct sg_option opts[] = {
-        {"listen", "SOCKGATE_EXEC_LISTEN", "HOST:PORT", "TCP address to serve (port 0: any)", &listen, NULL, NULL},
+        {"listen", "SOCKGATE_EXEC_LISTEN", "HOST:PORT|unix:PATH", "TCP address (port 0: any) or UNIX socket to serve", &listen, NULL, NULL},
         {"allow", "SOCKGATE_EXEC_ALLOW", "CMD[,CMD...]",
          "commands that may run: bare names (found in " EXEC_CHILD_PATH ") or absolute paths; repeatable "
          "(default " EXEC_DEFAULT_ALLOW ")",

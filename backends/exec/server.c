@@ -335,8 +335,7 @@ static void exec_destroy(void *p)
     struct exec_server *srv = p;
     if (!srv)
         return;
-    if (srv->listen_fd >= 0)
-        close(srv->listen_fd);
+    sg_close_listener(&srv->listen_fd);
     sg_wake_close(&srv->stop_fd);
     if (srv->slot_fd >= 0)
         close(srv->slot_fd);
