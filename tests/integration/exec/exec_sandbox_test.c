@@ -324,7 +324,7 @@ static int log_has(const struct sg_proc *p, const char *text)
  */
 static void test_gateway_protects_file_root(void)
 {
-    char root[512], stored[512], secret[512], exec_addr[64] = "", logbuf[16384];
+    char root[512], stored[512], secret[512], exec_addr[128] = "", logbuf[16384];
     const char *const args[] = {"sockgate", "--listen", "127.0.0.1:0", "--file-root", at(root, outside, "files"),
                                 "--sandbox-read", outside, "--allow", "cat,ls", NULL};
     struct sg_proc gw;
@@ -340,19 +340,16 @@ static void test_gateway_protects_file_root(void)
     logbuf[n] = '\0';
     p = strstr(logbuf, "embedded exec backend serving at ");
     CHECK(p != NULL);
-    sscanf(p + strlen("embedded exec backend serving at "), "%63s", exec_addr);
+    sscanf(p + strlen("embedded exec backend serving at "), "%127s", exec_addr);
     CHECK(log_has(&gw, "is protected, so commands get no access to it"));
     {
         struct sg_proc view = gw;
-        const char *const read_ok[] = {"cat", at(secret, outside, "secret.txt"), NULL};
+        const char *read_ok[] = {"cat", at(secret, outside, "secret.txt"), NULL};
         const char *const read_no[] = {"cat", at(stored, root, "stored.txt"), NULL};
         const char *const list_no[] = {"ls", root, NULL};
-        char *colon = strrchr(exec_addr, ':');
-        CHECK(colon != NULL);
+        /* The embedded exec listens on a UNIX socket in the gateway's private directory. */
+        CHECK(strncmp(exec_addr, "unix:", 5) == 0);
         snprintf(view.addr, sizeof view.addr, "%s", exec_addr);
-        *colon = '\0';
-        snprintf(view.host, sizeof view.host, "%s", exec_addr);
-        view.port = (uint16_t)atoi(colon + 1);
         xt_exec(&view, read_ok, NULL, 0, &r);
         xt_check_stdout(&r, SECRET "\n");
         xt_reply_free(&r);
@@ -361,7 +358,7 @@ static void test_gateway_protects_file_root(void)
         expect_refused(list_no, "Permission denied", NULL);
     }
     {
-        char url[128];
+        char url[160];
         const char *const curl[] = {"curl", "-s", url, NULL};
         struct xt_run_result rr;
         snprintf(url, sizeof url, "http://%s/readyz", gw.addr);
