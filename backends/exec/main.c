@@ -50,7 +50,7 @@ int main(int argc, char **argv)
     const char *max_output = "16M", *max_input = "16M", *max_procs = "0", *max_conns = "256";
     const char *idle = "300000", *workdir = NULL, *cpu = "60", *files = "256", *nproc = "512";
     const char *log_format = "text", *sandbox = "best-effort";
-    struct allow_list sb_read = {.count = 0}, sb_write = {.count = 0};
+    struct allow_list sb_read = {.count = 0}, sb_write = {.count = 0}, sb_protect = {.count = 0};
     uint64_t v[11];
     char err[512];
     void *srv = NULL;
@@ -89,6 +89,10 @@ int main(int argc, char **argv)
          add_allow, &sb_read},
         {"sandbox-write", "SOCKGATE_EXEC_SANDBOX_WRITE", "DIR", "let commands read and write DIR too (repeatable)",
          NULL, add_allow, &sb_write},
+        {"sandbox-protect", "SOCKGATE_EXEC_SANDBOX_PROTECT", "PATH",
+         "never let commands read PATH (a file backend's root, a token file), even inside a granted directory, "
+         "unless a --sandbox-read/--sandbox-write names it exactly (repeatable)",
+         NULL, add_allow, &sb_protect},
         {"log-format", "SOCKGATE_LOG_FORMAT", "text|json", "log line format on stderr", &log_format, NULL, NULL},
         {NULL, NULL, NULL, NULL, NULL, NULL, NULL},
     };
@@ -125,6 +129,8 @@ int main(int argc, char **argv)
     cfg.sandbox.n_read = sb_read.count;
     cfg.sandbox.write = sb_write.items;
     cfg.sandbox.n_write = sb_write.count;
+    cfg.sandbox.protect = sb_protect.items;
+    cfg.sandbox.n_protect = sb_protect.count;
     cfg.listen = listen;
     cfg.allow = allow.count ? allow.items : NULL;
     cfg.allow_count = allow.count;
@@ -154,5 +160,7 @@ out:
         free((char *)sb_read.items[i]);
     for (size_t i = 0; i < sb_write.count; i++)
         free((char *)sb_write.items[i]);
+    for (size_t i = 0; i < sb_protect.count; i++)
+        free((char *)sb_protect.items[i]);
     return status;
 }

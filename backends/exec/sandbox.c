@@ -414,9 +414,19 @@ int exec_sandbox_init(struct exec_sandbox *sb, const struct exec_sandbox_config 
         sg_warn("sandbox off: commands can read, write and connect wherever this server can");
         return SG_OK;
     }
-    for (size_t i = 0; i < cfg->n_protect && b.n_protect < MAX_PROTECT; i++)
-        if (cfg->protect[i] && *cfg->protect[i] && (b.protect[b.n_protect] = canonical(cfg->protect[i])) != NULL)
-            b.n_protect++;
+    if (cfg->n_protect > MAX_PROTECT) {
+        snprintf(err, errlen, "at most %d protected paths", MAX_PROTECT);
+        goto out;
+    }
+    for (size_t i = 0; i < cfg->n_protect; i++) {
+        if (!cfg->protect[i] || !*cfg->protect[i])
+            continue;
+        if ((b.protect[b.n_protect] = canonical(cfg->protect[i])) == NULL) {
+            snprintf(err, errlen, "protected path '%s': cannot resolve it", cfg->protect[i]);
+            goto out;
+        }
+        b.n_protect++;
+    }
     if (build_landlock(&b, cfg, workdir) != 0)
         goto out;
     if (!sb->fs && cfg->mode == EXEC_SANDBOX_STRICT) {

@@ -303,6 +303,26 @@ static void test_off_reads_everything(void)
     xt_stop(&off);
 }
 
+/* --sandbox-read grants a directory, --sandbox-protect keeps one path below it out. */
+static void test_protect_inside_grant(void)
+{
+    char secret[512], sub[512], deep[512];
+    const char *const args[] = {"--allow", "cat,head", "--workdir", work, "--sandbox-read", outside,
+                                "--sandbox-protect", at(sub, outside, "sub"), NULL};
+    const char *const read_ok[] = {"cat", at(secret, outside, "secret.txt"), NULL};
+    const char *const read_no[] = {"head", at(deep, sub, "deep.txt"), NULL};
+    struct sg_proc p, saved = server;
+    struct xt_reply r;
+    xt_start(&p, args);
+    xt_exec(&p, read_ok, NULL, 0, &r);
+    xt_check_stdout(&r, SECRET "\n");
+    xt_reply_free(&r);
+    server = p;
+    expect_refused(read_no, "Permission denied", NULL);
+    server = saved;
+    xt_stop(&p);
+}
+
 /* Returns 1 when the server's log holds text. */
 static int log_has(const struct sg_proc *p, const char *text)
 {
@@ -394,6 +414,7 @@ int main(void)
     else
         fprintf(stderr, "no network namespace on this kernel: the network check is skipped\n");
     RUN_TEST(test_off_reads_everything);
+    RUN_TEST(test_protect_inside_grant);
     xt_stop(&main_server);
     RUN_TEST(test_gateway_protects_file_root);
     sg_test_rmtree(base);
