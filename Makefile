@@ -8,7 +8,7 @@ CMAKE_FLAGS ?= -DSOCKGATE_WERROR=ON
 
 # Debian packages the build and tests need; only the missing ones are installed.
 DEPS = build-essential cmake pkg-config libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev \
-       libssl-dev clang libclang-rt-14-dev python3 curl procps
+       libssl-dev openssl clang libclang-rt-14-dev python3 curl procps
 
 .PHONY: all deps build run test sanitize test-sanitize fuzz bench bench-quick clean
 

@@ -105,7 +105,7 @@ int api_chat_events(struct request *rq)
         request_fail(rq, upstream_failed(up, rc), "chat backend at %s: %s", up->name, err);
         goto out;
     }
-    rc = sg_frame_header_error(ack, err, sizeof err);
+    rc = upstream_answer_error(up, ack, err, sizeof err);
     if (rc != SG_OK) {
         request_fail(rq, rc, "%s", err);
         goto out;

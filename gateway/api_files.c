@@ -67,6 +67,7 @@ int files_respond_created(struct request *rq, json_t *result)
 {
     char location[64 + 3 * sizeof rq->param], enc[3 * sizeof rq->param];
     const char *name = json_string_value(json_object_get(result, "name"));
+    int is_created = !json_is_false(json_object_get(result, "created"));
     char *text;
     struct MHD_Response *resp;
 
@@ -85,7 +86,48 @@ int files_respond_created(struct request *rq, json_t *result)
     MHD_add_response_header(resp, "Cache-Control", "no-store");
     MHD_add_response_header(resp, "Location", location);
     rq->bytes_out += strlen(text);
-    return respond(rq, 201, resp);
+    return respond(rq, is_created ? 201 : 200, resp);
+}
+
+/* Returns the sha256 of a strong ETag of ours ("\"<64 hex>\"", surrounding blanks allowed) in hex, else 0. */
+static int etag_sha256(const char *tag, char hex[65])
+{
+    size_t n;
+    while (*tag == ' ' || *tag == '\t')
+        tag++;
+    n = strlen(tag);
+    while (n > 0 && (tag[n - 1] == ' ' || tag[n - 1] == '\t'))
+        n--;
+    if (n != 66 || tag[0] != '"' || tag[65] != '"' || strspn(tag + 1, "0123456789abcdef") < 64)
+        return 0;
+    memcpy(hex, tag + 1, 64);
+    hex[64] = '\0';
+    return 1;
+}
+
+int files_conditions(struct request *rq, json_t **out)
+{
+    const char *inm = request_header(rq, "If-None-Match"), *im = request_header(rq, "If-Match");
+    char hex[65];
+    *out = NULL;
+    if (!inm && !im)
+        return SG_OK;
+    if (inm && im)
+        return request_fail(rq, SG_ERR_INVALID, "If-None-Match and If-Match together can never both hold");
+    if (inm) {
+        if (strcmp(inm, "*") != 0)
+            return request_fail(rq, SG_ERR_INVALID, "on a write, If-None-Match takes only * (create only)");
+        *out = json_pack("{s:s}", "if_none_match", "*");
+    } else if (strcmp(im, "*") == 0) {
+        *out = json_pack("{s:s}", "if_match", "*");
+    } else if (etag_sha256(im, hex)) {
+        *out = json_pack("{s:s}", "if_match", hex);
+    } else {
+        /* Our ETags are strong sha256 tags: anything else names no version this gateway ever gave out. */
+        return request_fail(rq, SG_ERR_PRECONDITION, "If-Match %.80s names no version of %s (ETags are \"sha256\")",
+                            im, rq->param);
+    }
+    return *out ? SG_OK : request_fail(rq, SG_ERR_NOMEM, "out of memory");
 }
 
 /* Sends one small operation on rq->param and returns the answer header; errors are recorded in rq. */
@@ -99,6 +141,17 @@ static int file_op(struct request *rq, const char *op, json_t **resp, char **bod
         return request_fail(rq, SG_ERR_INVALID_NAME, "the file name is not valid UTF-8");
     if (strcmp(op, "list") == 0)
         json_object_del(hdr, "filename");
+    if (strcmp(op, "delete") == 0) {
+        json_t *cond = NULL;
+        rc = files_conditions(rq, &cond);
+        if (rc != SG_OK) {
+            json_decref(hdr);
+            return rc;
+        }
+        if (cond)
+            json_object_update(hdr, cond);
+        json_decref(cond);
+    }
     rc = upstream_call(up, hdr, NULL, 0, resp, body, body_len, max, request_deadline(rq), err, sizeof err);
     json_decref(hdr);
     if (rc != SG_OK) {
@@ -259,11 +312,48 @@ static void get_free(struct request *rq, int is_complete)
     rq->state = NULL;
 }
 
+/*
+ * Returns 1 when the client's copy is current (RFC 9110 13.1.2, 13.1.3):
+ * If-None-Match lists the file's ETag or is "*"; without If-None-Match, an
+ * If-Modified-Since date at or after the file's mtime (whole seconds).
+ */
+static int is_not_modified(struct request *rq, const struct file_meta *m, const char *etag)
+{
+    const char *inm = request_header(rq, "If-None-Match");
+    const char *ims = request_header(rq, "If-Modified-Since");
+    struct tm tm;
+    if (inm)
+        return strcmp(inm, "*") == 0 || strstr(inm, etag) != NULL;
+    if (!ims || m->mtime <= 0)
+        return 0;
+    memset(&tm, 0, sizeof tm);
+    /* RFC 9110 5.6.7: the IMF-fixdate form; a date in another form is ignored, as the RFC asks. */
+    if (!strptime(ims, "%a, %d %b %Y %H:%M:%S GMT", &tm))
+        return 0;
+    return (int64_t)timegm(&tm) >= m->mtime;
+}
+
+/* Queues 304 with the validators of m (ETag, Last-Modified). */
+static void respond_not_modified(struct request *rq, const struct file_meta *m, const char *etag)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    char date[64];
+    struct tm tm;
+    time_t t = (time_t)m->mtime;
+    if (!resp)
+        return;
+    MHD_add_response_header(resp, "ETag", etag);
+    if (m->mtime > 0 && gmtime_r(&t, &tm)) {
+        strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        MHD_add_response_header(resp, "Last-Modified", date);
+    }
+    respond(rq, 304, resp);
+}
+
 /* Answers 304 or 416 for a conditional or ranged GET when that is the answer; returns 1 when it did. */
 static int answer_conditions(struct request *rq, const struct file_meta *m, const char *etag, int *partial,
                              uint64_t *off, uint64_t *len)
 {
-    const char *inm = request_header(rq, "If-None-Match");
     const char *range = request_header(rq, "Range");
     const char *if_range = request_header(rq, "If-Range");
     struct MHD_Response *resp;
@@ -271,12 +361,8 @@ static int answer_conditions(struct request *rq, const struct file_meta *m, cons
     char cr[64], *text;
     int r;
 
-    if (inm && (strcmp(inm, "*") == 0 || strstr(inm, etag))) {
-        resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
-        if (resp) {
-            MHD_add_response_header(resp, "ETag", etag);
-            respond(rq, 304, resp);
-        }
+    if (is_not_modified(rq, m, etag)) {
+        respond_not_modified(rq, m, etag);
         return 1;
     }
     if (!range || (if_range && strcmp(if_range, etag) != 0))
@@ -316,7 +402,8 @@ int api_files_get(struct request *rq)
     int partial = 0, rc;
 
     /* Only a conditional or ranged GET needs the size and sha256 before the download starts. */
-    if (request_header(rq, "Range") || request_header(rq, "If-None-Match")) {
+    if (request_header(rq, "Range") || request_header(rq, "If-None-Match") ||
+        request_header(rq, "If-Modified-Since")) {
         rc = stat_file(rq, &m);
         if (rc != SG_OK)
             return rc;
@@ -349,7 +436,7 @@ int api_files_get(struct request *rq)
         st->c = NULL;
         return request_fail(rq, upstream_failed(up, rc), "file backend at %s: %s", up->name, err);
     }
-    rc = sg_frame_header_error(ans, err, sizeof err);
+    rc = upstream_answer_error(up, ans, err, sizeof err);
     if (rc != SG_OK || (rc = meta_from(rq, ans, &m)) != SG_OK) {
         json_decref(ans);
         if (upstream_skip_body(st->c, size, request_deadline(rq)) == SG_OK)
@@ -381,9 +468,16 @@ int api_files_head(struct request *rq)
 {
     struct file_meta m = {0};
     struct MHD_Response *resp;
+    char etag[80];
     int rc = stat_file(rq, &m);
     if (rc != SG_OK)
         return rc;
+    /* HEAD answers what GET would, 304 included (RFC 9110 9.3.2). */
+    snprintf(etag, sizeof etag, "\"%s\"", m.sha256);
+    if (is_not_modified(rq, &m, etag)) {
+        respond_not_modified(rq, &m, etag);
+        return rq->has_responded ? SG_OK : request_fail(rq, SG_ERR_NOMEM, "out of memory");
+    }
     /* A callback response of the right size gives HEAD its Content-Length without any body. */
     resp = MHD_create_response_from_callback(m.size, 4096, read_nothing, NULL, NULL);
     if (!resp)
@@ -395,7 +489,10 @@ int api_files_head(struct request *rq)
 int api_files_delete(struct request *rq)
 {
     json_t *resp = NULL;
-    int rc = file_op(rq, "delete", &resp, NULL, NULL, 0);
+    int rc;
+    if (request_header(rq, "If-None-Match"))
+        return request_fail(rq, SG_ERR_INVALID, "DELETE takes If-Match, not If-None-Match");
+    rc = file_op(rq, "delete", &resp, NULL, NULL, 0);
     json_decref(resp);
     return rc == SG_OK ? respond_empty(rq, 204) : rc;
 }

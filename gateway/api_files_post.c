@@ -69,6 +69,11 @@ static int start_part(struct post_state *st, const char *key, const char *filena
         return request_fail(rq, SG_ERR_TOO_LARGE, "at most %d files per request", MAX_PARTS);
     if (strlen(name) >= sizeof p->name)
         return request_fail(rq, SG_ERR_INVALID_NAME, "a file name may have at most %zu bytes", sizeof p->name - 1);
+    /* Two parts with one name would store one file and report two: refused before anything is stored. */
+    for (size_t i = 0; i < st->n_parts; i++)
+        if (strcmp(st->parts[i].name, name) == 0)
+            return request_fail(rq, SG_ERR_INVALID, "the form holds two files named \"%s\": each name may appear once",
+                                name);
     p = &st->parts[st->n_parts++];
     snprintf(p->name, sizeof p->name, "%s", name);
     snprintf(p->field, sizeof p->field, "%s", key ? key : "");
@@ -182,7 +187,7 @@ int api_files_post_finish(struct request *rq)
         rc = request_fail(rq, SG_ERR_NOMEM, "out of memory");
     for (size_t i = 0; rc == SG_OK && i < st->n_parts; i++) {
         json_t *one = NULL;
-        rc = spool_upload(rq, &st->sp, st->parts[i].off, st->parts[i].size, st->parts[i].name, &one);
+        rc = spool_upload(rq, &st->sp, st->parts[i].off, st->parts[i].size, st->parts[i].name, NULL, &one);
         if (rc != SG_OK) {
             roll_back(rq, i);
             break;

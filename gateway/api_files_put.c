@@ -39,6 +39,7 @@ struct put_state {
     size_t have;             /* bytes in block */
     int is_spooled;
     struct spool sp;
+    json_t *conditions;      /* If-None-Match / If-Match as frame fields (files_conditions), or NULL */
 };
 
 static void put_free(struct request *rq, int is_complete)
@@ -48,6 +49,7 @@ static void put_free(struct request *rq, int is_complete)
     /* Still held: the body broke off. Closing makes the backend drop its partial file. */
     upstream_release(st->c, 0);
     spool_close(&st->sp);
+    json_decref(st->conditions);
     metrics_uploads(-1);
     sg_iobuf_free(&st->block);
     free(st);
@@ -61,7 +63,7 @@ int api_files_put_begin(struct request *rq)
     struct put_state *st = calloc(1, sizeof *st);
     char err[384] = "";
     size_t block_size;
-    json_t *hdr;
+    json_t *hdr, *cond = NULL;
     int rc;
 
     if (!st)
@@ -70,6 +72,10 @@ int api_files_put_begin(struct request *rq)
     rq->state = st;
     rq->state_free = put_free;
     metrics_uploads(1);
+    rc = files_conditions(rq, &cond);
+    if (rc != SG_OK)
+        return rc;
+    st->conditions = cond;
     if (!cl) {
         st->is_spooled = 1;
         rc = spool_open(&st->sp, rq->gw->cfg.spool_dir, rq->gw->cfg.max_upload, err, sizeof err);
@@ -83,6 +89,8 @@ int api_files_put_begin(struct request *rq)
                     (json_int_t)st->expected, "id", rq->id);
     if (!hdr)
         return request_fail(rq, SG_ERR_INVALID_NAME, "the file name is not valid UTF-8");
+    if (cond)
+        json_object_update(hdr, cond);
     block_size = st->expected < PUT_BLOCK ? (size_t)st->expected : PUT_BLOCK;
     if (st->expected > 0 && sg_iobuf_alloc(&st->block, block_size, st->expected) != SG_OK) {
         json_decref(hdr);
@@ -112,6 +120,18 @@ int api_files_put_body(struct request *rq, const char *data, size_t len)
     char err[384] = "";
     int rc;
 
+    /*
+     * The frame header announced exactly st->expected bytes. libmicrohttpd
+     * holds a Content-Length body to its length, but the backend must never
+     * get a byte more than announced whatever the HTTP layer does: surplus
+     * bytes would be read by the file service as its next request.
+     */
+    if (!st->is_spooled && (st->c == NULL || len > st->c->body_owed - st->have)) {
+        upstream_release(st->c, 0);
+        st->c = NULL;
+        return request_fail(rq, SG_ERR_INVALID, "the body is longer than its Content-Length of %llu bytes",
+                            (unsigned long long)st->expected);
+    }
     if (st->is_spooled) {
         rc = spool_write(&st->sp, data, len, err, sizeof err);
         if (rc == SG_OK)
@@ -150,7 +170,7 @@ int api_files_put_finish(struct request *rq)
     int rc;
 
     if (st->is_spooled) {
-        rc = spool_upload(rq, &st->sp, 0, st->sp.size, rq->param, &result);
+        rc = spool_upload(rq, &st->sp, 0, st->sp.size, rq->param, st->conditions, &result);
         spool_close(&st->sp);
         if (rc != SG_OK)
             return rc;
@@ -162,6 +182,13 @@ int api_files_put_finish(struct request *rq)
         if (rc != SG_OK)
             return rc;
     }
+    if (st->c->body_owed != 0) {
+        /* Fewer bytes than announced: the backend would take the next request's bytes for the rest. */
+        upstream_release(st->c, 0);
+        st->c = NULL;
+        return request_fail(rq, SG_ERR_INVALID, "the body is shorter than its Content-Length of %llu bytes",
+                            (unsigned long long)st->expected);
+    }
     rc = upstream_read_header(st->c, &resp, &size, request_deadline(rq), err, sizeof err);
     if (rc == SG_OK)
         rc = upstream_skip_body(st->c, size, request_deadline(rq));
@@ -172,7 +199,7 @@ int api_files_put_finish(struct request *rq)
     }
     upstream_release(st->c, 1);
     st->c = NULL;
-    rc = sg_frame_header_error(resp, err, sizeof err);
+    rc = upstream_answer_error(up, resp, err, sizeof err);
     if (rc == SG_OK)
         result = upload_result(resp);
     json_decref(resp);

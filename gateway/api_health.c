@@ -28,9 +28,8 @@ static int probe_framed(struct upstream *up, const char *id, int64_t deadline, c
     int rc;
     if (!req)
         return SG_ERR_NOMEM;
+    /* upstream_call checks the answer is this request's and names this service (reply_check.c). */
     rc = upstream_call(up, req, NULL, 0, &resp, NULL, NULL, 1u << 20, deadline, err, errlen);
-    if (rc != SG_OK && resp)
-        rc = SG_OK;
     json_decref(req);
     json_decref(resp);
     return rc;

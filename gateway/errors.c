@@ -31,6 +31,7 @@ static const struct mapping sg_map[SG_ERR__COUNT] = {
     [SG_ERR_BUSY] = {503, NULL},
     [SG_ERR_UNAUTHORIZED] = {401, NULL},
     [SG_ERR_INTERNAL] = {500, NULL},
+    [SG_ERR_PRECONDITION] = {412, NULL},
 };
 
 static const struct mapping gw_map[GW_ERR__END - GW_ERR_METHOD] = {
@@ -40,6 +41,7 @@ static const struct mapping gw_map[GW_ERR__END - GW_ERR_METHOD] = {
     [GW_ERR_RANGE - GW_ERR_METHOD] = {416, "range_not_satisfiable"},
     [GW_ERR_HOST - GW_ERR_METHOD] = {400, "host_not_allowed"},
     [GW_ERR_CROSS_ORIGIN - GW_ERR_METHOD] = {403, "cross_origin_refused"},
+    [GW_ERR_NOT_IMPLEMENTED - GW_ERR_METHOD] = {501, "not_implemented"},
 };
 
 static const char *const gw_sentences[GW_ERR__END - GW_ERR_METHOD] = {
@@ -49,6 +51,7 @@ static const char *const gw_sentences[GW_ERR__END - GW_ERR_METHOD] = {
     "the requested range is outside the file",
     "this gateway does not answer to that host name",
     "a write from another origin's page is refused",
+    "this request uses an HTTP feature the gateway does not implement",
 };
 
 void http_error(int err, unsigned *status, const char **code)

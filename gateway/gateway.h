@@ -22,6 +22,7 @@ struct gw_config {
     const char *allow;                        /* the embedded exec backend's allowlist, comma-separated */
     const char *web_root;                     /* serve the page from here instead of the compiled-in copy */
     const char *token;                        /* NULL: no authentication */
+    const char *tls_cert, *tls_key;           /* PEM files; NULL: plain HTTP */
     const char *cors_origins[GW_MAX_CORS_ORIGINS];
     size_t n_cors_origins;
     const char *allow_hosts[GW_MAX_ALLOW_HOSTS]; /* Host names answered besides addresses (see origin.h) */

@@ -16,6 +16,8 @@
 #include "metrics.h"
 #include "router.h"
 #include "server.h"
+#include "spool.h"
+#include "tls.h"
 #include "sockgate/error.h"
 #include "sockgate/log.h"
 #include "sockgate/opts.h"
@@ -34,7 +36,8 @@ static const char about[] =
 
 /* The string form of every flag, before it is checked and converted into struct gw_config. */
 struct flags {
-    const char *listen, *addr[BACKEND__COUNT], *emb_listen[BACKEND__COUNT], *file_root, *allow, *web_root, *token, *spool_dir;
+    const char *listen, *addr[BACKEND__COUNT], *emb_listen[BACKEND__COUNT], *file_root, *allow, *web_root, *token;
+    const char *spool_dir, *tls_cert, *tls_key;
     const char *max_upload, *max_json, *threads, *max_conns, *timeout_ms, *grace_ms, *log_format, *print_routes;
     struct gw_config *cfg;
 };
@@ -145,6 +148,9 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
         {"grace-ms", "SOCKGATE_GRACE_MS", "MS", "how long SIGTERM waits for requests in flight", &f.grace_ms, NULL, NULL},
         {"spool-dir", "SOCKGATE_SPOOL_DIR", "DIR", "where multipart and chunked uploads wait (default $TMPDIR)",
          &f.spool_dir, NULL, NULL},
+        {"tls-cert", "SOCKGATE_TLS_CERT", "FILE", "serve HTTPS with this PEM certificate chain (with --tls-key; "
+         "re-read on SIGHUP)", &f.tls_cert, NULL, NULL},
+        {"tls-key", "SOCKGATE_TLS_KEY", "FILE", "the PEM private key of --tls-cert", &f.tls_key, NULL, NULL},
         {"log-format", "SOCKGATE_LOG_FORMAT", "text|json", "log line format", &f.log_format, NULL, NULL},
         {"print-routes", NULL, NULL, "print every route (METHOD PATH) and exit", &f.print_routes, NULL, NULL},
         {NULL, NULL, NULL, NULL, NULL, NULL, NULL},
@@ -163,6 +169,8 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
     cfg->allow = f.allow;
     cfg->web_root = f.web_root && *f.web_root ? f.web_root : NULL;
     cfg->token = f.token && *f.token ? f.token : NULL;
+    cfg->tls_cert = f.tls_cert && *f.tls_cert ? f.tls_cert : NULL;
+    cfg->tls_key = f.tls_key && *f.tls_key ? f.tls_key : NULL;
     cfg->spool_dir = f.spool_dir && *f.spool_dir ? f.spool_dir : getenv("TMPDIR");
     if (!cfg->spool_dir || !*cfg->spool_dir)
         cfg->spool_dir = "/tmp";
@@ -240,6 +248,15 @@ static int setup_backends(struct gateway *gw)
 
 static int stop_pipe[2] = {-1, -1};
 
+/* Runs on the signal thread at SIGHUP: a renewed certificate is served to new connections. */
+static void on_reload(void *arg)
+{
+    char err[512];
+    (void)arg;
+    if (tls_reload(err, sizeof err) != SG_OK)
+        sg_warn("SIGHUP: the certificate was not reloaded, the old one stays in use: %s", err);
+}
+
 /* Runs on the signal thread: wakes main() up, nothing more. */
 static void on_stop(void *arg)
 {
@@ -281,6 +298,18 @@ int main(int argc, char **argv)
     }
     if (setup_backends(&gw) != 0)
         return 2;
+    if (gw.cfg.tls_cert || gw.cfg.tls_key) {
+        if (tls_load(gw.cfg.tls_cert, gw.cfg.tls_key, err, sizeof err) != SG_OK) {
+            fprintf(stderr, "sockgate: --tls-cert/--tls-key: %s\n", err);
+            return 2;
+        }
+        sg_signals_on_reload(on_reload, NULL);
+    }
+    /* A spool directory that cannot hold a file is a start-up error, not a 500 on the first multipart upload. */
+    if (spool_check(gw.cfg.spool_dir, err, sizeof err) != SG_OK) {
+        fprintf(stderr, "sockgate: --spool-dir: %s\n", err);
+        return 2;
+    }
     if (metrics_init(ROUTE_N_SLOTS) != SG_OK || pipe2(stop_pipe, O_CLOEXEC) != 0) {
         sg_error("out of resources at start-up");
         return 1;
@@ -300,7 +329,7 @@ int main(int argc, char **argv)
         embedded_stop(&emb);
         goto out;
     }
-    sg_log_listening(server_listen_fd(srv));
+    sg_log_listening_scheme(server_listen_fd(srv), tls_is_on() ? "https://" : "");
     while (read(stop_pipe[0], &c, 1) < 0 && errno == EINTR)
         ;
     server_stop(srv, gw.cfg.grace_ms);
@@ -319,5 +348,6 @@ out:
     for (size_t i = 0; i < gw.cfg.n_sandbox_write; i++)
         free((char *)gw.cfg.sandbox_write[i]);
     metrics_free();
+    tls_free();
     return status;
 }

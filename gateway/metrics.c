@@ -210,5 +210,7 @@ int api_metrics(struct request *rq)
     }
     MHD_add_response_header(resp, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
     MHD_add_response_header(resp, "Cache-Control", "no-store");
+    if (strcmp(rq->method, "HEAD") != 0)
+        rq->bytes_out += len; /* the access log's out= and the byte counters count what was sent */
     return respond(rq, 200, resp);
 }

@@ -13,11 +13,11 @@ const struct route router_routes[] = {
     {"GET", "/api/v1/files", "files_list", ROUTE_AUTH, NULL, NULL, api_files_list},
     {"POST", "/api/v1/files", "files_post", ROUTE_AUTH | ROUTE_STREAM_BODY, api_files_post_begin,
      api_files_post_body, api_files_post_finish},
-    {"GET", "/api/v1/files/{name}", "files_get", ROUTE_AUTH, NULL, NULL, api_files_get},
-    {"HEAD", "/api/v1/files/{name}", "files_head", ROUTE_AUTH, NULL, NULL, api_files_head},
-    {"PUT", "/api/v1/files/{name}", "files_put", ROUTE_AUTH | ROUTE_STREAM_BODY, api_files_put_begin,
+    {"GET", "/api/v1/files/{name}", "files_get", ROUTE_AUTH | ROUTE_FILE_NAME, NULL, NULL, api_files_get},
+    {"HEAD", "/api/v1/files/{name}", "files_head", ROUTE_AUTH | ROUTE_FILE_NAME, NULL, NULL, api_files_head},
+    {"PUT", "/api/v1/files/{name}", "files_put", ROUTE_AUTH | ROUTE_FILE_NAME | ROUTE_STREAM_BODY, api_files_put_begin,
      api_files_put_body, api_files_put_finish},
-    {"DELETE", "/api/v1/files/{name}", "files_delete", ROUTE_AUTH, NULL, NULL, api_files_delete},
+    {"DELETE", "/api/v1/files/{name}", "files_delete", ROUTE_AUTH | ROUTE_FILE_NAME, NULL, NULL, api_files_delete},
     {"GET", "/api/v1/chat/events", "chat_events", ROUTE_AUTH | ROUTE_COOKIE_AUTH, NULL, NULL, api_chat_events},
     {"POST", "/api/v1/chat/reply", "chat_reply", ROUTE_AUTH | ROUTE_JSON_BODY, NULL, NULL, api_chat_reply},
     {"GET", "/api/v1/chat/peers", "chat_peers", ROUTE_AUTH, NULL, NULL, api_chat_peers},
@@ -40,15 +40,29 @@ const char *router_slot_name(size_t slot)
     return slot == ROUTE_SLOT_STATIC ? "static" : "other";
 }
 
-/* Matches path against pattern; a "{...}" segment takes one non-empty segment into param. */
+/*
+ * Matches path against pattern; a "{...}" segment takes one non-empty segment
+ * into param, or, when it ends the pattern, the whole rest of the path (a
+ * decoded %2F included), so that a name that is not a name is answered by the
+ * route's name check (400 invalid_name), not as an unknown path. A segment too
+ * long for param is cut to fit: every such name is over the limit anyway.
+ */
 static int path_matches(const char *pattern, const char *path, char *param, size_t paramlen)
 {
     param[0] = '\0';
     while (*pattern && *path) {
         if (*pattern == '{') {
-            size_t n = strcspn(path, "/");
-            if (n == 0 || n >= paramlen)
+            const char *end = strchr(pattern, '}');
+            size_t n = end && end[1] == '\0' ? strlen(path) : strcspn(path, "/");
+            if (n == 0)
                 return 0;
+            if (n >= paramlen) {
+                memcpy(param, path, paramlen - 1);
+                param[paramlen - 1] = '\0';
+                path += n;
+                pattern = end + 1;
+                continue;
+            }
             memcpy(param, path, n);
             param[n] = '\0';
             path += n;
@@ -89,7 +103,7 @@ const struct route *router_match(const char *method, const char *path, char *par
                                  int *is_path_known, char *allow, size_t allowlen)
 {
     const struct route *get_route = NULL;
-    char scratch[256];
+    char scratch[1024];
 
     *is_path_known = 0;
     if (allowlen > 0)
@@ -128,5 +142,5 @@ const struct route *router_match(const char *method, const char *path, char *par
 void router_print(FILE *out)
 {
     for (size_t i = 0; i < router_n_routes; i++)
-        fprintf(out, "%s %s\n", router_routes[i].method, router_routes[i].pattern);
+        fprintf(out, "%s %s %s\n", router_routes[i].method, router_routes[i].pattern, router_routes[i].name);
 }

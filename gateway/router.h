@@ -12,6 +12,7 @@ enum route_flags {
     ROUTE_JSON_BODY = 2,   /* takes a JSON body, collected (bounded) by the server */
     ROUTE_STREAM_BODY = 4, /* takes a body its handler consumes piece by piece */
     ROUTE_COOKIE_AUTH = 8, /* with ROUTE_AUTH: the session cookie will do instead of the header (EventSource) */
+    ROUTE_FILE_NAME = 16,  /* {name} is a stored file's name: checked before anything else, body included */
 };
 
 /*
@@ -52,7 +53,7 @@ const char *router_slot_name(size_t slot);
 const struct route *router_match(const char *method, const char *path, char *param, size_t paramlen,
                                  int *is_path_known, char *allow, size_t allowlen);
 
-/* Writes "METHOD PATTERN" for every route, one a line. */
+/* Writes "METHOD PATTERN NAME" for every route, one a line (NAME is the label in /metrics and the access log). */
 void router_print(FILE *out);
 
 #endif

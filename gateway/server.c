@@ -20,10 +20,15 @@
 #include "api.h"
 #include "chat_stream.h"
 #include "errors.h"
+#ifdef SG_HAVE_FILE
+#include "file/name.h"
+#endif
+#include "http_strict.h"
 #include "metrics.h"
 #include "origin.h"
 #include "router.h"
 #include "session.h"
+#include "tls.h"
 #include "sockgate/error.h"
 #include "sockgate/log.h"
 #include "sockgate/net.h"
@@ -120,7 +125,10 @@ static struct request *request_new(struct gateway *gw, struct MHD_Connection *co
         return NULL;
     rq->gw = gw;
     rq->conn = conn;
-    rq->url = url;
+    /* An absolute-form target is served like its origin form; its authority stands for Host (RFC 9112 3.2.2). */
+    rq->url = http_origin_form(url, rq->authority, sizeof rq->authority);
+    if (!rq->url)
+        rq->url = url; /* neither form: refused by the caller */
     rq->slot = ROUTE_SLOT_OTHER;
     rq->start_us = now_us();
     snprintf(rq->method, sizeof rq->method, "%s", method);
@@ -156,6 +164,9 @@ static void add_common_headers(struct request *rq, struct MHD_Response *resp)
     MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
     MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
     MHD_add_response_header(resp, "X-Frame-Options", "DENY");
+    /* Over HTTPS, browsers are told to come back only over HTTPS for a year. */
+    if (tls_is_on())
+        MHD_add_response_header(resp, "Strict-Transport-Security", "max-age=31536000");
     if (!MHD_get_response_header(resp, "Content-Security-Policy"))
         MHD_add_response_header(resp, "Content-Security-Policy", API_CSP);
     if (rq->gw->cfg.n_cors_origins > 0)
@@ -284,7 +295,7 @@ static int is_authorized(struct request *rq)
 /* Answers OPTIONS: the methods of the path, and the CORS preflight headers for an allowed origin. */
 static void answer_options(struct request *rq)
 {
-    char allow[128], param[256];
+    char allow[128], param[1024];
     int is_known = 0;
     struct MHD_Response *resp;
     const struct route *r = router_match("OPTIONS", rq->url, param, sizeof param, &is_known, allow, sizeof allow);
@@ -299,7 +310,8 @@ static void answer_options(struct request *rq)
     if (rq->cors_origin && request_header(rq, "Access-Control-Request-Method")) {
         MHD_add_response_header(resp, "Access-Control-Allow-Methods", allow);
         MHD_add_response_header(resp, "Access-Control-Allow-Headers",
-                                "Authorization, Content-Type, X-Request-Id, Range, If-None-Match");
+                                "Authorization, Content-Type, X-Request-Id, Range, If-Range, If-None-Match, If-Modified-Since, "
+                                "Last-Event-ID");
         MHD_add_response_header(resp, "Access-Control-Max-Age", "600");
     }
     respond(rq, 204, resp);
@@ -339,36 +351,20 @@ static int check_body_headers(struct request *rq)
     return SG_OK;
 }
 
-/* Iterator state for has_conflicting_lengths. */
-struct length_check {
-    const char *first;
-    int is_conflicting;
-};
-
-static enum MHD_Result check_length(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
-{
-    struct length_check *lc = cls;
-    (void)kind;
-    if (strcasecmp(key, "Content-Length") != 0 || !value)
-        return MHD_YES;
-    if (!lc->first)
-        lc->first = value;
-    else if (strcmp(lc->first, value) != 0)
-        lc->is_conflicting = 1;
-    return MHD_YES;
-}
-
 /*
- * Returns 1 when the request carries Content-Length headers with different
- * values (RFC 9112 6.3: unrecoverable). libmicrohttpd takes the first; a proxy
- * in front that takes the last would see a different request boundary, the
- * start of request smuggling.
+ * Refuses a file name the file service would refuse, before any of the body
+ * is read or a backend is asked: a bad name with a 50 MB body costs nothing.
  */
-static int has_conflicting_lengths(struct request *rq)
+static int check_file_name(struct request *rq)
 {
-    struct length_check lc = {NULL, 0};
-    MHD_get_connection_values(rq->conn, MHD_HEADER_KIND, check_length, &lc);
-    return lc.is_conflicting;
+#ifdef SG_HAVE_FILE
+    char why[200];
+    if (file_name_check(rq->param, strlen(rq->param), why, sizeof why) != SG_OK)
+        return request_fail(rq, SG_ERR_INVALID_NAME, "%s", why);
+#else
+    (void)rq;
+#endif
+    return SG_OK;
 }
 
 /*
@@ -389,7 +385,7 @@ static int has_body(struct request *rq)
  */
 static int is_welcome(struct request *rq)
 {
-    const char *host = request_header(rq, "Host");
+    const char *host = rq->authority[0] ? rq->authority : request_header(rq, "Host");
     char why[384];
     int rc = origin_check_host(&rq->gw->cfg, rq->gw->has_token, host, why, sizeof why);
 
@@ -442,7 +438,9 @@ static void request_begin(struct request *rq)
         return;
     }
     rc = SG_OK;
-    if (rq->route->flags & (ROUTE_JSON_BODY | ROUTE_STREAM_BODY))
+    if (rq->route->flags & ROUTE_FILE_NAME)
+        rc = check_file_name(rq);
+    if (rc == SG_OK && (rq->route->flags & (ROUTE_JSON_BODY | ROUTE_STREAM_BODY)))
         rc = check_body_headers(rq);
     if (rc == SG_OK && rq->route->begin)
         rc = rq->route->begin(rq);
@@ -510,24 +508,49 @@ static void request_finish(struct request *rq)
         respond_error(rq, SG_ERR_INTERNAL, "the handler gave no answer");
 }
 
+/* The per-connection flags libmicrohttpd's callbacks fill in (NULL before the connection is known). */
+static struct http_conn_flags *conn_flags(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return info ? info->socket_context : NULL;
+}
+
+/*
+ * Answers a request that breaks the framing or header rules (http_strict.c)
+ * and returns 0; returns 1 when it may go on. When the byte stream can no
+ * longer be trusted (two lengths, an unknown encoding) the connection is
+ * closed after the answer, never read for another request.
+ */
+static int passes_strict_checks(struct request *rq, const char *version)
+{
+    static const char *const close_headers[] = {"Connection", "close", NULL};
+    struct http_conn_flags *flags = conn_flags(rq->conn);
+    char why[300];
+    int must_close = 1;
+    int rc = rq->url[0] == '/' ? http_strict_check(rq->conn, version, flags, &must_close, why, sizeof why)
+                               : (snprintf(why, sizeof why, "the request target must be a path or an absolute URL"),
+                                  SG_ERR_INVALID);
+    if (flags)
+        flags->has_bad_escape = 0; /* the next request on this connection starts clean */
+    if (rc == 0)
+        return 1;
+    rq->has_begun = 1;
+    respond_error_with(rq, rc, why, must_close || has_body(rq) ? close_headers : NULL);
+    return 0;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_data_size,
                                   void **req_cls)
 {
     struct request *rq = *req_cls;
-    (void)version;
     if (!rq) {
         rq = request_new(cls, conn, url, method);
         if (!rq)
             return MHD_NO;
         *req_cls = rq;
-        if (has_conflicting_lengths(rq)) {
-            /* Where this body ends is unknowable: answer, and never read another request from this stream. */
-            const char *headers[] = {"Connection", "close", NULL};
-            rq->has_begun = 1;
-            respond_error_with(rq, SG_ERR_INVALID, "the request has Content-Length headers that disagree", headers);
+        if (!passes_strict_checks(rq, version))
             return MHD_YES;
-        }
         /*
          * An answer queued now, before the body, makes libmicrohttpd close the
          * connection afterwards: worth it to refuse a body unread, wasteful for
@@ -609,9 +632,23 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
  */
 static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
 {
+    struct http_conn_flags *flags = conn_flags(conn);
+    (void)cls;
+    return validate_unescape(s, flags ? &flags->has_bad_escape : NULL);
+}
+
+/* Gives each connection its http_conn_flags when it opens, and frees them when it closes. */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
     (void)cls;
     (void)conn;
-    return validate_unescape(s);
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        *socket_context = calloc(1, sizeof(struct http_conn_flags));
+    } else {
+        free(*socket_context);
+        *socket_context = NULL;
+    }
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
@@ -642,6 +679,7 @@ int server_start(struct gateway *gw, struct server **out, char *err, size_t errl
      * Suspend/resume parks the chat's event streams while they have nothing to send (chat_stream.c).
      */
     unsigned flags = MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    struct MHD_OptionItem tls_options[4];
 
     *out = NULL;
     if (getrandom(&id_prefix, sizeof id_prefix, 0) != (ssize_t)sizeof id_prefix)
@@ -666,6 +704,7 @@ int server_start(struct gateway *gw, struct server **out, char *err, size_t errl
         return rc;
     }
     s->listen_fd = fd;
+    flags |= tls_daemon_options(tls_options);
     s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, gw, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                                  MHD_OPTION_LISTEN_SOCKET, fd,
                                  MHD_OPTION_THREAD_POOL_SIZE, (unsigned)gw->cfg.threads,
@@ -674,7 +713,9 @@ int server_start(struct gateway *gw, struct server **out, char *err, size_t errl
                                  MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY_LIMIT,
                                  MHD_OPTION_CONNECTION_MEMORY_INCREMENT, (size_t)CONN_MEMORY_INCREMENT,
                                  MHD_OPTION_NOTIFY_COMPLETED, on_completed, gw,
-                                 MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_END);
+                                 MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,
+                                 MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
+                                 MHD_OPTION_ARRAY, tls_options, MHD_OPTION_END);
     if (!s->daemon) {
         snprintf(err, errlen, "libmicrohttpd could not start on %s", gw->cfg.listen);
         chat_streams_stop();

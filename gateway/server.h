@@ -23,9 +23,10 @@ struct request {
     struct MHD_Connection *conn;
     const struct route *route; /* NULL for static assets and unmatched paths */
     unsigned slot;             /* metrics slot (route index or a pseudo route) */
-    const char *url;           /* decoded path, owned by libmicrohttpd for the request's life */
+    const char *url;           /* decoded path in origin form, owned by libmicrohttpd for the request's life */
+    char authority[256];       /* the host of an absolute-form target ("GET http://h/p"); "" otherwise */
     char method[16];
-    char param[256];           /* the {name} segment of the path, decoded */
+    char param[1024];          /* the {name} segment of the path, decoded (longer ones cut: over every limit) */
     char id[REQUEST_ID_MAX + 1];
     char remote[64];
     int64_t start_us;

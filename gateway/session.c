@@ -1,5 +1,6 @@
 /* session.c - POST and DELETE /api/v1/session: the token as an HttpOnly cookie for the chat's EventSource. */
 #include "session.h"
+#include "tls.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -63,7 +64,9 @@ static int respond_cookie(struct request *rq, const char *value, const char *ext
     struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
     if (!resp)
         return request_fail(rq, SG_ERR_NOMEM, "out of memory");
-    snprintf(header, sizeof header, "%s=%s%s%s", SESSION_COOKIE, value, COOKIE_ATTRS, extra);
+    /* Over HTTPS the cookie is Secure: a browser never sends it over plain HTTP. */
+    snprintf(header, sizeof header, "%s=%s%s%s%s", SESSION_COOKIE, value, COOKIE_ATTRS, tls_is_on() ? "; Secure" : "",
+             extra);
     MHD_add_response_header(resp, "Set-Cookie", header);
     MHD_add_response_header(resp, "Cache-Control", "no-store");
     return respond(rq, 204, resp);

@@ -13,6 +13,15 @@
 #include "sockgate/frame.h"
 #include "upstream.h"
 
+int spool_check(const char *dir, char *err, size_t errlen)
+{
+    struct spool s;
+    int rc = spool_open(&s, dir, 1, err, errlen);
+    if (rc == SG_OK)
+        spool_close(&s);
+    return rc;
+}
+
 int spool_open(struct spool *s, const char *dir, uint64_t max, char *err, size_t errlen)
 {
     char path[4096];
@@ -73,7 +82,7 @@ void spool_close(struct spool *s)
 json_t *upload_result(const json_t *resp)
 {
     json_t *out = json_object();
-    const char *keys[] = {"name", "size", "sha256"};
+    const char *keys[] = {"name", "size", "sha256", "created"};
     if (!out)
         return NULL;
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
@@ -85,7 +94,7 @@ json_t *upload_result(const json_t *resp)
 }
 
 int spool_upload(struct request *rq, const struct spool *s, uint64_t off, uint64_t len, const char *name,
-                 json_t **result)
+                 const json_t *conditions, json_t **result)
 {
     struct upstream *up = &rq->gw->backends[BACKEND_FILE];
     struct upstream_conn *c = NULL;
@@ -99,6 +108,8 @@ int spool_upload(struct request *rq, const struct spool *s, uint64_t off, uint64
                     rq->id);
     if (!hdr)
         return request_fail(rq, SG_ERR_INVALID, "the file name is not valid UTF-8");
+    if (conditions)
+        json_object_update(hdr, (json_t *)conditions);
     rc = upstream_begin(up, hdr, &c, request_deadline(rq), err, sizeof err);
     json_decref(hdr);
     if (rc != SG_OK)
@@ -119,7 +130,7 @@ int spool_upload(struct request *rq, const struct spool *s, uint64_t off, uint64
                             err[0] ? err : sg_strerror(rc));
     }
     upstream_release(c, 1);
-    rc = sg_frame_header_error(resp, err, sizeof err);
+    rc = upstream_answer_error(up, resp, err, sizeof err);
     if (rc == SG_OK)
         *result = upload_result(resp);
     json_decref(resp);

@@ -138,6 +138,8 @@ int api_openapi(struct request *rq)
         return request_fail(rq, SG_ERR_NOMEM, "out of memory");
     MHD_add_response_header(resp, "Content-Type", "application/json");
     MHD_add_response_header(resp, "Cache-Control", "no-cache");
+    if (strcmp(rq->method, "HEAD") != 0)
+        rq->bytes_out += a->len;
     rq->bytes_out += a->len;
     return respond(rq, 200, resp);
 }

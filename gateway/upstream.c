@@ -13,6 +13,7 @@
 #include "sockgate/error.h"
 #include "sockgate/log.h"
 #include "sockgate/frame.h"
+#include "reply_check.h"
 
 /* Read-ahead for frame headers; a larger header is read into a buffer of its own. */
 #define RBUF_CAP 16384u
@@ -119,6 +120,24 @@ int upstream_failed(struct upstream *up, int err)
 {
     atomic_fetch_add_explicit(&up->n_errors, 1, memory_order_relaxed);
     return err;
+}
+
+int upstream_answer_error(struct upstream *up, const json_t *resp, char *err, size_t errlen)
+{
+    int rc = sg_frame_header_error(resp, err, errlen);
+    switch (rc) {
+    case SG_ERR_SYS:
+    case SG_ERR_NOMEM:
+    case SG_ERR_TIMEOUT:
+    case SG_ERR_BUSY:
+    case SG_ERR_NO_SPACE:
+    case SG_ERR_INTERNAL:
+    case SG_ERR_REFUSED:
+    case SG_ERR_PROTO:
+        return upstream_failed(up, rc); /* the backend could not serve: a failure of the backend */
+    default:
+        return rc; /* SG_OK, or the client's own mistake the backend refused (bad name, not found) */
+    }
 }
 
 /* Writes "<name> backend at <addr>: <what>" into err and returns rc (counted as a backend failure). */
@@ -245,7 +264,7 @@ int upstream_failed_send(struct upstream_conn *c, int write_rc, char *err, size_
     int rc;
     if (write_rc == SG_ERR_CLOSED &&
         upstream_read_header(c, &resp, &size, sg_now_ms() + EARLY_ANSWER_MS, why, sizeof why) == SG_OK &&
-        (rc = sg_frame_header_error(resp, err, errlen)) != SG_OK) {
+        (rc = upstream_answer_error(c->up, resp, err, errlen)) != SG_OK) {
         json_decref(resp);
         return rc;
     }
@@ -261,8 +280,13 @@ void upstream_release(struct upstream_conn *c, int is_reusable)
     if (!c)
         return;
     up = c->up;
-    /* Buffered bytes past the response would be read as the next response: never pool those. */
-    if (!is_reusable || c->roff != c->rlen) {
+    /*
+     * Only a stream at a frame boundary is pooled: the announced body sent
+     * exactly, the answer read whole, nothing buffered past it (those bytes
+     * would be read as the next answer). Anything else could let one
+     * request's bytes be taken for another's.
+     */
+    if (!is_reusable || c->roff != c->rlen || c->body_owed != 0 || c->answer_left != 0 || !c->is_answered) {
         conn_close(c);
         return;
     }
@@ -282,12 +306,21 @@ void upstream_release(struct upstream_conn *c, int is_reusable)
 
 int upstream_write(struct upstream_conn *c, const void *buf, size_t len, int64_t deadline_ms)
 {
-    return io_error(sg_write_all(c->fd, buf, len, deadline_ms));
+    int rc;
+    if (len > c->body_owed)
+        return SG_ERR_PROTO;
+    rc = io_error(sg_write_all(c->fd, buf, len, deadline_ms));
+    if (rc == SG_OK)
+        c->body_owed -= len;
+    return rc;
 }
 
 int upstream_sendfile(struct upstream_conn *c, int fd, uint64_t off, uint64_t len, int step_ms)
 {
     off_t pos = (off_t)off;
+    if (len > c->body_owed)
+        return SG_ERR_PROTO;
+    c->body_owed -= len; /* on failure the connection is closed, so the count no longer matters */
     while (len > 0) {
         size_t want = len > (1u << 30) ? (1u << 30) : (size_t)len;
         ssize_t n = sendfile(c->fd, fd, &pos, want);
@@ -307,9 +340,28 @@ int upstream_sendfile(struct upstream_conn *c, int fd, uint64_t off, uint64_t le
     return SG_OK;
 }
 
+/* Returns the body size header announces (total_size, else the tutorial's filesize, else 0). */
+static uint64_t announced_size(const json_t *header)
+{
+    const json_t *v = json_object_get(header, "total_size");
+    if (!v)
+        v = json_object_get(header, "filesize");
+    return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v) : 0;
+}
+
 int upstream_send_frame(struct upstream_conn *c, const json_t *header, const void *body, size_t body_len,
                         int64_t deadline_ms)
 {
+    uint64_t announced = announced_size(header);
+    const char *op = json_string_value(json_object_get(header, "op"));
+    const char *id = json_string_value(json_object_get(header, "id"));
+    if (body_len > announced || c->body_owed != 0)
+        return SG_ERR_INTERNAL; /* a gateway bug: never put more on the wire than the frame says */
+    snprintf(c->req_op, sizeof c->req_op, "%s", op ? op : "");
+    snprintf(c->req_id, sizeof c->req_id, "%s", id ? id : "");
+    c->is_answered = 0;
+    c->answer_left = 0;
+    c->body_owed = announced - body_len;
     return io_error(sg_frame_send(c->fd, header, body, body_len, deadline_ms));
 }
 
@@ -397,6 +449,19 @@ int upstream_read_header(struct upstream_conn *c, json_t **header, uint64_t *bod
     rc = sg_frame_parse_header(text, hlen, header, body_size, err, errlen);
     if (!big)
         c->roff += 4 + hlen;
+    if (rc == SG_OK) {
+        c->answer_left = *body_size;
+        c->is_answered = 1;
+        /* The first answer after a request must be that request's; later frames (a subscription's) are not answers. */
+        if (c->req_op[0] || c->req_id[0])
+            rc = reply_check(backend_name(c->up->id), c->req_op[0] ? c->req_op : NULL,
+                             c->req_id[0] ? c->req_id : NULL, *header, *body_size, err, errlen);
+        c->req_op[0] = c->req_id[0] = '\0';
+        if (rc != SG_OK) {
+            json_decref(*header);
+            *header = NULL;
+        }
+    }
 out:
     free(big);
     return rc;
@@ -408,16 +473,22 @@ int upstream_read_body(struct upstream_conn *c, void *buf, size_t cap, size_t *g
     *got = 0;
     if (cap == 0)
         return SG_OK;
+    if (cap > c->answer_left)
+        cap = (size_t)c->answer_left; /* never read into the next frame */
+    if (cap == 0)
+        return SG_ERR_PROTO;
     if (c->roff < c->rlen) {
         size_t n = c->rlen - c->roff < cap ? c->rlen - c->roff : cap;
         memcpy(buf, c->rbuf + c->roff, n);
         c->roff += n;
+        c->answer_left -= n;
         *got = n;
         return SG_OK;
     }
     /* Nothing buffered: read straight into the caller's buffer, no extra copy for large bodies. */
     rc = io_error(sg_read_some(c->fd, buf, cap, got, deadline_ms));
     c->got += *got;
+    c->answer_left -= *got;
     return rc;
 }
 
@@ -542,7 +613,7 @@ int upstream_call(struct upstream *up, const json_t *header, const void *body, s
     else
         free(rbody);
     /* An error frame is a complete, well-formed answer: the connection went back to the pool. */
-    return sg_frame_header_error(*resp, err, errlen);
+    return upstream_answer_error(up, *resp, err, errlen);
 }
 
 int upstream_exchange_raw(struct upstream *up, const void *req, void *reply, size_t len, size_t chunk,
@@ -556,6 +627,11 @@ int upstream_exchange_raw(struct upstream *up, const void *req, void *reply, siz
         rc = acquire(up, &c, attempt > 0, deadline_ms, err, errlen);
         if (rc != SG_OK)
             return rc;
+        /* The echo protocol's framing: every byte sent comes back once, so the exchange ends after len each way. */
+        c->body_owed = len;
+        c->answer_left = len;
+        c->is_answered = 1;
+        c->req_op[0] = c->req_id[0] = '\0';
         while (rc == SG_OK && off < len) {
             size_t n = len - off < chunk ? len - off : chunk, have = 0;
             rc = upstream_write(c, (const char *)req + off, n, deadline_ms);

@@ -25,6 +25,17 @@ struct upstream_conn {
     uint64_t got;       /* response bytes read since it was acquired */
     uint8_t *rbuf;      /* read-ahead for frame headers (lazily allocated) */
     size_t roff, rlen;
+    /*
+     * Where the stream is in the current exchange, so that a connection goes
+     * back to the pool only at a frame boundary: the request body bytes the
+     * last frame header announced and that were not sent yet, and the answer's
+     * body bytes not read yet. Writes past body_owed are refused.
+     */
+    uint64_t body_owed;
+    uint64_t answer_left;
+    int is_answered;    /* an answer header was read since the last request went out */
+    char req_op[16];    /* the op and id of the request awaiting its answer ("" once answered) */
+    char req_id[72];
     struct upstream_conn *next;
 };
 
@@ -90,12 +101,16 @@ int upstream_begin(struct upstream *up, const json_t *header, struct upstream_co
 int upstream_failed_send(struct upstream_conn *c, int write_rc, char *err, size_t errlen);
 
 /*
- * Gives c back: to the idle pool when is_reusable (the last response was read
- * whole, so the stream is at a frame boundary), else it is closed. c may be NULL.
+ * Gives c back: to the idle pool when is_reusable and the stream is at a
+ * frame boundary (the request body was sent exactly as announced, the answer
+ * read whole, nothing read past it), else it is closed. c may be NULL.
  */
 void upstream_release(struct upstream_conn *c, int is_reusable);
 
-/* Writes len bytes to c before the deadline. */
+/*
+ * Writes len bytes of a request body to c before the deadline. More than the
+ * frame header announced is never sent: SG_ERR_PROTO, nothing written.
+ */
 int upstream_write(struct upstream_conn *c, const void *buf, size_t len, int64_t deadline_ms);
 
 /*
@@ -111,8 +126,10 @@ int upstream_send_frame(struct upstream_conn *c, const json_t *header, const voi
 
 /*
  * Reads one response frame header: *header is a new reference and
- * *body_size its body size. SG_ERR_PROTO for a malformed header,
- * SG_ERR_CLOSED when the backend hung up, SG_ERR_TIMEOUT at the deadline.
+ * *body_size its body size. The first answer after a request must answer it
+ * (reply_check.c: its id, the fields its op promises). SG_ERR_PROTO for a
+ * malformed or foreign header, SG_ERR_CLOSED when the backend hung up,
+ * SG_ERR_TIMEOUT at the deadline.
  */
 int upstream_read_header(struct upstream_conn *c, json_t **header, uint64_t *body_size, int64_t deadline_ms,
                          char *err, size_t errlen);
@@ -151,6 +168,14 @@ int upstream_exchange_raw(struct upstream *up, const void *req, void *reply, siz
  */
 int upstream_datagram(struct upstream *up, const void *req, size_t len, void *reply, size_t cap, size_t *got,
                       int retry_ms, int64_t deadline_ms, char *err, size_t errlen);
+
+/*
+ * Returns the error a backend's answer resp carries (sg_frame_header_error,
+ * message in err), or SG_OK. An error that says the backend could not serve
+ * (busy, no space, timeout, internal) counts as a failed call of up; a refusal
+ * of the client's own request (bad name, not found) does not.
+ */
+int upstream_answer_error(struct upstream *up, const json_t *resp, char *err, size_t errlen);
 
 /* Counts one failed call of up (for /metrics) and returns err unchanged. */
 int upstream_failed(struct upstream *up, int err);

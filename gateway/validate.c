@@ -138,11 +138,13 @@ static int hex_value(char c)
     return -1;
 }
 
-size_t validate_unescape(char *s)
+size_t validate_unescape(char *s, int *has_bad_escape)
 {
     char *r = s, *w = s;
     int hi, lo;
     while (*r) {
+        if (r[0] == '%' && (hex_value(r[1]) < 0 || hex_value(r[2]) < 0) && has_bad_escape)
+            *has_bad_escape = 1;
         if (r[0] == '%' && (hi = hex_value(r[1])) >= 0 && (lo = hex_value(r[2])) >= 0) {
             unsigned char b = (unsigned char)(hi << 4 | lo);
             if (b == 0) {

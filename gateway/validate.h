@@ -47,8 +47,9 @@ int validate_exec(const json_t *in, struct exec_request *req, char *err, size_t 
  * length. A '%' not followed by two hex digits stays as it is (as
  * libmicrohttpd's own decoder does); %00 becomes C0 80, an overlong form
  * every UTF-8 check refuses, so a decoded NUL can never cut a C string (a
- * file name) short.
+ * file name) short. *has_bad_escape (when not NULL) is set to 1 when such a
+ * malformed escape was seen, so the caller can refuse the request.
  */
-size_t validate_unescape(char *s);
+size_t validate_unescape(char *s, int *has_bad_escape);
 
 #endif

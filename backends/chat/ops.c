@@ -165,14 +165,16 @@ int ops_dispatch(struct chat_server *srv, struct conn *c, const json_t *h, int h
     if (has_body)
         return refuse(c, SG_ERR_INVALID, id, "chat requests carry no body");
     if (!op)
-        return refuse(c, SG_ERR_INVALID, id, "missing \"op\" (subscribe, reply, peers or stats)");
+        return refuse(c, SG_ERR_INVALID, id, "missing \"op\" (subscribe, reply, peers, stats or ping)");
     if (strcmp(op, "subscribe") == 0)
         return op_subscribe(srv, c, h, id);
     if (strcmp(op, "reply") == 0)
         return op_reply(srv, c, h, id, now);
     if (strcmp(op, "peers") == 0)
         return op_peers(srv, c, id);
+    if (strcmp(op, "ping") == 0) /* proof that this is the chat service (the gateway's /readyz) */
+        return respond(c, with_id(json_pack("{s:s}", "service", "chat"), id), NULL, 0);
     if (strcmp(op, "stats") == 0)
         return respond(c, with_id(json_pack("{s:o}", "stats", ops_stats_json(srv)), id), NULL, 0);
-    return refuse(c, SG_ERR_INVALID, id, "unknown op '%.64s' (subscribe, reply, peers or stats)", op);
+    return refuse(c, SG_ERR_INVALID, id, "unknown op '%.64s' (subscribe, reply, peers, stats or ping)", op);
 }

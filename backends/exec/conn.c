@@ -22,7 +22,8 @@ enum req_status {
     REQ_OK,    /* rq holds a request */
     REQ_BAD,   /* the request is refused with an error; the connection goes on */
     REQ_FATAL, /* the request is refused with an error; the connection closes after it */
-    REQ_CLOSE  /* close without a word: the client left, idled out, or the server stops */
+    REQ_CLOSE, /* close without a word: the client left, idled out, or the server stops */
+    REQ_PING   /* a framed "ping": answered with the service's name */
 };
 
 /* What a wait on the client led to. */
@@ -162,8 +163,10 @@ static enum req_status parse_framed(struct exec_conn *c, struct exec_request *rq
     if (rq->body_size > c->srv->max_input)
         return bad(code, msg, msglen, SG_ERR_TOO_LARGE, REQ_FATAL, "stdin of %llu bytes is over the limit of %llu",
                    (unsigned long long)rq->body_size, (unsigned long long)c->srv->max_input);
+    if (json_is_string(op) && strcmp(json_string_value(op), "ping") == 0)
+        return REQ_PING;
     if (op && (!json_is_string(op) || strcmp(json_string_value(op), "exec") != 0))
-        return bad(code, msg, msglen, SG_ERR_INVALID, REQ_BAD, "unknown op: this service only runs \"exec\"");
+        return bad(code, msg, msglen, SG_ERR_INVALID, REQ_BAD, "unknown op: this service runs \"exec\" (and answers \"ping\")");
     rc = sg_header_int(hdr, "timeout_ms", 1, INT64_MAX, &timeout);
     if (rc == SG_ERR_INVALID)
         return bad(code, msg, msglen, SG_ERR_INVALID, REQ_BAD, "timeout_ms must be a positive integer");
@@ -346,6 +349,11 @@ static int serve_one(struct exec_conn *c)
         goto out;
     if (st == REQ_FATAL) {
         exec_reply_error(c, rq.id, code, msg, -1);
+        goto out;
+    }
+    if (st == REQ_PING) {
+        if (skip_body(c, &rq) == SG_OK && exec_reply_ping(c, rq.id) == SG_OK)
+            keep = 0;
         goto out;
     }
     if (st == REQ_BAD) {

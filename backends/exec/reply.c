@@ -161,6 +161,16 @@ out:
     return rc;
 }
 
+int exec_reply_ping(struct exec_conn *c, const json_t *id)
+{
+    json_t *hdr = json_pack("{s:s}", "service", "exec");
+    int rc = SG_ERR_NOMEM;
+    if (hdr && (!id || json_object_set(hdr, "id", (json_t *)id) == 0))
+        rc = send_frame(c, hdr, NULL, 0, NULL, 0);
+    json_decref(hdr);
+    return rc;
+}
+
 void exec_quote(const char *s, char *out, size_t outlen)
 {
     size_t used = 0;

@@ -24,6 +24,9 @@ int exec_reply_result(struct exec_conn *c, const struct exec_request *rq, const 
  */
 int exec_reply_error(struct exec_conn *c, const json_t *id, int err, const char *message, int exit_code);
 
+/* Answers a framed "ping" with {"id", "service": "exec"}: proof that this is the exec service (the gateway's /readyz). */
+int exec_reply_ping(struct exec_conn *c, const json_t *id);
+
 /* Writes s single-quoted for messages and logs: printable ASCII as is, other bytes as \xNN, cut to fit. */
 void exec_quote(const char *s, char *out, size_t outlen);
 

@@ -85,6 +85,35 @@ int file_conn_request_name(struct file_conn *c, const json_t *req, const char **
     return SG_OK;
 }
 
+int file_conn_request_condition(const json_t *req, struct file_condition *cond, char *why, size_t whylen)
+{
+    const json_t *none = json_object_get(req, "if_none_match"), *match = json_object_get(req, "if_match");
+    const char *m = json_string_value(match);
+    memset(cond, 0, sizeof *cond);
+    if (none) {
+        if (!json_is_string(none) || strcmp(json_string_value(none), "*") != 0) {
+            snprintf(why, whylen, "if_none_match may only be \"*\" (create only)");
+            return SG_ERR_INVALID;
+        }
+        cond->must_not_exist = 1;
+    }
+    if (match) {
+        if (m && strcmp(m, "*") == 0) {
+            cond->must_exist = 1;
+        } else if (m && strlen(m) == SG_SHA256_HEX - 1 && strspn(m, "0123456789abcdef") == SG_SHA256_HEX - 1) {
+            cond->sha256 = m;
+        } else {
+            snprintf(why, whylen, "if_match must be \"*\" or a sha256 in 64 lower-case hex digits");
+            return SG_ERR_INVALID;
+        }
+    }
+    if (cond->must_not_exist && (cond->must_exist || cond->sha256)) {
+        snprintf(why, whylen, "if_none_match and if_match together can never hold");
+        return SG_ERR_INVALID;
+    }
+    return SG_OK;
+}
+
 void file_conn_log(struct file_conn *c, const char *op, const char *name, uint64_t bytes, int rc, int64_t start_ms)
 {
     json_t *f = json_pack("{s:s, s:s, s:I, s:s, s:I}", "op", op, "peer", c->peer, "bytes", (json_int_t)bytes,
@@ -122,7 +151,13 @@ static int dispatch(struct file_conn *c, const json_t *req, uint64_t body_size)
         return file_op_stat(c, req, body_size);
     if (strcmp(op, "delete") == 0)
         return file_op_delete(c, req, body_size);
-    file_conn_reply_error(c, SG_ERR_INVALID, "unknown op '%.64s' (upload, download, list, stat, delete)", op);
+    if (strcmp(op, "ping") == 0) {
+        /* Proof that this is the file service (the gateway's /readyz), not merely something framed. */
+        if (file_conn_reply(c, json_pack("{s:s}", "service", "file")) != FILE_NEXT)
+            return FILE_CLOSE;
+        return file_conn_skip_body(c, body_size);
+    }
+    file_conn_reply_error(c, SG_ERR_INVALID, "unknown op '%.64s' (upload, download, list, stat, delete, ping)", op);
     return file_conn_skip_body(c, body_size);
 }
 

@@ -80,6 +80,13 @@ int file_conn_skip_body(struct file_conn *c, uint64_t left);
 int file_conn_request_name(struct file_conn *c, const json_t *req, const char **name);
 
 /* Logs one finished request as a structured line. */
+/*
+ * Reads the optional condition of an upload or delete (if_none_match: "*",
+ * if_match: "*" or a sha256) into *cond, which borrows from req. SG_OK, or
+ * SG_ERR_INVALID with why in why.
+ */
+int file_conn_request_condition(const json_t *req, struct file_condition *cond, char *why, size_t whylen);
+
 void file_conn_log(struct file_conn *c, const char *op, const char *name, uint64_t bytes, int rc, int64_t start_ms);
 
 /* The handlers: each consumes its frame to END (or marks the connection to close) and replies once. */

@@ -161,6 +161,8 @@ out:
 int file_op_delete(struct file_conn *c, const json_t *req, uint64_t body_size)
 {
     const char *name = NULL;
+    struct file_condition cond;
+    char why[256];
     int64_t start = sg_now_ms();
     int rc, outcome = file_conn_skip_body(c, body_size);
 
@@ -169,7 +171,16 @@ int file_op_delete(struct file_conn *c, const json_t *req, uint64_t body_size)
     rc = file_conn_request_name(c, req, &name);
     if (rc != SG_OK)
         goto out;
-    rc = file_store_remove(&c->srv->store, name);
+    rc = file_conn_request_condition(req, &cond, why, sizeof why);
+    if (rc != SG_OK) {
+        outcome = file_conn_reply_error(c, rc, "%s", why);
+        goto out;
+    }
+    rc = file_store_remove(&c->srv->store, name, &cond, why, sizeof why);
+    if (rc == SG_ERR_PRECONDITION) {
+        outcome = file_conn_reply_error(c, rc, "%s; nothing deleted", why);
+        goto out;
+    }
     if (rc != SG_OK) {
         outcome = reply_store_error(c, rc, name);
         goto out;

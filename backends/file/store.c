@@ -93,7 +93,7 @@ int file_store_open(struct file_store *st, const char *root, char *err, size_t e
 
     memset(st, 0, sizeof *st);
     st->root_fd = st->meta_fd = -1;
-    if (pthread_mutex_init(&st->meta_lock, NULL) != 0) {
+    if (pthread_mutex_init(&st->meta_lock, NULL) != 0 || pthread_mutex_init(&st->commit_lock, NULL) != 0) {
         snprintf(err, errlen, "cannot create a mutex");
         return SG_ERR_SYS;
     }
@@ -143,8 +143,10 @@ void file_store_close(struct file_store *st)
         close(st->meta_fd);
     if (st->root_fd >= 0)
         close(st->root_fd);
-    if (st->has_lock)
+    if (st->has_lock) {
         pthread_mutex_destroy(&st->meta_lock);
+        pthread_mutex_destroy(&st->commit_lock);
+    }
     st->root_fd = st->meta_fd = -1;
     st->has_lock = 0;
 }
@@ -186,8 +188,46 @@ void file_store_temp_discard(struct file_store *st, struct file_temp *t)
         sg_warn("cannot remove temporary upload %s: %s", t->name, strerror(errno));
 }
 
-int file_store_temp_commit(struct file_store *st, struct file_temp *t, const char *name, struct stat *sb,
-                           char *err, size_t errlen)
+int file_store_check(struct file_store *st, const char *name, const struct file_condition *cond, int *existed,
+                     char *err, size_t errlen)
+{
+    struct stat sb;
+    char hex[SG_SHA256_HEX];
+    int rc = file_store_stat(st, name, &sb), exists = rc == SG_OK;
+    if (existed)
+        *existed = exists;
+    if (rc != SG_OK && rc != SG_ERR_NOT_FOUND) {
+        snprintf(err, errlen, "cannot look at %s: %s", name, strerror(errno));
+        return rc;
+    }
+    if (!cond)
+        return SG_OK;
+    if (cond->must_not_exist && exists) {
+        snprintf(err, errlen, "%s exists already, and the request asked to create it only", name);
+        return SG_ERR_PRECONDITION;
+    }
+    if ((cond->must_exist || cond->sha256) && !exists) {
+        snprintf(err, errlen, "%s does not exist, and the request asked to replace a version of it", name);
+        return SG_ERR_PRECONDITION;
+    }
+    if (cond->sha256) {
+        rc = file_store_sha256(st, name, -1, &sb, hex);
+        if (rc != SG_OK) {
+            snprintf(err, errlen, "cannot hash %s to compare versions", name);
+            return rc == SG_ERR_NOT_FOUND ? SG_ERR_PRECONDITION : rc;
+        }
+        if (strcmp(hex, cond->sha256) != 0) {
+            snprintf(err, errlen, "%s is at version %.12s..., not %.12s... as the request asked", name, hex,
+                     cond->sha256);
+            return SG_ERR_PRECONDITION;
+        }
+    }
+    return SG_OK;
+}
+
+int file_store_temp_commit(struct file_store *st, struct file_temp *t, const char *name,
+                           const struct file_condition *cond, int *existed, struct stat *sb, char *err,
+                           size_t errlen)
 {
     int rc;
     /* The data must be on disk before the rename can make it visible under its name. */
@@ -196,13 +236,17 @@ int file_store_temp_commit(struct file_store *st, struct file_temp *t, const cha
         snprintf(err, errlen, "fsync: %s", strerror(errno));
         goto fail;
     }
-    if (renameat(st->root_fd, t->name, st->root_fd, name) != 0) {
+    pthread_mutex_lock(&st->commit_lock);
+    rc = file_store_check(st, name, cond, existed, err, errlen);
+    if (rc == SG_OK && renameat(st->root_fd, t->name, st->root_fd, name) != 0) {
         rc = errno == EISDIR || errno == ENOTEMPTY || errno == EEXIST ? SG_ERR_INVALID_NAME
                                                                        : file_store_errno(errno);
         snprintf(err, errlen, "%s", rc == SG_ERR_INVALID_NAME ? "a directory of that name is in the way"
                                                               : strerror(errno));
-        goto fail;
     }
+    pthread_mutex_unlock(&st->commit_lock);
+    if (rc != SG_OK)
+        goto fail;
     if (fstat(t->fd, sb) != 0)
         memset(sb, 0, sizeof *sb);
     close(t->fd);
@@ -243,14 +287,19 @@ int file_store_open_read(struct file_store *st, const char *name, int *out, stru
     return SG_OK;
 }
 
-int file_store_remove(struct file_store *st, const char *name)
+int file_store_remove(struct file_store *st, const char *name, const struct file_condition *cond, char *err,
+                      size_t errlen)
 {
-    struct stat sb;
-    int rc = file_store_stat(st, name, &sb);
+    int rc, existed = 0;
+    pthread_mutex_lock(&st->commit_lock);
+    rc = file_store_check(st, name, cond, &existed, err, errlen);
+    if (rc == SG_OK && !existed)
+        rc = SG_ERR_NOT_FOUND;
+    if (rc == SG_OK && unlinkat(st->root_fd, name, 0) != 0)
+        rc = errno == ENOENT ? SG_ERR_NOT_FOUND : file_store_errno(errno);
+    pthread_mutex_unlock(&st->commit_lock);
     if (rc != SG_OK)
         return rc;
-    if (unlinkat(st->root_fd, name, 0) != 0)
-        return errno == ENOENT ? SG_ERR_NOT_FOUND : file_store_errno(errno);
     file_store_meta_drop(st, name);
     if (fsync(st->root_fd) != 0)
         sg_warn("fsync of the root directory: %s", strerror(errno));

@@ -25,7 +25,24 @@ struct file_store {
     int root_fd;
     int meta_fd;
     pthread_mutex_t meta_lock;
+    /*
+     * Held across "check the file's current state, then rename or unlink":
+     * every commit and delete takes it, so a conditional one (below) is
+     * atomic against all others. The data is synced before, the directory
+     * after, so the lock covers no disk wait.
+     */
+    pthread_mutex_t commit_lock;
     int has_lock;
+};
+
+/*
+ * A condition on the file a commit or a delete would replace (HTTP's
+ * If-None-Match: * and If-Match). All zero: none.
+ */
+struct file_condition {
+    int must_not_exist;  /* create only (If-None-Match: *) */
+    int must_exist;      /* replace only (If-Match: *) */
+    const char *sha256;  /* only this version (64 lower-case hex digits), or NULL */
 };
 
 /* A temporary upload inside the root: fd open for writing, name its entry. */
@@ -55,13 +72,24 @@ uint64_t file_store_free_bytes(const struct file_store *st);
 int file_store_temp_create(struct file_store *st, struct file_temp *t);
 
 /*
- * Makes t's content the file name, atomically: fsync the data, renameat over
- * any old file, fsync the directory. Fills *sb with the committed file's
- * stat. On failure the temporary file is removed and err says why. t is
- * closed either way.
+ * Makes t's content the file name, atomically: fsync the data, then, under
+ * commit_lock, check cond (NULL: none) against the file now there and rename
+ * over it, then fsync the directory. *existed says whether a file of that
+ * name was replaced. Fills *sb with the committed file's stat. On failure
+ * (SG_ERR_PRECONDITION when cond does not hold) the temporary file is removed
+ * and err says why. t is closed either way.
  */
-int file_store_temp_commit(struct file_store *st, struct file_temp *t, const char *name, struct stat *sb,
-                           char *err, size_t errlen);
+int file_store_temp_commit(struct file_store *st, struct file_temp *t, const char *name,
+                           const struct file_condition *cond, int *existed, struct stat *sb, char *err,
+                           size_t errlen);
+
+/*
+ * Checks cond against the file name as it is now: SG_OK, or
+ * SG_ERR_PRECONDITION with why in err. *existed (may be NULL) says whether
+ * the file exists. Callers that act on the answer hold commit_lock.
+ */
+int file_store_check(struct file_store *st, const char *name, const struct file_condition *cond, int *existed,
+                     char *err, size_t errlen);
 
 /* Closes and removes a temporary file (best effort; safe when t->fd is -1). */
 void file_store_temp_discard(struct file_store *st, struct file_temp *t);
@@ -76,8 +104,9 @@ int file_store_open_read(struct file_store *st, const char *name, int *fd, struc
 /* Fills *sb for the regular file name; SG_OK or SG_ERR_NOT_FOUND (missing or not a regular file). */
 int file_store_stat(struct file_store *st, const char *name, struct stat *sb);
 
-/* Deletes the regular file name and its cache record, then fsyncs the directory. */
-int file_store_remove(struct file_store *st, const char *name);
+/* Deletes the regular file name, when cond (NULL: none) holds, and its cache record, then fsyncs the directory. */
+int file_store_remove(struct file_store *st, const char *name, const struct file_condition *cond, char *err,
+                      size_t errlen);
 
 /*
  * Writes the sha256 of the regular file name into hex: from the cache when

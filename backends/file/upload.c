@@ -215,8 +215,9 @@ int file_op_upload(struct file_conn *c, const json_t *req, uint64_t body_size)
     struct file_store *st = &c->srv->store;
     struct upload u = {.c = c, .size = body_size, .tmp = {.fd = -1}};
     struct stat sb;
+    struct file_condition cond;
     int64_t start = sg_now_ms();
-    int outcome = FILE_NEXT, rc;
+    int outcome = FILE_NEXT, rc, existed = 0;
     char why[256];
 
     rc = file_conn_request_name(c, req, &u.name);
@@ -228,6 +229,14 @@ int file_op_upload(struct file_conn *c, const json_t *req, uint64_t body_size)
         checksum_field(req, "md5", SG_MD5_HEX - 1, &u.want_md5) != SG_OK) {
         rc = SG_ERR_INVALID;
         outcome = refuse(&u, rc, "sha256 must be 64 and md5 32 hex digits");
+        goto out;
+    }
+    rc = file_conn_request_condition(req, &cond, why, sizeof why);
+    /* Checked before the body too, so a condition that fails now costs no transfer; it is checked again at the commit. */
+    if (rc == SG_OK)
+        rc = file_store_check(st, u.name, &cond, NULL, why, sizeof why);
+    if (rc != SG_OK) {
+        outcome = refuse(&u, rc, why);
         goto out;
     }
     if (body_size > c->srv->max_size) {
@@ -268,14 +277,19 @@ int file_op_upload(struct file_conn *c, const json_t *req, uint64_t body_size)
     rc = verify(&u);
     if (rc != SG_OK)
         goto out;
-    rc = file_store_temp_commit(st, &u.tmp, u.name, &sb, why, sizeof why);
+    rc = file_store_temp_commit(st, &u.tmp, u.name, &cond, &existed, &sb, why, sizeof why);
+    if (rc == SG_ERR_PRECONDITION) {
+        outcome = file_conn_reply_error(c, rc, "%s; nothing stored", why);
+        goto out;
+    }
     if (rc != SG_OK) {
         outcome = file_conn_reply_error(c, rc, "storing %s failed: %s; nothing stored", u.name, why);
         goto out;
     }
     file_store_meta_put(st, u.name, &sb, u.sha256);
     {
-        json_t *resp = json_pack("{s:s, s:I, s:s}", "name", u.name, "size", (json_int_t)u.got, "sha256", u.sha256);
+        json_t *resp = json_pack("{s:s, s:I, s:s, s:b}", "name", u.name, "size", (json_int_t)u.got, "sha256",
+                                 u.sha256, "created", !existed);
         if (resp && u.want_md5)
             json_object_set_new(resp, "md5", json_string(u.md5));
         outcome = file_conn_reply(c, resp);

@@ -27,6 +27,7 @@ static const struct err_info errors[SG_ERR__COUNT] = {
     [SG_ERR_BUSY] = {"busy", "too many requests in progress"},
     [SG_ERR_UNAUTHORIZED] = {"unauthorized", "missing or wrong token"},
     [SG_ERR_INTERNAL] = {"internal_error", "internal error"},
+    [SG_ERR_PRECONDITION] = {"precondition_failed", "the file is not in the state the request's condition names"},
 };
 
 const char *sg_strerror(int err)

@@ -130,9 +130,14 @@ void sg_log_fields(enum sg_log_level level, const char *msg, const json_t *field
 
 void sg_log_listening(int fd)
 {
-    char addr[SG_ADDR_STRLEN], msg[SG_ADDR_STRLEN + 32];
+    sg_log_listening_scheme(fd, "");
+}
+
+void sg_log_listening_scheme(int fd, const char *scheme)
+{
+    char addr[SG_ADDR_STRLEN], msg[SG_ADDR_STRLEN + 48];
     sg_local_addr(fd, addr, sizeof addr);
-    snprintf(msg, sizeof msg, "listening on %s", addr);
+    snprintf(msg, sizeof msg, "listening on %s%s", scheme, addr);
     /* Always printed, whatever the level: scripts and tests wait for this line. */
     emit(log_min > SG_LOG_INFO ? log_min : SG_LOG_INFO, NULL, msg, NULL);
 }

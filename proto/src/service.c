@@ -52,7 +52,18 @@ void sg_signals_block(void)
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
+/* Set once before sg_signals_on_stop; read by its thread only. */
+static void (*reload_fn)(void *arg);
+static void *reload_arg;
+
+void sg_signals_on_reload(void (*on_reload)(void *arg), void *arg)
+{
+    reload_fn = on_reload;
+    reload_arg = arg;
 }
 
 struct stop_waiter {
@@ -69,9 +80,18 @@ static void *stop_waiter_main(void *p)
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
-    while (sigwait(&set, &sig) != 0)
-        ;
-    sg_info("stopping on %s", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    sigaddset(&set, SIGHUP);
+    for (;;) {
+        while (sigwait(&set, &sig) != 0)
+            ;
+        /* SIGHUP reloads where there is something to reload; elsewhere a hang-up stops, as it would by default. */
+        if (sig == SIGHUP && reload_fn) {
+            reload_fn(reload_arg);
+            continue;
+        }
+        break;
+    }
+    sg_info("stopping on %s", sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "SIGHUP");
     w.on_stop(w.arg);
     return NULL;
 }

@@ -105,7 +105,7 @@ static void fuzz_name(const char *data, size_t size)
     memcpy(buf, data, size);
     buf[size] = '\0'; /* the URL is a C string by the time libmicrohttpd hands it over */
     had_nul = has_encoded_nul(buf);
-    len = validate_unescape(buf);
+    len = validate_unescape(buf, NULL);
     if (len != strlen(buf) || len > size)
         abort();
     /* What the router and the file service would make of it. */
@@ -130,7 +130,7 @@ static void fuzz_time_format(const char *data, size_t size)
     memcpy(buf, data, size);
     buf[size] = '\0';
     had_nul = has_encoded_nul(buf);
-    len = validate_unescape(buf);
+    len = validate_unescape(buf, NULL);
     /* A format the time route accepts (short, UTF-8) never had a NUL that would cut it short. */
     if (len != strlen(buf) || (had_nul && len <= TIME_FORMAT_MAX && sg_utf8_valid(buf, len)))
         abort();

@@ -99,6 +99,10 @@ static int find_listening(struct sg_proc *p)
             continue;
         at += strlen("listening on ");
         at[strcspn(at, " \t\r\n\"")] = '\0';
+        /* An HTTPS listener says so: "listening on https://HOST:PORT". */
+        p->is_https = strncmp(at, "https://", 8) == 0;
+        if (p->is_https)
+            at += 8;
         snprintf(p->addr, sizeof p->addr, "%s", at);
         if (strncmp(at, "unix:", 5) == 0 && at[5]) {
             p->host[0] = '\0';

@@ -12,6 +12,7 @@ struct sg_proc {
     char addr[128];     /* "HOST:PORT" or "unix:PATH" from its "listening on" line */
     char host[48];
     uint16_t port;
+    int is_https;   /* its listening line named https:// */
 };
 
 /* Returns the path of a built program: $SOCKGATE_BIN_DIR/prog (static buffer per call site is not kept: copy it). */

@@ -16,6 +16,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import sys
 import time
 
@@ -25,6 +26,15 @@ from rellib import Figures, Proc, now
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS = os.path.join(HERE, "corpus")
 TEMPLATE = re.compile(r"\{\{([A-Z_]+)(?::([^}]*))?\}\}")
+# Native frames a smuggling case hides in an HTTP body: one per backend op that changes something.
+# A backend that ever reads one as a request of its own is the hole issue 14 closed.
+SMUGGLED = {
+    "DELETE": rellib.frame({"op": "delete", "filename": "victim.txt", "id": "smuggled"}),
+    "UPLOAD": rellib.frame({"op": "upload", "filename": "smuggled.txt", "total_size": 3, "id": "smuggled"}, b"bad"),
+    "LIST": rellib.frame({"op": "list", "id": "smuggled"}),
+    "EXEC": rellib.frame({"op": "exec", "argv": ["smuggled-canary"], "id": "smuggled"}),
+    "REPLY": rellib.frame({"op": "reply", "to": "127.0.0.1:9", "text": "smuggled", "id": "smuggled"}),
+}
 # What a follow-up request on a framed connection looks like, per backend, to prove it stays usable.
 FOLLOW_UP = {"exec": {"op": "exec", "argv": ["true"]}, "exec_wide": {"op": "exec", "argv": ["ls"]},
              "file": {"op": "list"}, "chat": {"op": "stats"}}
@@ -66,6 +76,11 @@ class Env:
                 out += self.root.encode()
             elif name == "SECRET":
                 out += self.secret.encode()
+            elif name == "FRAME":
+                out += SMUGGLED[arg]
+            elif name == "CHUNK":
+                # One chunk of a chunked body carrying a frame: size line, the frame, CRLF.
+                out += b"%x\r\n" % len(SMUGGLED[arg]) + SMUGGLED[arg] + b"\r\n"
             else:
                 raise ValueError("unknown template {{%s}}" % name)
         return out + text[pos:].encode("utf-8")
@@ -327,7 +342,49 @@ def wait_until_stat(env, name, want):
     return value or chat_stats(env)[name]
 
 
-RUNNERS = {"api": run_http, "http": run_http, "frame": run_frame, "udp": run_udp}
+def backend_log_sizes(env):
+    return {name: os.path.getsize(p.log_path) for name, p in env.procs.items() if name in ("file", "exec")}
+
+
+def new_log_text(env, sizes):
+    out = {}
+    for name, size in sizes.items():
+        with open(env.procs[name].log_path, "rb") as f:
+            f.seek(size)
+            out[name] = f.read().decode("utf-8", "replace")
+    return out
+
+
+def run_smuggle(env, case):
+    """An HTTP request that hides native frames in its body. Beyond its answer: no backend may have
+    seen a request the client did not make (file log, exec log, chat replies), the victim file
+    stays, and the next user's request on a fresh connection is served."""
+    sizes = backend_log_sizes(env)
+    replies = chat_stats(env)["replies"]
+    why = run_http(env, case)
+    if why:
+        return why
+    time.sleep(0.3)  # a smuggled frame would be served within this
+    logs = new_log_text(env, sizes)
+    # The client's own requests are allowed (an upload of carrier.txt, the runner's listings): what
+    # may never show is the delete or the upload of smuggled.txt that only the hidden frames ask for.
+    for op in ("op=delete", "name=smuggled.txt"):
+        if op in logs["file"]:
+            return "the file backend served a request nobody made: %s" % logs["file"].strip()[:300]
+    if "smuggled-canary" in logs["exec"]:
+        return "the exec backend saw a smuggled command: %s" % logs["exec"].strip()[:300]
+    if chat_stats(env)["replies"] != replies:
+        return "the chat backend sent a smuggled reply"
+    st, _, body = rellib.request(env.port("gateway"), "GET", "/api/v1/files/victim.txt")
+    if st != 200 or body != b"victim":
+        return "the victim file is gone or changed: %s %r" % (st, body[:80])
+    st, _, _ = rellib.request(env.port("gateway"), "GET", "/api/v1/files")
+    if st != 200:
+        return "the next user's listing got %s" % st
+    return None
+
+
+RUNNERS = {"api": run_http, "http": run_http, "frame": run_frame, "udp": run_udp, "smuggle": run_smuggle}
 
 
 def load_cases(only):
@@ -349,6 +406,29 @@ def load_cases(only):
                 case["where"] = "%s:%d" % (os.path.basename(path), n)
                 cases.append(case)
     return cases
+
+
+def undocumented_statuses(env):
+    """Every (method, route, status) the gateway's access log shows that docs/openapi.json does not list
+    for that operation: the statuses the handlers really produced, held against the document."""
+    with open(os.path.join(rellib.SOURCE_DIR, "docs", "openapi.json")) as f:
+        paths = json.load(f)["paths"]
+    out = subprocess.run([rellib.program("sockgate"), "--print-routes"], capture_output=True, text=True,
+                         check=True).stdout
+    pattern_of = {name: pattern for _, pattern, name in (line.split() for line in out.splitlines())}
+    pattern_of["static"] = "/"
+    line_re = re.compile(r"request id=\S+ method=(\S+) .*?route=(\S+) status=(\d+)")
+    missing, checked = set(), 0
+    for line in env.procs["gateway"].log().splitlines():
+        m = line_re.search(line)
+        if not m or m.group(2) not in pattern_of or m.group(3) == "499":
+            continue  # "other" is no route at all; 499 is a client that left before any answer
+        checked += 1
+        method, route, status = m.group(1).lower(), m.group(2), m.group(3)
+        op = paths.get(pattern_of[route], {}).get(method)
+        if op is None or status not in op.get("responses", {}):
+            missing.add("%s %s (%s) %s" % (method.upper(), pattern_of[route], route, status))
+    return sorted(missing), checked
 
 
 def start_system(env, work):
@@ -382,6 +462,9 @@ def make_tree(env):
     os.symlink(os.path.join(env.sentinel, "secret.txt"), os.path.join(env.root, "link-to-secret"))
     os.symlink(env.sentinel, os.path.join(env.root, "dir-link"))
     os.symlink(os.path.join(env.sentinel, "sub", "inner.txt"), os.path.join(env.root, "link-for-upload"))
+    # The file smuggling cases try to delete through a pooled backend connection.
+    with open(os.path.join(env.root, "victim.txt"), "w") as f:
+        f.write("victim")
 
 
 def outside_root(env):
@@ -443,6 +526,10 @@ def main():
         st, _, _ = rellib.request(gp, "GET", "/api/v1/time")
         sane.append(st == 200)
 
+        undocumented, n_logged = undocumented_statuses(env)
+        fig.info("answers_held_against_openapi", n_logged)
+        for u in undocumented:
+            print("hostile: a status docs/openapi.json does not list: %s" % u, flush=True)
         for f in failures:
             print("hostile: unexpected answer: %s" % f, flush=True)
         for c in crashed:
@@ -460,6 +547,7 @@ def main():
         fig.check("commands_run_not_allowed", len(markers), "=", 0)
         fig.check("secrets_leaked", env.leaks, "=", 0)
         fig.check("sanity_requests_failed_after", sane.count(False), "=", 0)
+        fig.check("statuses_not_in_openapi", len(undocumented), "=", 0)
         fig.check_clean_exits(env.procs.items())
     except Exception as e:
         fig.stopped(e)

@@ -25,6 +25,7 @@ enum sg_err {
     SG_ERR_BUSY,         /* a limit on concurrent work is reached */
     SG_ERR_UNAUTHORIZED, /* missing or wrong token */
     SG_ERR_INTERNAL,     /* a bug or an unexpected state */
+    SG_ERR_PRECONDITION, /* the file is not in the state the request made a condition (create only, this version) */
     SG_ERR__COUNT
 };
 

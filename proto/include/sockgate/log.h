@@ -36,6 +36,9 @@ void sg_log_fields(enum sg_log_level level, const char *msg, const json_t *field
  */
 void sg_log_listening(int fd);
 
+/* sg_log_listening with a scheme before the address ("https://"; "" for none). */
+void sg_log_listening_scheme(int fd, const char *scheme);
+
 #define sg_debug(...) sg_log(SG_LOG_DEBUG, __func__, __VA_ARGS__)
 #define sg_info(...) sg_log(SG_LOG_INFO, __func__, __VA_ARGS__)
 #define sg_warn(...) sg_log(SG_LOG_WARN, __func__, __VA_ARGS__)

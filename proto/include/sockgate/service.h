@@ -45,12 +45,22 @@ void sg_service_thread_stop(struct sg_service_thread *t);
  */
 int sg_service_main(const struct sg_service_ops *ops, void *srv);
 
-/* Blocks SIGINT, SIGTERM (delivered later to a waiting thread) and ignores SIGPIPE in this thread and all created after. */
+/*
+ * Blocks SIGINT, SIGTERM and SIGHUP (delivered later to a waiting thread) and
+ * ignores SIGPIPE in this thread and all created after.
+ */
 void sg_signals_block(void);
 
 /*
- * Starts a thread that waits for SIGINT/SIGTERM and then calls on_stop(arg)
- * once (from that thread, not a signal handler). Requires sg_signals_block().
+ * Makes SIGHUP call on_reload(arg) (from the signal thread) instead of
+ * stopping the program. Call before sg_signals_on_stop.
+ */
+void sg_signals_on_reload(void (*on_reload)(void *arg), void *arg);
+
+/*
+ * Starts a thread that waits for SIGINT/SIGTERM (and SIGHUP, unless a reload
+ * handler takes it) and then calls on_stop(arg) once (from that thread, not a
+ * signal handler). Requires sg_signals_block().
  */
 int sg_signals_on_stop(void (*on_stop)(void *arg), void *arg);
 

@@ -29,6 +29,8 @@ static char checking[256];
 /* Answers in these tests are small; a bigger one is a bug worth failing on. */
 #define MAX_BODY (64u << 20)
 
+char gw_ca_file[512];
+
 void gw_start(struct gw *g, const char *const extra[])
 {
     const char *argv[64];
@@ -50,7 +52,7 @@ void gw_start(struct gw *g, const char *const extra[])
     }
     argv[n] = NULL;
     CHECK(sg_proc_start(&g->proc, argv, 10000) == 0); /* the harness kills it at exit unless stopped */
-    snprintf(g->base, sizeof g->base, "http://%s:%u", g->proc.host, g->proc.port);
+    snprintf(g->base, sizeof g->base, "%s://%s:%u", g->proc.is_https ? "https" : "http", g->proc.host, g->proc.port);
 }
 
 void gw_stop(struct gw *g)
@@ -100,6 +102,8 @@ struct http_resp *http_do(const char *method, const char *url, const char *const
     curl_easy_setopt(c, CURLOPT_HEADERDATA, &h);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, list);
     curl_easy_setopt(c, CURLOPT_TIMEOUT, 120L);
+    if (gw_ca_file[0])
+        curl_easy_setopt(c, CURLOPT_CAINFO, gw_ca_file);
     if (strcmp(method, "HEAD") == 0)
         curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
     else if (strcmp(method, "GET") != 0)

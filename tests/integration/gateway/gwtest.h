@@ -11,7 +11,7 @@
 struct gw {
     struct sg_proc proc;
     char dir[256];  /* removed by gw_stop */
-    char base[128]; /* "http://127.0.0.1:PORT" */
+    char base[128]; /* "http://127.0.0.1:PORT", or https:// when the gateway serves HTTPS */
 };
 
 /*
@@ -19,6 +19,9 @@ struct gw {
  * DIR plus extra (NULL-terminated, may be NULL). Fails the test if it does not start.
  */
 void gw_start(struct gw *g, const char *const extra[]);
+
+/* The CA file every request of http_do trusts when not empty (HTTPS tests set it). */
+extern char gw_ca_file[512];
 
 /* Sends SIGTERM, checks the gateway exits 0, and removes its directory. */
 void gw_stop(struct gw *g);

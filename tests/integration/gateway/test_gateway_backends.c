@@ -391,7 +391,10 @@ static void answer(int fd, const json_t *hdr)
                            : json_pack("{s:i,s:i,s:i,s:i,s:b,s:b,s:i}", "total_size", 0, "stdout_size", 0,
                                        "stderr_size", 0, "exit_code", 0, "timed_out", 0, "truncated", 0,
                                        "duration_ms", 1);
-    char *text = json_dumps(resp, JSON_COMPACT);
+    char *text;
+    /* A real backend answers with its request's id; the gateway refuses an answer without it. */
+    json_object_set(resp, "id", json_object_get(hdr, "id"));
+    text = json_dumps(resp, JSON_COMPACT);
     size_t n = strlen(text);
     unsigned char len[4] = {(unsigned char)n, (unsigned char)(n >> 8), (unsigned char)(n >> 16), 0};
     int64_t deadline = sg_deadline_after(5000);
@@ -463,6 +466,107 @@ static void test_pooled_death_replays_reads_only(void)
     close(d.fd);
 }
 
+/*
+ * Never trust a backend's reply: with --file and --exec pointed at the echo
+ * server, every answer is the request upper-cased, a well-formed frame
+ * without this request's id. Nothing may be reported as stored, deleted or
+ * run, and /readyz must say the file service is not there.
+ */
+static void test_wrong_service_is_not_believed(void)
+{
+    static const char *const mp_headers[] = {"Content-Type: multipart/form-data; boundary=XyZ", NULL};
+    static const char mp_body[] = "--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a.txt\"\r\n"
+                                  "Content-Type: text/plain\r\n\r\nhello\r\n--XyZ--\r\n";
+    struct gw wrong;
+    struct http_resp *r;
+    json_t *j;
+    {
+        const char *args[] = {"--file", echo_p.addr, "--exec", echo_p.addr, "--timeout-ms", "3000", NULL};
+        gw_start(&wrong, args);
+    }
+    r = gw_do(&wrong, "PUT", "/api/v1/files/x.txt", NULL, "hello");
+    check_error(r, 502, "protocol_error");
+    http_free(r);
+    r = gw_do(&wrong, "POST", "/api/v1/files", mp_headers, mp_body);
+    check_error(r, 502, "protocol_error");
+    http_free(r);
+    gw_expect_error(&wrong, "DELETE", "/api/v1/files/x.txt", NULL, NULL, 502, "protocol_error");
+    gw_expect_error(&wrong, "GET", "/api/v1/files", NULL, NULL, 502, "protocol_error");
+    gw_expect_error(&wrong, "POST", "/api/v1/exec", gw_json_headers, "{\"argv\": [\"echo\"]}", 502, "protocol_error");
+    r = gw_do(&wrong, "GET", "/readyz", NULL, NULL);
+    CHECK_INT_EQ(r->status, 503);
+    j = http_json(r);
+    CHECK(json_is_false(json_object_get(json_object_get(json_object_get(j, "backends"), "file"), "ok")));
+    CHECK(json_is_false(json_object_get(json_object_get(json_object_get(j, "backends"), "exec"), "ok")));
+    json_decref(j);
+    http_free(r);
+    r = gw_do(&wrong, "GET", "/metrics", NULL, NULL);
+    CHECK(strstr(r->body, "sockgate_backend_errors_total{backend=\"file\"} 0\n") == NULL);
+    http_free(r);
+    gw_stop(&wrong);
+}
+
+/* A framed backend that answers every request with a well-formed frame carrying another request's id. */
+struct liar {
+    int fd;
+    atomic_int stop;
+    pthread_t thread;
+    char addr[SG_ADDR_STRLEN];
+};
+
+static void *liar_main(void *arg)
+{
+    struct liar *l = arg;
+    while (!atomic_load(&l->stop)) {
+        struct pollfd p = {.fd = l->fd, .events = POLLIN};
+        json_t *hdr;
+        int fd;
+        if (poll(&p, 1, 50) <= 0 || (fd = accept(l->fd, NULL, NULL)) < 0)
+            continue;
+        while ((hdr = read_request(fd)) != NULL) {
+            json_t *resp = json_pack("{s:s,s:i,s:i,s:i,s:i,s:b,s:i,s:i}", "id", "not-yours", "total_size", 0,
+                                     "stdout_size", 0, "stderr_size", 0, "exit_code", 0, "timed_out", 0, "count", 0,
+                                     "duration_ms", 1);
+            char *text = json_dumps(resp, JSON_COMPACT);
+            size_t n = strlen(text);
+            unsigned char len[4] = {(unsigned char)n, (unsigned char)(n >> 8), 0, 0};
+            int64_t deadline = sg_deadline_after(5000);
+            int ok = sg_write_all(fd, len, 4, deadline) == SG_OK && sg_write_all(fd, text, n, deadline) == SG_OK;
+            free(text);
+            json_decref(resp);
+            json_decref(hdr);
+            if (!ok)
+                break;
+        }
+        close(fd);
+    }
+    return NULL;
+}
+
+static void test_foreign_id_is_not_believed(void)
+{
+    struct sg_addr a;
+    struct liar l;
+    struct gw gl;
+    char err[256];
+    memset(&l, 0, sizeof l);
+    CHECK(sg_addr_parse("127.0.0.1:0", &a, err, sizeof err) == 0);
+    CHECK(sg_listen(&a, SOCK_STREAM, &l.fd, err, sizeof err) == 0);
+    sg_local_addr(l.fd, l.addr, sizeof l.addr);
+    CHECK(pthread_create(&l.thread, NULL, liar_main, &l) == 0);
+    {
+        const char *args[] = {"--exec", l.addr, "--file", l.addr, "--timeout-ms", "3000", NULL};
+        gw_start(&gl, args);
+    }
+    gw_expect_error(&gl, "POST", "/api/v1/exec", gw_json_headers, "{\"argv\": [\"echo\"]}", 502, "protocol_error");
+    gw_expect_error(&gl, "GET", "/api/v1/files", NULL, NULL, 502, "protocol_error");
+    gw_expect_error(&gl, "PUT", "/api/v1/files/y.txt", NULL, "hello", 502, "protocol_error");
+    gw_stop(&gl);
+    atomic_store(&l.stop, 1);
+    pthread_join(l.thread, NULL);
+    close(l.fd);
+}
+
 int main(void)
 {
     const char *echo_argv[] = {"sockgate-echo", "--listen", "127.0.0.1:0", NULL};
@@ -490,6 +594,8 @@ int main(void)
     RUN_TEST(test_silent_backend_times_out);
     RUN_TEST(test_garbage_backend_is_bad_gateway);
     RUN_TEST(test_pooled_death_replays_reads_only);
+    RUN_TEST(test_wrong_service_is_not_believed);
+    RUN_TEST(test_foreign_id_is_not_believed);
     gw_stop(&g);
     stop_backend(&echo_p);
     stop_backend(&time_p);

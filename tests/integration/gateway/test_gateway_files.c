@@ -83,6 +83,36 @@ static void test_conditional_get(void)
     CHECK_INT_EQ(r->status, 304);
     CHECK_INT_EQ(r->len, 0);
     http_free(r);
+    /* HEAD answers what GET would: 304 for a current copy too. */
+    {
+        const char *headers[] = {header, NULL};
+        r = gw_do(&g, "HEAD", "/api/v1/files/ranged", headers, NULL);
+        CHECK_INT_EQ(r->status, 304);
+        http_free(r);
+    }
+    /* If-Modified-Since: at or after Last-Modified is 304 (GET and HEAD), long before it is 200. */
+    {
+        char *last_modified, ims[200];
+        r = get_with("ranged", NULL);
+        last_modified = http_header(r, "Last-Modified");
+        CHECK(last_modified != NULL);
+        http_free(r);
+        snprintf(ims, sizeof ims, "If-Modified-Since: %s", last_modified);
+        r = get_with("ranged", ims);
+        CHECK_INT_EQ(r->status, 304);
+        http_free(r);
+        {
+            const char *headers[] = {ims, NULL};
+            r = gw_do(&g, "HEAD", "/api/v1/files/ranged", headers, NULL);
+            CHECK_INT_EQ(r->status, 304);
+            http_free(r);
+        }
+        r = get_with("ranged", "If-Modified-Since: Sat, 01 Jan 2000 00:00:00 GMT");
+        CHECK_INT_EQ(r->status, 200);
+        CHECK_INT_EQ(r->len, FILE_LEN);
+        http_free(r);
+        free(last_modified);
+    }
     /* If-Range with a stale ETag: the Range no longer applies, the whole file comes. */
     {
         const char *headers[] = {"Range: bytes=0-9", "If-Range: \"0000\"", NULL};
@@ -171,6 +201,14 @@ static void test_multipart_errors(void)
     gw_expect_error(&g, "POST", "/api/v1/files", no_files, cut, 400, "invalid_request");
     gw_expect_error(&g, "GET", "/api/v1/files/cut.bin", NULL, NULL, 404, "not_found");
     gw_expect_error(&g, "POST", "/api/v1/files", urlenc, "a=b", 415, "unsupported_media_type");
+    /* Two parts with one name: refused, and neither is stored. */
+    {
+        const char *twice = "--XyZ\r\nContent-Disposition: form-data; name=\"a\"; filename=\"twice.txt\"\r\n\r\none\r\n"
+                            "--XyZ\r\nContent-Disposition: form-data; name=\"b\"; filename=\"twice.txt\"\r\n\r\ntwo\r\n"
+                            "--XyZ--\r\n";
+        gw_expect_error(&g, "POST", "/api/v1/files", no_files, twice, 400, "invalid_request");
+        gw_expect_error(&g, "GET", "/api/v1/files/twice.txt", NULL, NULL, 404, "not_found");
+    }
 }
 
 /* Feeds a body of a size libcurl does not announce, so it goes out chunked. */
