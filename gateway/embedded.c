@@ -81,8 +81,9 @@ static int split_allow(struct embedded *e, const char *allow)
 #ifdef SG_HAVE_EXEC
 /*
  * The embedded exec's sandbox settings: the gateway's flags, and what its
- * commands must never read unless named: the file backend's root and the
- * upload spool (the token lives only in this process's memory and
+ * commands must never read unless named: the file backend's root, the
+ * upload spool, the backends' socket directory and the TLS private key
+ * (the token lives only in this process's memory and
  * environment, which a command cannot read: fresh environment, and Landlock
  * keeps /proc/PID of the gateway out of reach).
  */
@@ -101,6 +102,8 @@ static void exec_sandbox_settings(const struct gateway *gw, struct embedded *e, 
         e->protect[n++] = gw->cfg.spool_dir;
     if (e->dir[0])
         e->protect[n++] = e->dir; /* the backends' sockets */
+    if (gw->cfg.tls_key)
+        e->protect[n++] = gw->cfg.tls_key; /* the HTTPS private key: the one secret the gateway keeps in a file */
     sc->protect = e->protect;
     sc->n_protect = n;
 }

@@ -14,7 +14,7 @@ struct embedded {
     char *allow_copy;    /* --allow split in place */
     const char **allow;  /* pointers into allow_copy */
     size_t allow_count;
-    const char *protect[4]; /* paths the exec sandbox keeps from commands (borrowed from the config) */
+    const char *protect[6]; /* paths the exec sandbox keeps from commands (borrowed from the config) */
     char dir[256];          /* the private directory (0700) of the UNIX sockets; "" when none was made */
     char listen[BACKEND__COUNT][SG_ADDR_STRLEN]; /* where each embedded backend listens */
 };
