@@ -20,6 +20,7 @@
 #include "tls.h"
 #include "sockgate/error.h"
 #include "sockgate/log.h"
+#include "sockgate/net.h"
 #include "sockgate/opts.h"
 #include "sockgate/service.h"
 
@@ -161,6 +162,11 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
         return rc;
     *print_routes = f.print_routes != NULL;
     cfg->listen = f.listen;
+    if (strncmp(cfg->listen, SG_UNIX_PREFIX, strlen(SG_UNIX_PREFIX)) == 0) {
+        /* Untested there: client addresses in logs and the Host/Origin guards assume TCP peers. */
+        fprintf(stderr, "sockgate: --listen takes HOST:PORT; unix:PATH is for backend addresses only\n");
+        return 2;
+    }
     for (int i = 0; i < BACKEND__COUNT; i++) {
         cfg->backend_addr[i] = f.addr[i] && *f.addr[i] ? f.addr[i] : NULL;
         cfg->embedded_listen[i] = f.emb_listen[i] && *f.emb_listen[i] ? f.emb_listen[i] : NULL;
