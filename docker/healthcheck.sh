@@ -68,7 +68,15 @@ esac
 
 case "$name" in
 gateway)
-    curl -fsS -o /dev/null --max-time 4 "http://$addr/healthz" || fail "GET http://$addr/healthz failed"
+    # With HTTPS on, the certificate names the public host, not 127.0.0.1: a liveness probe that
+    # sends nothing secret skips the name check (-k) rather than fail on it.
+    scheme=http
+    tls_opt=""
+    if [ -n "$(env_of "$pid" SOCKGATE_TLS_CERT)" ] || tr '\0' '\n' <"/proc/$pid/cmdline" | grep -q '^--tls-cert'; then
+        scheme=https
+        tls_opt=-k
+    fi
+    curl -fsS $tls_opt -o /dev/null --max-time 4 "$scheme://$addr/healthz" || fail "GET $scheme://$addr/healthz failed"
     ;;
 echo)
     reply=$(sockgate-cli echo "$addr" healthcheck) || fail "echo round trip to $addr failed"

@@ -14,6 +14,11 @@ if [ ! -x "$chromium" ]; then
     exit 1
 fi
 
+# certutil puts the HTTPS test's own CA into the NSS database Chromium trusts (https.test.mjs).
+if ! command -v certutil >/dev/null 2>&1; then
+    "$root/scripts/install-deps.sh" libnss3-tools
+fi
+
 for tool in node npm; do
     if ! command -v "$tool" >/dev/null 2>&1; then
         echo "setup: $tool is needed to run the browser test (Debian packages nodejs and npm)" >&2

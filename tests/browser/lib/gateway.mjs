@@ -51,13 +51,14 @@ export function startGateway(extraArgs) {
     const onStderr = (chunk) => {
       keep(chunk);
       pending += chunk.toString('utf8');
-      const match = /listening on (\S+):(\d+)/.exec(pending);
+      // "listening on HOST:PORT", or "listening on https://HOST:PORT" when the gateway serves HTTPS.
+      const match = /listening on (https:\/\/)?(\S+):(\d+)/.exec(pending);
       if (!match) return;
       clearTimeout(timer);
       pending = '';
-      const port = Number(match[2]);
+      const port = Number(match[3]);
       resolve({
-        url: `http://127.0.0.1:${port}`,
+        url: `${match[1] ? 'https' : 'http'}://127.0.0.1:${port}`,
         port,
         pid: child.pid,
         log: () => log,

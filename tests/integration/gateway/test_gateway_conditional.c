@@ -41,10 +41,12 @@ static void test_created_or_replaced(void)
     json_t *j = http_ok_json(r, 201);
     CHECK(json_is_true(json_object_get(j, "created")));
     json_decref(j);
+    http_free(r);
     r = put_with("plain.txt", "two", NULL);
     j = http_ok_json(r, 200);
     CHECK(json_is_false(json_object_get(j, "created")));
     json_decref(j);
+    http_free(r);
 }
 
 static void test_create_only(void)
@@ -52,6 +54,7 @@ static void test_create_only(void)
     struct http_resp *r = put_with("once.txt", "first", "If-None-Match: *");
     json_t *j = http_ok_json(r, 201);
     json_decref(j);
+    http_free(r);
     r = put_with("once.txt", "second", "If-None-Match: *");
     check_error(r, 412, "precondition_failed");
     http_free(r);
