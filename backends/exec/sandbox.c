@@ -130,17 +130,20 @@ static int is_within(const char *path, const char *dir)
  */
 static char *canonical(const char *path)
 {
-    char buf[PATH_MAX], real[PATH_MAX], *slash;
+    char full[PATH_MAX], head[PATH_MAX], real[PATH_MAX], *slash;
     char *out = NULL;
-    if (!path || !*path || strlen(path) >= sizeof buf)
+    if (!path || !*path)
         return NULL;
     if (realpath(path, real))
         return strdup(real);
-    snprintf(buf, sizeof buf, "%s", path);
-    while ((slash = strrchr(buf, '/')) != NULL) {
-        const char *rest = path + (slash - buf);
+    /* "files" means "./files": the loop below needs a directory part to fall back on. */
+    if (snprintf(full, sizeof full, "%s%s", strchr(path, '/') ? "" : "./", path) >= (int)sizeof full)
+        return NULL;
+    memcpy(head, full, sizeof head);
+    while ((slash = strrchr(head, '/')) != NULL) {
+        const char *rest = full + (slash - head);
         *slash = '\0';
-        if (realpath(buf[0] ? buf : "/", real)) {
+        if (realpath(head[0] ? head : "/", real)) {
             if (asprintf(&out, "%s%s", strcmp(real, "/") ? real : "", rest) < 0)
                 out = NULL;
             return out;
@@ -361,6 +364,7 @@ static int build_landlock(struct build *b, const struct exec_sandbox_config *cfg
     struct exec_sandbox *sb = b->sb;
     struct sb_ruleset_attr attr = {0};
     size_t attr_size = sizeof attr.handled_access_fs;
+    char real[PATH_MAX];
     int rc;
 
     sb->abi = landlock_abi();
@@ -382,7 +386,11 @@ static int build_landlock(struct build *b, const struct exec_sandbox_config *cfg
         snprintf(b->err, b->errlen, "landlock_create_ruleset (ABI %d): %s", sb->abi, strerror(errno));
         return -1;
     }
-    if (grant_system(b) != 0 || grant(b, workdir, b->fs_all & ~(uint64_t)LANDLOCK_ACCESS_FS_EXECUTE, 0, 0) != 0)
+    if (!realpath(workdir, real)) {
+        snprintf(b->err, b->errlen, "workdir %s: %s", workdir, strerror(errno));
+        return -1;
+    }
+    if (grant_system(b) != 0 || grant(b, real, b->fs_all & ~(uint64_t)LANDLOCK_ACCESS_FS_EXECUTE, 0, 0) != 0)
         return -1;
     for (size_t i = 0; i < cfg->n_programs; i++)
         if (add_rule(b, cfg->programs[i], FS_READ_EXEC) != 0)
