@@ -98,14 +98,17 @@ static void report_flags(const json_t *hdr)
 }
 
 /*
- * Reads one reply frame: stdout bytes go to stdout, stderr bytes to stderr,
- * an error frame becomes one line on stderr. Fills out and returns 0, or -1
- * after printing why the exchange failed.
+ * Reads the reply: stdout bytes go to stdout, stderr bytes to stderr, as they
+ * arrive. A streamed reply is frames "start", then "stdout" and "stderr" as
+ * the command writes, then "exit"; a server without streaming sends one frame
+ * whose body is stdout then stderr. An error frame becomes one line on
+ * stderr. Fills out and returns 0, or -1 after printing why the exchange failed.
  */
 static int read_reply(struct sg_frame_reader *r, const char *addr, int64_t deadline, struct exec_outcome *out)
 {
     long long stdout_left = 0;
-    int is_error = 0;
+    int is_error = 0, is_last = 0;
+    FILE *sink = NULL; /* where the current streamed frame's body goes */
     char msg[512];
 
     out->ok = 0;
@@ -122,24 +125,34 @@ static int read_reply(struct sg_frame_reader *r, const char *addr, int64_t deadl
         }
         if (ev == SG_FRAME_HEADER) {
             const json_t *hdr = sg_frame_decoder_header(&r->dec);
+            const char *event = json_string_value(json_object_get(hdr, "event"));
             int err = sg_frame_header_error(hdr, msg, sizeof msg);
-            out->exit_code = (int)header_num(hdr, "exit_code", CLI_EXIT_FAIL);
-            if (out->exit_code < 0 || out->exit_code > 255)
-                out->exit_code = CLI_EXIT_FAIL;
+            sink = NULL;
             if (err != SG_OK) {
-                is_error = 1;
+                is_error = is_last = 1;
+                out->exit_code = (int)header_num(hdr, "exit_code", CLI_EXIT_FAIL);
                 cli_error("exec: %s", msg);
-            } else {
+            } else if (event && (strcmp(event, "stdout") == 0 || strcmp(event, "stderr") == 0)) {
+                sink = event[3] == 'o' ? stdout : stderr;
+            } else if (!event || strcmp(event, "exit") == 0) {
+                is_last = 1;
+                out->exit_code = (int)header_num(hdr, "exit_code", CLI_EXIT_FAIL);
                 stdout_left = header_num(hdr, "stdout_size", 0);
                 report_flags(hdr);
             }
+            if (out->exit_code < 0 || out->exit_code > 255)
+                out->exit_code = CLI_EXIT_FAIL;
+        } else if (ev == SG_FRAME_BODY && sink) {
+            /* Streamed output is shown as it comes: a line a second is seen a line a second. */
+            fwrite(chunk, 1, len, sink);
+            fflush(sink);
         } else if (ev == SG_FRAME_BODY && !is_error) {
             /* The body is stdout then stderr, as the tutorial's correct_msg + error_msg. */
             size_t to_out = stdout_left > 0 ? ((long long)len < stdout_left ? len : (size_t)stdout_left) : 0;
             fwrite(chunk, 1, to_out, stdout);
             fwrite(chunk + to_out, 1, len - to_out, stderr);
             stdout_left -= (long long)to_out;
-        } else if (ev == SG_FRAME_END) {
+        } else if (ev == SG_FRAME_END && is_last) {
             fflush(stdout);
             out->ok = 1;
             return 0;
@@ -154,7 +167,8 @@ static int run_once(int fd, const char *addr, char **argv, int argc, int64_t tim
     struct exec_outcome res = {CLI_EXIT_FAIL, 0};
     uint8_t *body = NULL;
     size_t body_len = 0;
-    json_t *hdr = json_pack("{s:s, s:[]}", "op", "exec", "argv"), *list;
+    /* Streamed: output shows as the command writes it, and closing the connection (Ctrl-C) stops it. */
+    json_t *hdr = json_pack("{s:s, s:[], s:b}", "op", "exec", "argv", "stream", 1), *list;
     int64_t deadline = sg_now_ms() + (timeout_ms > 0 ? timeout_ms + REPLY_SLACK_MS : REPLY_WAIT_DEFAULT_MS);
     int rc;
 

@@ -7,6 +7,7 @@
 
 #include "api.h"
 #include "server.h"
+#include "upcall.h"
 #include "sockgate/error.h"
 #include "sockgate/frame.h"
 #include "sockgate/text.h"
@@ -61,14 +62,53 @@ static int make_result(struct request *rq, const json_t *resp, const char *body,
     return SG_OK;
 }
 
+/* A command waiting for its answer on the loop. */
+struct exec_call {
+    struct upcall *call;
+    const struct upcall_result *res; /* set when the exchange ended */
+};
+
+static void exec_free(struct request *rq, int is_complete)
+{
+    struct exec_call *ec = rq->state;
+    (void)is_complete;
+    upcall_free(ec->call); /* still running when the client left: the exec service sees the hang-up */
+    free(ec);
+    rq->state = NULL;
+}
+
+static void exec_done(struct upcall *c, const struct upcall_result *res, void *arg)
+{
+    struct request *rq = arg;
+    struct exec_call *ec = rq->state;
+    (void)c;
+    ec->res = res;
+    request_wake(rq);
+}
+
+/* The answer is in: the API's JSON, or the error. */
+static int exec_answer(struct request *rq)
+{
+    struct exec_call *ec = rq->state;
+    const struct upcall_result *res = ec->res;
+    json_t *out = NULL;
+    int rc;
+    if (res->rc != SG_OK)
+        return request_fail(rq, res->rc, "%s", res->err);
+    rc = make_result(rq, res->header, res->body, res->body_len, &out);
+    if (rc == SG_OK)
+        rc = respond_json(rq, 200, out);
+    return rc;
+}
+
 int api_exec(struct request *rq)
 {
     struct upstream *up = &rq->gw->backends[BACKEND_EXEC];
-    json_t *in = NULL, *hdr = NULL, *resp = NULL, *out = NULL;
+    json_t *in = NULL, *hdr = NULL;
     struct exec_request req = {NULL, 0, "", 0};
-    size_t body_len = 0;
+    struct exec_call *ec = NULL;
     int64_t timeout;
-    char *body = NULL, err[512] = "";
+    char err[512] = "";
     int rc = request_json(rq, &in);
 
     if (rc != SG_OK)
@@ -81,24 +121,25 @@ int api_exec(struct request *rq)
     timeout = req.timeout_ms ? req.timeout_ms : (int64_t)rq->gw->cfg.timeout_ms;
     hdr = json_pack("{s:s,s:O,s:I,s:s,s:I}", "op", "exec", "argv", req.argv, "timeout_ms", (json_int_t)timeout, "id",
                     rq->id, "total_size", (json_int_t)req.stdin_len);
-    if (!hdr) {
+    ec = calloc(1, sizeof *ec);
+    if (!hdr || !ec) {
+        free(ec);
         rc = request_fail(rq, SG_ERR_NOMEM, "out of memory");
         goto out;
     }
-    rc = upstream_call(up, hdr, req.stdin_text, req.stdin_len, &resp, &body, &body_len, EXEC_MAX_OUTPUT,
-                       sg_now_ms() + timeout + EXEC_DEADLINE_MARGIN_MS, err, sizeof err);
+    rq->state = ec;
+    rq->state_free = exec_free;
+    /* Never repeated: a command the service started may have run, whatever happened to the connection. */
+    rc = upcall_frame(up, hdr, req.stdin_text, req.stdin_len, EXEC_MAX_OUTPUT, 0,
+                      sg_now_ms() + timeout + EXEC_DEADLINE_MARGIN_MS, exec_done, rq, &ec->call, err, sizeof err);
     if (rc != SG_OK) {
         request_fail(rq, rc, "%s", err);
         goto out;
     }
-    rc = make_result(rq, resp, body, body_len, &out);
-    if (rc == SG_OK)
-        rc = respond_json(rq, 200, out);
+    request_defer(rq, exec_answer);
 out:
     json_decref(in);
     json_decref(req.argv);
     json_decref(hdr);
-    json_decref(resp);
-    free(body);
     return rc;
 }

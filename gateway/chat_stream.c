@@ -19,6 +19,7 @@
 #include "sockgate/log.h"
 #include "sockgate/net.h"
 #include "sockgate/wake.h"
+#include "worker.h"
 
 /*
  * A chat message header is at most about 6.3 KiB (1024 bytes of text, each
@@ -60,6 +61,7 @@ struct watch {
 struct chat_stream {
     struct chat_stream *prev, *next; /* (lock) the pump's list */
     struct MHD_Connection *conn;
+    struct worker *wk;         /* the loop that owns conn: woken after a resume */
     struct watch up_watch, client_watch;
     int up_fd;                 /* (pump) the subscription; -1 once closed */
     int client_fd;             /* the HTTP client's socket, owned by libmicrohttpd */
@@ -115,6 +117,7 @@ static void wake(struct chat_stream *s)
         return;
     s->is_suspended = 0;
     MHD_resume_connection(s->conn);
+    worker_kick(s->wk); /* libmicrohttpd's external mode wakes no loop by itself */
 }
 
 /* (lock) Removes the client socket from the epoll set, before libmicrohttpd may close and reuse it. */
@@ -509,6 +512,7 @@ static struct chat_stream *stream_new(struct MHD_Connection *conn, int fd, const
     if (!s)
         return NULL;
     s->conn = conn;
+    s->wk = worker_self(); /* created on the loop that owns conn */
     s->up_fd = fd;
     s->client_fd = info->connect_fd;
     s->up_watch = (struct watch){s, WATCH_UPSTREAM};

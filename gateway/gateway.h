@@ -30,9 +30,11 @@ struct gw_config {
     const char *spool_dir;                    /* where multipart and chunked bodies wait */
     uint64_t max_upload;                      /* bytes of one upload (PUT body or multipart total) */
     uint64_t max_json;                        /* bytes of a JSON request body */
-    unsigned threads;                         /* libmicrohttpd worker threads */
+    unsigned threads;                         /* worker threads, each one event loop (worker.c) */
     unsigned max_conns;                       /* client connections served at once */
     unsigned timeout_ms;                      /* deadline of one backend call, or of one I/O step of a stream */
+    unsigned header_timeout_ms;               /* a request head must be in within this (0: no limit) */
+    unsigned body_timeout_ms;                 /* longest silence inside a request body (0: no limit) */
     unsigned grace_ms;                        /* how long SIGTERM waits for requests in flight */
     enum sg_log_format log_format;
     const char *sandbox;                      /* the embedded exec's --sandbox: strict, best-effort or off */

@@ -40,6 +40,7 @@ struct flags {
     const char *listen, *addr[BACKEND__COUNT], *emb_listen[BACKEND__COUNT], *file_root, *allow, *web_root, *token;
     const char *spool_dir, *tls_cert, *tls_key;
     const char *max_upload, *max_json, *threads, *max_conns, *timeout_ms, *grace_ms, *log_format, *print_routes;
+    const char *header_timeout_ms, *body_timeout_ms;
     struct gw_config *cfg;
 };
 
@@ -95,6 +96,7 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
 {
     struct flags f = {.listen = GW_DEFAULT_LISTEN, .max_upload = "16G", .max_json = "1M", .threads = "8",
                       .max_conns = "16384", .timeout_ms = "10000", .grace_ms = "10000", .log_format = "text",
+                      .header_timeout_ms = "20000", .body_timeout_ms = "30000",
                       .cfg = cfg};
     const struct sg_option opts[] = {
         {"listen", "SOCKGATE_LISTEN", "HOST:PORT", "HTTP address (port 0 picks a free one)", &f.listen, NULL, NULL},
@@ -140,12 +142,18 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
         {"max-upload", "SOCKGATE_MAX_UPLOAD", "BYTES", "largest upload (PUT body or multipart total)",
          &f.max_upload, NULL, NULL},
         {"max-json", "SOCKGATE_MAX_JSON", "BYTES", "largest JSON request body", &f.max_json, NULL, NULL},
-        {"threads", "SOCKGATE_THREADS", "N", "HTTP worker threads (each polls its own connections)", &f.threads,
+        {"threads", "SOCKGATE_THREADS", "N", "HTTP worker threads, each an event loop over its own connections", &f.threads,
          NULL, NULL},
         {"max-conns", "SOCKGATE_MAX_CONNS", "N", "client connections served at once (more wait in the backlog)",
          &f.max_conns, NULL, NULL},
         {"timeout-ms", "SOCKGATE_TIMEOUT_MS", "MS", "deadline of a backend call, or of one step of a stream",
          &f.timeout_ms, NULL, NULL},
+        {"header-timeout-ms", "SOCKGATE_HEADER_TIMEOUT_MS", "MS",
+         "a request's whole head must arrive within MS, else the connection is cut (0: no limit)",
+         &f.header_timeout_ms, NULL, NULL},
+        {"body-timeout-ms", "SOCKGATE_BODY_TIMEOUT_MS", "MS",
+         "longest silence within a request body before the connection is cut (0: no limit)", &f.body_timeout_ms,
+         NULL, NULL},
         {"grace-ms", "SOCKGATE_GRACE_MS", "MS", "how long SIGTERM waits for requests in flight", &f.grace_ms, NULL, NULL},
         {"spool-dir", "SOCKGATE_SPOOL_DIR", "DIR", "where multipart and chunked uploads wait (default $TMPDIR)",
          &f.spool_dir, NULL, NULL},
@@ -201,6 +209,12 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
         fprintf(stderr, "sockgate: --sandbox must be strict, best-effort or off, not '%s'\n", cfg->sandbox);
         return 2;
     }
+    if (parse_number("header-timeout-ms", f.header_timeout_ms, 0, 3600000, 0, &v))
+        return 2;
+    cfg->header_timeout_ms = (unsigned)v;
+    if (parse_number("body-timeout-ms", f.body_timeout_ms, 0, 3600000, 0, &v))
+        return 2;
+    cfg->body_timeout_ms = (unsigned)v;
     if (sg_log_format_parse(f.log_format, &cfg->log_format) != SG_OK) {
         fprintf(stderr, "sockgate: --log-format must be text or json, not '%s'\n", f.log_format);
         return 2;

@@ -33,6 +33,7 @@ static struct slot_metrics *slots;
 static size_t n_slots;
 static atomic_long in_flight;
 static atomic_long uploads;
+static atomic_ullong timeouts[METRIC__TIMEOUTS];
 
 int metrics_init(size_t n)
 {
@@ -89,6 +90,11 @@ long metrics_in_flight_now(void)
 void metrics_uploads(int delta)
 {
     atomic_fetch_add_explicit(&uploads, delta, memory_order_relaxed);
+}
+
+void metrics_timeout(enum metric_timeout which)
+{
+    atomic_fetch_add_explicit(&timeouts[which], 1, memory_order_relaxed);
 }
 
 static unsigned long long load(atomic_ullong *v)
@@ -189,6 +195,12 @@ char *metrics_render(struct gateway *gw, size_t *len)
                "# TYPE sockgate_chat_streams_open gauge\n"
                "sockgate_chat_streams_open %ld\n",
             chat_streams_open());
+    fprintf(f, "# HELP sockgate_http_timeouts_total Client connections cut for a request head that took longer than "
+               "--header-timeout-ms (head) or a body silent longer than --body-timeout-ms (body).\n"
+               "# TYPE sockgate_http_timeouts_total counter\n"
+               "sockgate_http_timeouts_total{phase=\"head\"} %llu\n"
+               "sockgate_http_timeouts_total{phase=\"body\"} %llu\n",
+            load(&timeouts[METRIC_HEADER_TIMEOUT]), load(&timeouts[METRIC_BODY_TIMEOUT]));
     if (fclose(f) != 0) {
         free(buf);
         return NULL;

@@ -25,6 +25,12 @@ long metrics_in_flight_now(void);
 /* Adds delta (+1 or -1) to the uploads in flight. */
 void metrics_uploads(int delta);
 
+/* Connections the gateway cut for being too slow. */
+enum metric_timeout { METRIC_HEADER_TIMEOUT, METRIC_BODY_TIMEOUT, METRIC__TIMEOUTS };
+
+/* Counts one connection cut by the request-head deadline or the body-silence deadline. */
+void metrics_timeout(enum metric_timeout which);
+
 /* Renders every metric as Prometheus text into a new malloc'd buffer (*len bytes); NULL when out of memory. */
 char *metrics_render(struct gateway *gw, size_t *len);
 

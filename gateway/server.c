@@ -34,6 +34,7 @@
 #include "sockgate/net.h"
 #include "sockgate/opts.h"
 #include "validate.h"
+#include "worker.h"
 
 /*
  * Per-connection memory of libmicrohttpd: headers and the read buffer that
@@ -51,7 +52,8 @@
 #define API_CSP "default-src 'none'; frame-ancestors 'none'"
 
 struct server {
-    struct MHD_Daemon *daemon;
+    struct worker **workers; /* one event loop each, with its own libmicrohttpd daemon */
+    unsigned n_workers;
     int listen_fd;
 };
 
@@ -493,6 +495,8 @@ static void request_body(struct request *rq, const char *data, size_t len)
         request_fail(rq, rc, "%s", sg_strerror(rc));
 }
 
+static void answer_outcome(struct request *rq, int rc);
+
 /* The last call: the whole body is in. Answers with the first error, or runs the handler. */
 static void request_finish(struct request *rq)
 {
@@ -502,17 +506,55 @@ static void request_finish(struct request *rq)
         return;
     }
     rc = rq->route ? rq->route->finish(rq) : api_static(rq);
-    if (rc != SG_OK && !rq->has_responded)
+    answer_outcome(rq, rc);
+}
+
+/* After a handler step: its error becomes the answer; no answer and nothing pending is a bug, answered as one. */
+static void answer_outcome(struct request *rq, int rc)
+{
+    if (rc != SG_OK && !rq->has_responded) {
+        rq->resume = NULL; /* a handler that failed after deferring must not be resumed into */
         respond_error(rq, rq->err ? rq->err : rc, NULL);
-    else if (!rq->has_responded)
+    } else if (!rq->has_responded && !rq->resume)
         respond_error(rq, SG_ERR_INTERNAL, "the handler gave no answer");
+}
+
+void request_defer(struct request *rq, int (*resume)(struct request *rq))
+{
+    rq->resume = resume;
+    rq->is_woken = 0;
+    worker_suspend(rq->conn);
+}
+
+void request_wake(struct request *rq)
+{
+    if (!rq->resume || rq->is_woken)
+        return;
+    rq->is_woken = 1;
+    worker_resume(rq->conn);
+}
+
+/*
+ * A deferred request is called again once resumed: with its answer ready the
+ * handler queues it now (libmicrohttpd takes an answer only inside this call);
+ * resumed without it (the client left) the connection just closes.
+ */
+static enum MHD_Result answer_deferred(struct request *rq)
+{
+    int (*resume)(struct request *) = rq->resume;
+    if (!rq->is_woken)
+        return MHD_NO;
+    rq->resume = NULL;
+    answer_outcome(rq, resume(rq));
+    if (rq->resume)
+        return MHD_YES; /* deferred again: a next step */
+    return rq->has_responded ? MHD_YES : MHD_NO;
 }
 
 /* The per-connection flags libmicrohttpd's callbacks fill in (NULL before the connection is known). */
 static struct http_conn_flags *conn_flags(struct MHD_Connection *conn)
 {
-    const union MHD_ConnectionInfo *info = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-    return info ? info->socket_context : NULL;
+    return worker_conn_flags(conn);
 }
 
 /*
@@ -549,6 +591,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (!rq)
             return MHD_NO;
         *req_cls = rq;
+        worker_request_started(conn, rq, has_body(rq));
         if (!passes_strict_checks(rq, version))
             return MHD_YES;
         /*
@@ -569,11 +612,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             request_body(rq, upload_data, n);
         return MHD_YES;
     }
+    if (rq->resume)
+        return answer_deferred(rq);
+    if (rq->has_responded)
+        return MHD_YES;
+    worker_request_body_done(conn);
     if (!rq->has_begun)
         request_begin(rq);
     if (!rq->has_responded)
         request_finish(rq);
-    return rq->has_responded ? MHD_YES : MHD_NO;
+    return rq->has_responded || rq->resume ? MHD_YES : MHD_NO;
 }
 
 static void access_log(struct request *rq, unsigned status, int is_complete, int64_t duration_us)
@@ -607,10 +655,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     int64_t duration_us;
     unsigned status;
     (void)cls;
-    (void)conn;
     if (!rq)
         return;
     *req_cls = NULL;
+    worker_request_ended(conn);
     if (rq->state_free)
         rq->state_free(rq, is_complete);
     duration_us = now_us() - rq->start_us;
@@ -637,20 +685,6 @@ static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
     return validate_unescape(s, flags ? &flags->has_bad_escape : NULL);
 }
 
-/* Gives each connection its http_conn_flags when it opens, and frees them when it closes. */
-static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
-                          enum MHD_ConnectionNotificationCode toe)
-{
-    (void)cls;
-    (void)conn;
-    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
-        *socket_context = calloc(1, sizeof(struct http_conn_flags));
-    } else {
-        free(*socket_context);
-        *socket_context = NULL;
-    }
-}
-
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     char msg[512];
@@ -663,23 +697,52 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     sg_warn("libmicrohttpd: %s", msg);
 }
 
+/* Starts one libmicrohttpd daemon in external epoll mode, to be driven by wk's loop. */
+static struct MHD_Daemon *daemon_start(struct gateway *gw, struct worker *wk, int fd, unsigned conn_limit)
+{
+    /*
+     * External epoll mode: no thread of libmicrohttpd's own; the worker's
+     * loop waits on the daemon's epoll descriptor next to its own descriptors
+     * and timers and calls MHD_run. Its edge-triggered registration of client
+     * sockets misses a FIN that rides on a client's last bytes; the worker
+     * watches every client socket for EPOLLRDHUP itself and makes the daemon
+     * see the hang-up (worker.c, docs/internals/gateway.md "Clients that abort
+     * an upload"). No inter-thread channel: the loop runs the daemon after
+     * every round, so a resume from its own thread needs no wake-up, and the
+     * chat's pump thread wakes the loop itself (worker_kick); the channel
+     * would cost an eventfd write and read per deferred request.
+     */
+    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    struct MHD_OptionItem tls_options[4];
+    flags |= tls_daemon_options(tls_options); /* HTTPS when a certificate is configured (tls.c) */
+    return MHD_start_daemon(flags, 0, NULL, NULL, on_request, gw, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+                            MHD_OPTION_LISTEN_SOCKET, fd,
+                            MHD_OPTION_CONNECTION_LIMIT, conn_limit,
+                            MHD_OPTION_CONNECTION_TIMEOUT, CONN_IDLE_TIMEOUT_S,
+                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY_LIMIT,
+                            MHD_OPTION_CONNECTION_MEMORY_INCREMENT, (size_t)CONN_MEMORY_INCREMENT,
+                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, gw,
+                            MHD_OPTION_NOTIFY_CONNECTION, worker_on_connection, wk,
+                            MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
+                            MHD_OPTION_ARRAY, tls_options, MHD_OPTION_END);
+}
+
+/* Stops every worker that runs (each stops its own daemon) and frees s's workers. */
+static void stop_workers(struct server *s)
+{
+    for (unsigned i = 0; i < s->n_workers; i++)
+        worker_stop(s->workers[i]);
+    free(s->workers);
+    s->workers = NULL;
+    s->n_workers = 0;
+}
+
 int server_start(struct gateway *gw, struct server **out, char *err, size_t errlen)
 {
     struct sg_addr addr;
     struct server *s;
+    unsigned n = gw->cfg.threads, conn_limit;
     int fd = -1, rc;
-    /*
-     * poll(), not epoll: libmicrohttpd 0.9.75's epoll loop is edge-triggered
-     * and takes a short read for "drained", so a FIN that comes with a
-     * client's last bytes (its headers, a body piece, chunk framing) raises no
-     * further edge and is never read: the connection sat in CLOSE-WAIT with
-     * its upload until the idle timeout. poll() is level-triggered, so the
-     * pending FIN is read on the next round and the request ends as aborted
-     * at once (docs/internals/gateway.md, "Clients that abort an upload").
-     * Suspend/resume parks the chat's event streams while they have nothing to send (chat_stream.c).
-     */
-    unsigned flags = MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
-    struct MHD_OptionItem tls_options[4];
 
     *out = NULL;
     if (getrandom(&id_prefix, sizeof id_prefix, 0) != (ssize_t)sizeof id_prefix)
@@ -691,37 +754,44 @@ int server_start(struct gateway *gw, struct server **out, char *err, size_t errl
     if (rc != SG_OK)
         return rc;
     session_init(gw);
+    worker_set_timeouts(gw->cfg.header_timeout_ms, gw->cfg.body_timeout_ms);
     s = calloc(1, sizeof *s);
-    if (!s) {
+    if (s)
+        s->workers = calloc(n, sizeof *s->workers);
+    if (!s || !s->workers) {
         close(fd);
+        free(s);
         snprintf(err, errlen, "out of memory");
         return SG_ERR_NOMEM;
     }
     rc = chat_streams_start(err, errlen);
     if (rc != SG_OK) {
         close(fd);
+        free(s->workers);
         free(s);
         return rc;
     }
     s->listen_fd = fd;
-    flags |= tls_daemon_options(tls_options);
-    s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, gw, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-                                 MHD_OPTION_LISTEN_SOCKET, fd,
-                                 MHD_OPTION_THREAD_POOL_SIZE, (unsigned)gw->cfg.threads,
-                                 MHD_OPTION_CONNECTION_LIMIT, gw->cfg.max_conns,
-                                 MHD_OPTION_CONNECTION_TIMEOUT, CONN_IDLE_TIMEOUT_S,
-                                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY_LIMIT,
-                                 MHD_OPTION_CONNECTION_MEMORY_INCREMENT, (size_t)CONN_MEMORY_INCREMENT,
-                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, gw,
-                                 MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL,
-                                 MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
-                                 MHD_OPTION_ARRAY, tls_options, MHD_OPTION_END);
-    if (!s->daemon) {
-        snprintf(err, errlen, "libmicrohttpd could not start on %s", gw->cfg.listen);
-        chat_streams_stop();
-        close(fd);
-        free(s);
-        return SG_ERR_SYS;
+    /* Each daemon takes its share of the connection limit, as libmicrohttpd's own thread pool divides it. */
+    conn_limit = gw->cfg.max_conns / n > 0 ? gw->cfg.max_conns / n : 1;
+    for (unsigned i = 0; i < n; i++) {
+        struct worker *wk = worker_new(err, errlen);
+        struct MHD_Daemon *d = wk ? daemon_start(gw, wk, fd, conn_limit) : NULL;
+        if (wk && !d)
+            snprintf(err, errlen, "libmicrohttpd could not start on %s", gw->cfg.listen);
+        if (!d || worker_run(wk, d, err, errlen) != SG_OK) {
+            if (d) {
+                MHD_quiesce_daemon(d); /* the listener is shared: stopping must not close it */
+                MHD_stop_daemon(d);
+            }
+            worker_free(wk);
+            stop_workers(s);
+            chat_streams_stop();
+            close(fd);
+            free(s);
+            return SG_ERR_SYS;
+        }
+        s->workers[s->n_workers++] = wk;
     }
     *out = s;
     return SG_OK;
@@ -729,8 +799,7 @@ int server_start(struct gateway *gw, struct server **out, char *err, size_t errl
 
 int server_listen_fd(struct server *s)
 {
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_LISTEN_FD);
-    return info ? info->listen_fd : s->listen_fd;
+    return s->listen_fd;
 }
 
 void server_stop(struct server *s, unsigned grace_ms)
@@ -739,15 +808,16 @@ void server_stop(struct server *s, unsigned grace_ms)
     long left;
     if (!s)
         return;
-    MHD_quiesce_daemon(s->daemon); /* no new connections from here on */
+    for (unsigned i = 0; i < s->n_workers; i++)
+        worker_quiesce(s->workers[i]); /* no new connections from here on */
     /* Event streams never finish by themselves: end them now, or they would hold the grace period. */
     chat_streams_close_all();
     while ((left = metrics_in_flight_now()) > 0 && sg_now_ms() < deadline)
         usleep(20 * 1000);
     if (left > 0)
         sg_warn("%ld requests still in flight after the %u ms grace period: closing them", left, grace_ms);
-    MHD_stop_daemon(s->daemon);
+    stop_workers(s);
     chat_streams_stop(); /* only now: libmicrohttpd released every stream's response */
-    close(s->listen_fd); /* only now: a worker may have used it until the daemon stopped */
+    close(s->listen_fd); /* only now: a worker may have used it until its daemon stopped */
     free(s);
 }

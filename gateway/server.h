@@ -15,8 +15,8 @@ struct route;
 
 /*
  * One HTTP request, from its headers to the completion callback. It lives in
- * libmicrohttpd's *req_cls, is touched only by the worker thread that owns the
- * connection, and is freed when the request completes (or the client goes).
+ * libmicrohttpd's *req_cls, is touched only by the worker thread whose loop
+ * owns the connection, and is freed when the request completes (or the client goes).
  */
 struct request {
     struct gateway *gw;
@@ -40,6 +40,8 @@ struct request {
     const char *cors_origin;   /* the request's Origin when it is allowed (borrowed from the config) */
     char *body;                /* a JSON body, bounded by max_json */
     size_t body_len, body_cap;
+    int (*resume)(struct request *rq); /* set while the request waits on the loop (request_defer) */
+    int is_woken;              /* request_wake ran: the deferred answer is ready */
     void *state;               /* the handler's own state, freed by state_free */
     void (*state_free)(struct request *rq, int is_complete);
 };
@@ -48,8 +50,9 @@ struct request {
 struct server;
 
 /*
- * Binds gw->cfg.listen and starts libmicrohttpd's worker threads (poll, a
- * thread pool). Returns SG_OK and *out, or writes why into err.
+ * Binds gw->cfg.listen and starts gw->cfg.threads workers, each an event
+ * loop with its own libmicrohttpd daemon on the shared listener (worker.c).
+ * Returns SG_OK and *out, or writes why into err.
  */
 int server_start(struct gateway *gw, struct server **out, char *err, size_t errlen);
 
@@ -61,6 +64,19 @@ int server_listen_fd(struct server *s);
  * flight, then stops the worker threads and frees s.
  */
 void server_stop(struct server *s, unsigned grace_ms);
+
+/*
+ * Called by a handler that started a backend operation on the worker's loop
+ * instead of answering: suspends the connection. When the operation is done
+ * the handler calls request_wake, and then resume(rq) runs (on the same
+ * thread, inside libmicrohttpd's call) and answers like a finish handler, or
+ * defers again. If the client leaves first, resume never runs; state_free
+ * (with is_complete 0) must then cancel the operation.
+ */
+void request_defer(struct request *rq, int (*resume)(struct request *rq));
+
+/* Marks a deferred request's answer ready and resumes its connection (worker thread only). */
+void request_wake(struct request *rq);
 
 /* Records the request's first failure (later ones are dropped) and returns err. */
 int request_fail(struct request *rq, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

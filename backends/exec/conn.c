@@ -167,6 +167,12 @@ static enum req_status parse_framed(struct exec_conn *c, struct exec_request *rq
         return REQ_PING;
     if (op && (!json_is_string(op) || strcmp(json_string_value(op), "exec") != 0))
         return bad(code, msg, msglen, SG_ERR_INVALID, REQ_BAD, "unknown op: this service runs \"exec\" (and answers \"ping\")");
+    {
+        const json_t *stream = json_object_get(hdr, "stream");
+        if (stream && !json_is_boolean(stream))
+            return bad(code, msg, msglen, SG_ERR_INVALID, REQ_BAD, "stream must be true or false");
+        rq->is_stream = json_is_true(stream);
+    }
     rc = sg_header_int(hdr, "timeout_ms", 1, INT64_MAX, &timeout);
     if (rc == SG_ERR_INVALID)
         return bad(code, msg, msglen, SG_ERR_INVALID, REQ_BAD, "timeout_ms must be a positive integer");
@@ -311,7 +317,8 @@ static int run_request(struct exec_conn *c, const struct exec_allowed *cmd, stru
     memset(&res, 0, sizeof res);
     end = exec_run(c, cmd, rq, &res);
     if (end == EXEC_RUN_DONE && !res.spawn_err) {
-        rc = exec_reply_result(c, rq, &res);
+        /* A streamed run sent its output already: what is left is how it ended. */
+        rc = rq->is_stream ? exec_reply_stream_exit(c, rq, &res) : exec_reply_result(c, rq, &res);
         exec_slot_release(c->srv);
         keep = rc == SG_OK ? 0 : -1;
         exec_log_result(c, cmd, rq, &res);

@@ -72,6 +72,7 @@ struct exec_request {
     int64_t timeout_ms;
     uint64_t body_size;        /* stdin bytes that follow in the frame */
     int framed;                /* 1: a frame whose body (maybe empty) must be read to its end */
+    int is_stream;             /* 1: output goes out in frames as it is read ("stream": true), no cap */
 };
 
 /* A growable output buffer; the cap is shared by stdout and stderr. */

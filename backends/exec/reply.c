@@ -161,6 +161,51 @@ out:
     return rc;
 }
 
+/* Fills exit_code (128 + signal when killed, as a shell reports) and signal from a wait status into hdr. */
+static int set_exit(json_t *hdr, int status)
+{
+    int exit_code = -1;
+    if (status != -1 && WIFEXITED(status)) {
+        exit_code = WEXITSTATUS(status);
+    } else if (status != -1 && WIFSIGNALED(status)) {
+        exit_code = 128 + WTERMSIG(status);
+        if (json_object_set_new(hdr, "signal", json_integer(WTERMSIG(status))) != 0)
+            return SG_ERR_NOMEM;
+    }
+    return json_object_set_new(hdr, "exit_code", json_integer(exit_code)) == 0 ? SG_OK : SG_ERR_NOMEM;
+}
+
+int exec_reply_stream_exit(struct exec_conn *c, const struct exec_request *rq, const struct exec_result *res)
+{
+    json_t *hdr = json_pack("{s:s, s:b, s:I}", "event", "exit", "timed_out", res->timed_out, "duration_ms",
+                            (json_int_t)res->duration_ms);
+    uint8_t *head = NULL;
+    size_t head_len = 0;
+    struct iovec iov[1];
+    int rc = SG_ERR_NOMEM;
+    if (!hdr || set_exit(hdr, res->status) != SG_OK || (rq->id && json_object_set(hdr, "id", rq->id) != 0))
+        goto out;
+    rc = sg_frame_encode_header(hdr, 0, &head, &head_len);
+    if (rc != SG_OK)
+        goto out;
+    iov[0] = (struct iovec){.iov_base = head, .iov_len = head_len};
+    rc = send_iov(c, iov, 1);
+out:
+    free(head);
+    json_decref(hdr);
+    return rc;
+}
+
+int exec_stream_header(const json_t *id, const char *event, size_t body_len, uint8_t **out, size_t *out_len)
+{
+    json_t *hdr = json_pack("{s:s, s:I}", "event", event, "total_size", (json_int_t)body_len);
+    int rc = SG_ERR_NOMEM;
+    if (hdr && (!id || json_object_set(hdr, "id", (json_t *)id) == 0))
+        rc = sg_frame_encode_header(hdr, 0, out, out_len);
+    json_decref(hdr);
+    return rc;
+}
+
 int exec_reply_ping(struct exec_conn *c, const json_t *id)
 {
     json_t *hdr = json_pack("{s:s}", "service", "exec");

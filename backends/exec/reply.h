@@ -24,6 +24,18 @@ int exec_reply_result(struct exec_conn *c, const struct exec_request *rq, const 
  */
 int exec_reply_error(struct exec_conn *c, const json_t *id, int err, const char *message, int exit_code);
 
+/*
+ * The last frame of a streamed run: {"id", "event": "exit", "exit_code",
+ * "signal" (when killed), "timed_out", "duration_ms"} without a body.
+ */
+int exec_reply_stream_exit(struct exec_conn *c, const struct exec_request *rq, const struct exec_result *res);
+
+/*
+ * Encodes the header of a streamed frame {"id", "event": event, "total_size":
+ * body_len} into a new buffer (*out, *out_len; the caller frees it).
+ */
+int exec_stream_header(const json_t *id, const char *event, size_t body_len, uint8_t **out, size_t *out_len);
+
 /* Answers a framed "ping" with {"id", "service": "exec"}: proof that this is the exec service (the gateway's /readyz). */
 int exec_reply_ping(struct exec_conn *c, const json_t *id);
 

@@ -58,9 +58,9 @@ def _parse_wrk(out):
     return float(rate.group(1)), int(total.group(1)) if total else None
 
 
-def _wrk(ctx, fid, side, url, pids, lua=None):
+def _wrk(ctx, fid, side, url, pids, lua=None, conns=64):
     d = ctx.cfg.wrk_seconds
-    argv = ["wrk", "-t2", "-c64", "-d%ds" % d, "--timeout", "5s"]
+    argv = ["wrk", "-t2", "-c%d" % conns, "-d%ds" % d, "--timeout", "5s"]
     if lua:
         argv += ["-s", lua]
     argv.append(url)
@@ -95,6 +95,32 @@ def rest_sg(ctx):
     gw = ctx.state["rest_gw"]
     lua = os.path.join(ctx.bench_dir, "wrk", "echo.lua")
     return _wrk(ctx, "rest_echo", "sg", "http://127.0.0.1:%d/api/v1/echo" % gw.port, [gw.pid], lua)
+
+
+def rest_proxy_peer(ctx):
+    # The same POST as the gateway's, through nginx's proxy_pass to a keep-alive upstream (one hop each).
+    ng = ctx.servers["nginx"]
+    lua = os.path.join(ctx.bench_dir, "wrk", "echo.lua")
+    return _wrk(ctx, "rest_echo_proxy", "peer", "http://127.0.0.1:%d/proxy" % ng.port, peers.nginx_workers(ctx), lua)
+
+
+def rest_proxy_sg(ctx):
+    gw = ctx.state["rest_gw"]
+    lua = os.path.join(ctx.bench_dir, "wrk", "echo.lua")
+    return _wrk(ctx, "rest_echo_proxy", "sg", "http://127.0.0.1:%d/api/v1/echo" % gw.port, [gw.pid], lua)
+
+
+def rest_1000_sg(ctx):
+    gw = ctx.state["rest_gw"]
+    lua = os.path.join(ctx.bench_dir, "wrk", "echo.lua")
+    return _wrk(ctx, "rest_echo_1000", "sg", "http://127.0.0.1:%d/api/v1/echo" % gw.port, [gw.pid], lua, 1000)
+
+
+def rest_64_sg(ctx):
+    # The "peer" of the 1,000-connection row is the gateway itself at 64 connections, in the same round.
+    gw = ctx.state["rest_gw"]
+    lua = os.path.join(ctx.bench_dir, "wrk", "echo.lua")
+    return _wrk(ctx, "rest_echo_1000", "peer", "http://127.0.0.1:%d/api/v1/echo" % gw.port, [gw.pid], lua)
 
 
 def rest_floor_sg(ctx):
@@ -207,6 +233,13 @@ GROUPS = [
         Figure("rest_echo", "REST echo req/s, wrk 64 keep-alive conns", "req/s",
                "POST /api/v1/echo (gateway)", "nginx `return 200`", "ratio", 0.5,
                rest_sg, rest_peer, source="issue 6"),
+        Figure("rest_echo_proxy", "REST echo req/s against nginx proxy_pass, one hop each, wrk 64 keep-alive conns",
+               "req/s", "POST /api/v1/echo (gateway, echo backend)",
+               "nginx `proxy_pass` to a keep-alive upstream answering `return 200`", "ratio", 1.0,
+               rest_proxy_sg, rest_proxy_peer, source="issue 15"),
+        Figure("rest_echo_1000", "REST echo at 1,000 keep-alive conns against 64, wrk", "req/s",
+               "POST /api/v1/echo, 1,000 conns", "the same at 64 conns", "ratio", 0.9,
+               rest_1000_sg, rest_64_sg, source="issue 15"),
         Figure("rest_floor", "gateway floor: a static answer, no backend, wrk 64 conns", "req/s",
                "GET /favicon.svg (gateway, from memory)", "nginx `return 200`", "shown", None,
                rest_floor_sg, rest_floor_peer),

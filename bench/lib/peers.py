@@ -36,6 +36,7 @@ def ensure_nginx(ctx, name="nginx", conns=1024):
         "@RUN@": ctx.run_dir,
         "@FILES@": ctx.files_dir,
         "@PORT@": str(port),
+        "@UPPORT@": str(free_port()),
     })
     os.makedirs(os.path.join(ctx.files_dir, "nginx"), exist_ok=True)
     os.makedirs(os.path.join(ctx.files_dir, "nginx-body"), exist_ok=True)

@@ -317,10 +317,24 @@ static int is_self_connected(int fd, const struct sg_addr *addr)
     return 0;
 }
 
+int sg_client_socket_setup(int fd, const struct sg_addr *addr, int type)
+{
+    int one = 1;
+    if (type == SOCK_STREAM && addr->ss.ss_family != AF_UNIX)
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* best effort */
+    if (type == SOCK_DGRAM && addr->ss.ss_family == AF_UNIX) {
+        /* A UNIX datagram needs a bound sender to be answered: autobind gives an abstract name of our own. */
+        sa_family_t fam = AF_UNIX;
+        if (bind(fd, (const struct sockaddr *)&fam, sizeof fam) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 int sg_connect(const struct sg_addr *addr, int type, int timeout_ms, int *fd, char *err, size_t errlen)
 {
     char text[SG_ADDR_STRLEN];
-    int s, rc, one = 1, soerr = 0;
+    int s, rc, soerr = 0;
     socklen_t slen = sizeof soerr;
 
     *fd = -1;
@@ -330,15 +344,9 @@ int sg_connect(const struct sg_addr *addr, int type, int timeout_ms, int *fd, ch
         snprintf(err, errlen, "socket: %s", strerror(errno));
         return SG_ERR_SYS;
     }
-    if (type == SOCK_STREAM && addr->ss.ss_family != AF_UNIX)
-        setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* best effort */
-    if (type == SOCK_DGRAM && addr->ss.ss_family == AF_UNIX) {
-        /* A UNIX datagram needs a bound sender to be answered: autobind gives an abstract name of our own. */
-        sa_family_t fam = AF_UNIX;
-        if (bind(s, (const struct sockaddr *)&fam, sizeof fam) < 0) {
-            soerr = errno;
-            goto failed;
-        }
+    if (sg_client_socket_setup(s, addr, type) != 0) {
+        soerr = errno;
+        goto failed;
     }
     if (connect(s, (const struct sockaddr *)&addr->ss, addr->len) == 0)
         goto done;

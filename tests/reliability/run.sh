@@ -3,7 +3,7 @@
 #
 #   tests/reliability/run.sh [--short] [--build DIR] [--asan-build DIR] [SUITE...]
 #
-# Suites: hostile http_diff faults soak slow memcheck (all of them by default, in that order). --short is
+# Suites: hostile http_diff faults soak slow loop memcheck (all of them by default, in that order). --short is
 # the CI version: every suite, smaller and shorter, about four minutes in all on two cores.
 # Every figure line of the run is also written to BUILD/reliability-figures.txt.
 set -u
@@ -24,7 +24,7 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-[ -n "$suites" ] || suites="hostile http_diff faults soak slow memcheck"
+[ -n "$suites" ] || suites="hostile http_diff faults soak slow loop memcheck"
 
 # The load drivers are test programs; build them when the tree was built without them.
 if [ ! -x "$build/tests/sockgate-load" ] || [ ! -x "$build/tests/sockgate-idle" ]; then

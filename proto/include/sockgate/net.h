@@ -74,6 +74,13 @@ uint16_t sg_local_port(int fd);
  */
 int sg_connect(const struct sg_addr *addr, int type, int timeout_ms, int *fd, char *err, size_t errlen);
 
+/*
+ * Prepares a fresh client socket fd of type for addr before its connect:
+ * TCP_NODELAY on TCP streams (best effort), autobind on a UNIX datagram
+ * socket (so the server can answer it). Returns 0, or -1 with errno.
+ */
+int sg_client_socket_setup(int fd, const struct sg_addr *addr, int type);
+
 /* Sets or clears O_NONBLOCK on fd. */
 int sg_set_nonblock(int fd, int on);
 

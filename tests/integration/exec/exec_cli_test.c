@@ -1,7 +1,10 @@
 /* exec_cli_test.c - the clients of sockgate-exec: `sockgate-cli exec` and the tutorial's own Python client. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "xt_util.h"
@@ -139,9 +142,42 @@ static void test_cli_usage(void)
     xt_run_free(&r);
 }
 
+/*
+ * The cli shows output as the command writes it: the first line is read from
+ * its stdout while the remote command still runs; Ctrl-C (SIGINT) then ends
+ * the cli, and the remote command with it.
+ */
+static void test_cli_live_output_and_ctrl_c(void)
+{
+    int out[2];
+    pid_t pid;
+    char line[64] = "";
+    FILE *f;
+    int status;
+    CHECK(pipe(out) == 0);
+    pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        dup2(out[1], 1);
+        close(out[0]);
+        close(out[1]);
+        execl(cli, cli, "exec", server.addr, "sh", "-c", "echo live; sleep 4343", (char *)NULL);
+        _exit(127);
+    }
+    close(out[1]);
+    f = fdopen(out[0], "r");
+    CHECK(f && fgets(line, sizeof line, f) != NULL);
+    CHECK_STR_EQ(line, "live\n");
+    CHECK(xt_find_proc("4343") > 0); /* the line came while the command still runs */
+    CHECK(kill(pid, SIGINT) == 0);
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK(xt_wait_gone("4343", 5000));
+    fclose(f);
+}
+
 int main(void)
 {
-    const char *const args[] = {"--allow", "echo,seq,ls,cat,wc,false", NULL};
+    const char *const args[] = {"--allow", "echo,seq,ls,cat,wc,false,sh", NULL};
     sg_test_bin("sockgate-cli", cli, sizeof cli);
     xt_start(&server, args);
     RUN_TEST(test_tutorial_client_large_output);
@@ -151,6 +187,7 @@ int main(void)
     RUN_TEST(test_cli_stdin);
     RUN_TEST(test_cli_interactive_loop);
     RUN_TEST(test_cli_usage);
+    RUN_TEST(test_cli_live_output_and_ctrl_c);
     CHECK_INT_EQ(xt_zombies_of(server.pid), 0);
     xt_stop(&server);
     return TESTS_DONE();

@@ -443,7 +443,8 @@ static void test_pooled_death_replays_reads_only(void)
     sg_local_addr(d.fd, d.addr, sizeof d.addr);
     CHECK(pthread_create(&d.thread, NULL, dying_main, &d) == 0);
     {
-        const char *args[] = {"--exec", d.addr, "--file", d.addr, "--timeout-ms", "3000", NULL};
+        /* One worker: backend connections are pooled per worker, and the second call must find the first's. */
+        const char *args[] = {"--exec", d.addr, "--file", d.addr, "--timeout-ms", "3000", "--threads", "1", NULL};
         gw_start(&gd, args);
     }
     j = gw_expect_json(&gd, "POST", "/api/v1/exec", gw_json_headers, "{\"argv\": [\"echo\"]}", 200);

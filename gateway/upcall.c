@@ -1,0 +1,722 @@
+/* upcall.c - backend exchanges driven by the worker's loop: non-blocking connect, send, receive, per-worker pools. */
+#include "upcall.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "sockgate/error.h"
+#include "sockgate/frame.h"
+#include "sockgate/log.h"
+#include "reply_check.h"
+#include "worker.h"
+
+/*
+ * Idle connections kept per backend per worker. A call in flight holds a
+ * connection of its own, so under load a worker needs about as many as it has
+ * calls in flight, and a pool smaller than that closes and reopens
+ * connections on every call (at 1,000 clients and 32 a worker, REST echo ran
+ * at a third of its 64-client rate). But idle connections count against the
+ * backend's own --max-conns, shared by every worker and every other client:
+ * echo's is 16,384, exec's 256 (8 workers x 16 leaves it half), chat's 1,024,
+ * file's 128.
+ */
+static const unsigned pool_max[BACKEND__COUNT] = {
+    [BACKEND_ECHO] = 256, [BACKEND_TIME] = 0, [BACKEND_EXEC] = 16, [BACKEND_FILE] = 4, [BACKEND_CHAT] = 32,
+};
+/* A pooled connection unused this long is closed rather than trusted. */
+#define POOL_MAX_IDLE_MS 30000
+/* A connect never waits longer than this, whatever the call's deadline. */
+#define CONNECT_MAX_MS 3000
+/* One read from a backend socket, on the loop's stack. */
+#define READ_CHUNK 16384u
+
+enum kind { KIND_FRAME, KIND_RAW, KIND_DGRAM };
+enum state { ST_CONNECTING, ST_EXCHANGING, ST_DONE };
+
+struct upcall;
+
+/*
+ * One TCP connection to a backend, watched by the worker's epoll set from its
+ * connect to its close (edge-triggered, both directions), so that handing it
+ * from the pool to a call and back costs no epoll_ctl. Its events go to the
+ * call that owns it; while it idles in the pool, any sign of input (EOF, an
+ * error, bytes nobody asked for) marks it dead.
+ */
+struct bconn {
+    struct wk_watch watch;
+    struct worker *wk;
+    struct upcall *owner; /* NULL while pooled */
+    int is_dead;
+    int64_t idle_since;
+    struct bconn *next;
+};
+
+/* This worker's idle connections per backend (the loop's thread only, so no lock). */
+static _Thread_local struct {
+    struct bconn *head;
+    unsigned n;
+} pool[BACKEND__COUNT];
+
+struct upcall {
+    struct upstream *up;
+    struct worker *wk;
+    enum kind kind;
+    enum state state;
+    struct wk_watch watch; /* datagrams: the call's own socket */
+    struct bconn *bc;      /* streams: the connection, from the pool or fresh */
+    struct wk_timer deadline, retry;
+    int64_t deadline_ms, connect_by;
+    int is_watched;
+    int is_reused;      /* the connection came from the pool */
+    int is_replayable;  /* a failure before any answer byte may be retried on a fresh connection */
+    int has_retried;
+    int is_reusable;    /* the exchange ended exactly on a frame boundary */
+    uint8_t *out;       /* the request as sent: frame header and body, or raw bytes */
+    size_t out_len, out_off;
+    size_t piece;       /* raw: how far writing may run ahead of what came back */
+    int retry_ms;       /* datagram: resend interval */
+    uint64_t got;       /* answer bytes received */
+    size_t max_body, body_cap;
+    char req_op[32], req_id[80]; /* framed: what the answer must answer (reply_check) */
+    struct sg_frame_decoder dec;
+    upcall_done_fn done;
+    void *arg;
+    struct upcall_result res;
+};
+
+/* ---- the per-worker pool ---- */
+
+static void on_owned(struct upcall *c, uint32_t events);
+
+static void on_bconn(struct wk_watch *w, uint32_t events)
+{
+    struct bconn *b = (struct bconn *)((char *)w - offsetof(struct bconn, watch));
+    if (b->owner)
+        on_owned(b->owner, events);
+    else if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        b->is_dead = 1;
+}
+
+static void bconn_close(struct bconn *b)
+{
+    worker_unwatch(b->wk, &b->watch);
+    close(b->watch.fd);
+    free(b);
+}
+
+/* Wraps a connected (or connecting) socket and watches it; NULL (fd closed) on failure. */
+static struct bconn *bconn_new(struct worker *wk, int fd)
+{
+    struct bconn *b = calloc(1, sizeof *b);
+    if (b) {
+        b->wk = wk;
+        b->watch.fd = fd;
+        b->watch.ready = on_bconn;
+        if (worker_watch(wk, &b->watch, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET) == 0)
+            return b;
+        free(b);
+    }
+    close(fd);
+    return NULL;
+}
+
+static void pool_put(struct upstream *up, struct bconn *b)
+{
+    b->owner = NULL;
+    if (b->is_dead || pool[up->id].n >= pool_max[up->id]) {
+        bconn_close(b);
+        return;
+    }
+    b->idle_since = sg_now_ms();
+    b->next = pool[up->id].head;
+    pool[up->id].head = b;
+    pool[up->id].n++;
+}
+
+/* Returns a live idle connection of up (no sign of input while idle, not too old), or NULL. */
+static struct bconn *pool_take(struct upstream *up)
+{
+    struct bconn *b;
+    while ((b = pool[up->id].head)) {
+        pool[up->id].head = b->next;
+        pool[up->id].n--;
+        b->next = NULL;
+        if (!b->is_dead && sg_now_ms() - b->idle_since <= POOL_MAX_IDLE_MS)
+            return b;
+        bconn_close(b);
+    }
+    return NULL;
+}
+
+void upcall_pool_drain(void)
+{
+    for (int i = 0; i < BACKEND__COUNT; i++) {
+        struct bconn *b, *next;
+        for (b = pool[i].head; b; b = next) {
+            next = b->next;
+            bconn_close(b);
+        }
+        pool[i].head = NULL;
+        pool[i].n = 0;
+    }
+}
+
+/* ---- connecting ---- */
+
+/* Returns 1 when fd is connected to itself (a loopback port picked as its own source; see sg_connect). */
+static int is_self_connected(int fd)
+{
+    struct sockaddr_storage a, b;
+    socklen_t la = sizeof a, lb = sizeof b;
+    if (getsockname(fd, (struct sockaddr *)&a, &la) != 0 || getpeername(fd, (struct sockaddr *)&b, &lb) != 0)
+        return 0;
+    return la == lb && memcmp(&a, &b, la) == 0;
+}
+
+/* Starts a non-blocking connect to up's address; SG_OK with *fd (connected or in progress), or why in err. */
+static int connect_start(struct upstream *up, int type, int *fd, int *is_pending, char *err, size_t errlen)
+{
+    struct sg_addr addr;
+    char text[SG_ADDR_STRLEN];
+    int s;
+    *fd = -1;
+    *is_pending = 0;
+    upstream_addr(up, &addr, text, sizeof text);
+    s = socket(addr.ss.ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (s < 0) {
+        snprintf(err, errlen, "socket: %s", strerror(errno));
+        return SG_ERR_SYS;
+    }
+    if (sg_client_socket_setup(s, &addr, type) != 0) { /* TCP_NODELAY; a UNIX datagram socket is autobound */
+        snprintf(err, errlen, "socket set-up for %s: %s", text, strerror(errno));
+        close(s);
+        return SG_ERR_SYS;
+    }
+    if (connect(s, (const struct sockaddr *)&addr.ss, addr.len) != 0) {
+        if (errno == EINPROGRESS) {
+            *is_pending = 1;
+            *fd = s;
+            return SG_OK;
+        }
+        snprintf(err, errlen, "connect %s: %s", text, strerror(errno));
+        close(s);
+        return SG_ERR_REFUSED;
+    }
+    if (is_self_connected(s)) {
+        snprintf(err, errlen, "connect %s: %s", text, strerror(ECONNREFUSED));
+        close(s);
+        return SG_ERR_REFUSED;
+    }
+    *fd = s;
+    return SG_OK;
+}
+
+/* ---- ending ---- */
+
+static void detach(struct upcall *c)
+{
+    worker_timer_cancel(c->wk, &c->deadline);
+    worker_timer_cancel(c->wk, &c->retry);
+    if (c->is_watched) { /* the datagram socket; a stream connection stays watched for the pool */
+        worker_unwatch(c->wk, &c->watch);
+        c->is_watched = 0;
+    }
+}
+
+/* Ends the exchange with rc (why in what, counted as a backend failure unless rc is a backend's own error). */
+static void finish(struct upcall *c, int rc, const char *what)
+{
+    if (c->state == ST_DONE)
+        return;
+    c->state = ST_DONE;
+    detach(c);
+    c->res.rc = rc;
+    if (rc != SG_OK && what)
+        snprintf(c->res.err, sizeof c->res.err, "%s backend at %s: %s", backend_name(c->up->id), c->up->name, what);
+    if (rc == SG_ERR_REFUSED || rc == SG_ERR_TIMEOUT)
+        upstream_reresolve(c->up); /* it may have come back elsewhere */
+    c->done(c, &c->res, c->arg);
+}
+
+static void fail(struct upcall *c, int rc, const char *what)
+{
+    upstream_failed(c->up, rc);
+    finish(c, rc, what);
+}
+
+const struct upcall_result *upcall_result(const struct upcall *c)
+{
+    return &c->res;
+}
+
+void upcall_free(struct upcall *c)
+{
+    if (!c)
+        return;
+    detach(c);
+    if (c->bc) {
+        if (c->state == ST_DONE && c->is_reusable)
+            pool_put(c->up, c->bc);
+        else
+            bconn_close(c->bc); /* mid-exchange: the backend sees the hang-up and drops the work */
+        c->bc = NULL;
+    }
+    if (c->watch.fd >= 0)
+        close(c->watch.fd);
+    sg_frame_decoder_free(&c->dec);
+    json_decref(c->res.header);
+    free(c->res.body);
+    free(c->out);
+    free(c);
+}
+
+/* ---- the exchange ---- */
+
+/* Sends what may go now, once, ignoring failures: the edge that reports them is already queued. */
+static void send_eagerly(struct upcall *c)
+{
+    size_t n = c->out_len - c->out_off;
+    ssize_t w;
+    if (c->kind == KIND_RAW && n > c->piece)
+        n = c->piece;
+    w = send(c->bc->watch.fd, c->out + c->out_off, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w > 0)
+        c->out_off += (size_t)w;
+}
+
+/* Puts c on a connection: a pooled one unless fresh_only, else a new connect. SG_OK or why in err. */
+static int attach(struct upcall *c, int fresh_only, char *err, size_t errlen)
+{
+    struct bconn *b = fresh_only ? NULL : pool_take(c->up);
+    int fd = -1, is_pending = 0, rc;
+    c->is_reused = b != NULL;
+    if (!b) {
+        rc = connect_start(c->up, SOCK_STREAM, &fd, &is_pending, err, errlen);
+        if (rc != SG_OK && upstream_reresolve(c->up))
+            rc = connect_start(c->up, SOCK_STREAM, &fd, &is_pending, err, errlen);
+        if (rc != SG_OK)
+            return rc;
+        atomic_fetch_add_explicit(&c->up->n_connects, 1, memory_order_relaxed);
+        b = bconn_new(c->wk, fd);
+        if (!b) {
+            snprintf(err, errlen, "cannot watch a backend connection: %s", strerror(errno));
+            return SG_ERR_SYS;
+        }
+    }
+    b->owner = c;
+    c->bc = b;
+    c->state = is_pending ? ST_CONNECTING : ST_EXCHANGING;
+    c->connect_by = sg_now_ms() + CONNECT_MAX_MS;
+    if (is_pending && c->connect_by < c->deadline_ms)
+        worker_timer_arm(c->wk, &c->deadline, c->connect_by);
+    else
+        worker_timer_arm(c->wk, &c->deadline, c->deadline_ms);
+    /*
+     * A pooled connection is writable now: the request goes at once, and the
+     * answer's edge brings the rest (a fresh one's first edge is EPOLLOUT).
+     */
+    if (c->is_reused)
+        send_eagerly(c);
+    return SG_OK;
+}
+
+/*
+ * The connection broke before the exchange ended. A pooled connection the
+ * backend closed while it sat idle is replaced once when repeating cannot do
+ * anything twice: no answer byte came, and the request never left whole or
+ * only reads.
+ */
+static void broke(struct upcall *c, int rc, const char *what)
+{
+    char err[256];
+    if (c->is_reused && !c->has_retried && c->got == 0 && (c->is_replayable || c->out_off < c->out_len)) {
+        detach(c);
+        bconn_close(c->bc);
+        c->bc = NULL;
+        c->has_retried = 1;
+        c->out_off = 0;
+        if (attach(c, 1, err, sizeof err) == SG_OK)
+            return;
+        fail(c, SG_ERR_REFUSED, err);
+        return;
+    }
+    fail(c, rc, what);
+}
+
+/* Writes what may go now; returns 0, or -1 when c ended. */
+static int pump_out(struct upcall *c)
+{
+    while (c->out_off < c->out_len) {
+        size_t n = c->out_len - c->out_off;
+        ssize_t w;
+        if (c->kind == KIND_RAW && c->out_off - c->got >= c->piece)
+            return 0; /* the backend holds only so much unread reply: read first */
+        if (c->kind == KIND_RAW && n > c->piece - (c->out_off - c->got))
+            n = c->piece - (c->out_off - c->got);
+        w = send(c->bc->watch.fd, c->out + c->out_off, n, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return 0;
+            if (errno == EINTR)
+                continue;
+            broke(c, SG_ERR_CLOSED, strerror(errno));
+            return -1;
+        }
+        c->out_off += (size_t)w;
+    }
+    return 0;
+}
+
+/* Feeds answer bytes to the frame decoder; returns 0, or -1 when c ended. */
+static int take_frame(struct upcall *c, const uint8_t *buf, size_t len)
+{
+    for (;;) { /* until the decoder needs more: an empty body's END comes after its HEADER with no byte between */
+        size_t used = 0, chunk_len = 0;
+        const uint8_t *chunk = NULL;
+        enum sg_frame_event ev = sg_frame_decode(&c->dec, buf, len, &used, &chunk, &chunk_len);
+        buf += used;
+        len -= used;
+        switch (ev) {
+        case SG_FRAME_NEED_MORE:
+            return 0;
+        case SG_FRAME_ERROR:
+            fail(c, SG_ERR_PROTO, sg_frame_decoder_error(&c->dec));
+            return -1;
+        case SG_FRAME_HEADER: {
+            uint64_t size = sg_frame_decoder_body_size(&c->dec);
+            char why[300];
+            c->res.header = json_incref(sg_frame_decoder_header(&c->dec));
+            /* Believed only when it answers this request, with the fields its op promises. */
+            if (reply_check(backend_name(c->up->id), c->req_op[0] ? c->req_op : NULL, c->req_id[0] ? c->req_id : NULL,
+                            c->res.header, size, why, sizeof why) != SG_OK) {
+                fail(c, SG_ERR_PROTO, why);
+                return -1;
+            }
+            if (size > c->max_body) {
+                snprintf(why, sizeof why, "answered with a %llu-byte body, over the gateway's limit of %zu bytes",
+                         (unsigned long long)size, c->max_body);
+                fail(c, SG_ERR_PROTO, why);
+                return -1;
+            }
+            /* Always a buffer, so an empty body is "" rather than NULL. */
+            free(c->res.body);
+            c->res.body = malloc((size_t)size + 1);
+            if (!c->res.body) {
+                finish(c, SG_ERR_NOMEM, "out of memory");
+                return -1;
+            }
+            c->res.body_len = 0;
+            c->body_cap = (size_t)size;
+            break;
+        }
+        case SG_FRAME_BODY:
+            memcpy(c->res.body + c->res.body_len, chunk, chunk_len);
+            c->res.body_len += chunk_len;
+            break;
+        case SG_FRAME_END: {
+            char msg[300];
+            int rc;
+            if (c->res.body)
+                c->res.body[c->res.body_len] = '\0';
+            /* Bytes past the answer were never asked for: the stream is not at a boundary we can trust. */
+            c->is_reusable = len == 0 && c->out_off == c->out_len;
+            rc = upstream_answer_error(c->up, c->res.header, msg, sizeof msg);
+            if (rc != SG_OK)
+                snprintf(c->res.err, sizeof c->res.err, "%s", msg);
+            finish(c, rc, NULL);
+            return -1;
+        }
+        }
+    }
+    return 0;
+}
+
+/* Reads what the backend sent; returns 0, or -1 when c ended. */
+static int pump_in(struct upcall *c)
+{
+    uint8_t buf[READ_CHUNK];
+    for (;;) {
+        uint8_t *dst = buf;
+        size_t cap = sizeof buf;
+        ssize_t n;
+        if (c->kind == KIND_RAW) {
+            dst = (uint8_t *)c->res.body + c->got;
+            cap = c->out_len - c->got;
+            if (cap == 0)
+                return 0;
+        }
+        n = recv(c->bc->watch.fd, dst, cap, 0);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return 0;
+            if (errno == EINTR)
+                continue;
+            broke(c, SG_ERR_CLOSED, strerror(errno));
+            return -1;
+        }
+        if (n == 0) {
+            broke(c, SG_ERR_CLOSED,
+                  c->got == 0 ? "closed the connection without answering" : "closed the connection mid-answer");
+            return -1;
+        }
+        c->got += (uint64_t)n;
+        if (c->kind == KIND_RAW) {
+            if (c->got == c->out_len) {
+                c->res.body[c->got] = '\0';
+                c->res.body_len = c->got;
+                c->is_reusable = 1;
+                finish(c, SG_OK, NULL);
+                return -1;
+            }
+            if (pump_out(c) < 0) /* room again on the backend's side */
+                return -1;
+            continue;
+        }
+        if (take_frame(c, buf, (size_t)n) < 0)
+            return -1;
+    }
+}
+
+static void on_owned(struct upcall *c, uint32_t events)
+{
+    struct wk_watch *w = &c->bc->watch;
+    if (c->state == ST_DONE)
+        return; /* the answer is in; the connection waits for upcall_free */
+    if (c->state == ST_CONNECTING) {
+        int soerr = 0;
+        socklen_t len = sizeof soerr;
+        if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+            return;
+        if (getsockopt(w->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0)
+            soerr = errno;
+        if (!soerr && is_self_connected(w->fd))
+            soerr = ECONNREFUSED;
+        if (soerr) {
+            char why[200];
+            snprintf(why, sizeof why, "connect %s: %s", c->up->addr_text, strerror(soerr));
+            fail(c, SG_ERR_REFUSED, why);
+            return;
+        }
+        c->state = ST_EXCHANGING;
+        worker_timer_arm(c->wk, &c->deadline, c->deadline_ms);
+    }
+    if (pump_out(c) < 0)
+        return;
+    (void)pump_in(c);
+}
+
+static void on_deadline(struct wk_timer *t)
+{
+    struct upcall *c = (struct upcall *)((char *)t - offsetof(struct upcall, deadline));
+    if (c->state == ST_CONNECTING)
+        fail(c, SG_ERR_TIMEOUT, "connect timed out");
+    else
+        fail(c, SG_ERR_TIMEOUT, c->got == 0 ? "no answer before the deadline" : "stalled in the middle of an answer");
+}
+
+/* ---- datagrams ---- */
+
+/* Sends the request datagram; returns 0 or the errno of a failure that ends the call. */
+static int dgram_send(struct upcall *c)
+{
+    if (send(c->watch.fd, c->out, c->out_len, MSG_NOSIGNAL) < 0 && errno != ECONNREFUSED && errno != EAGAIN)
+        return errno;
+    return 0;
+}
+
+static void on_retry(struct wk_timer *t)
+{
+    struct upcall *c = (struct upcall *)((char *)t - offsetof(struct upcall, retry));
+    int e = dgram_send(c); /* the datagram or its reply was lost: send again */
+    if (e) {
+        fail(c, SG_ERR_CLOSED, strerror(e));
+        return;
+    }
+    worker_timer_arm(c->wk, &c->retry, sg_now_ms() + c->retry_ms);
+}
+
+static void on_dgram(struct wk_watch *w, uint32_t events)
+{
+    struct upcall *c = (struct upcall *)((char *)w - offsetof(struct upcall, watch));
+    (void)events;
+    for (;;) {
+        ssize_t n = recv(w->fd, c->res.body, c->body_cap, 0);
+        if (n >= 0) {
+            c->res.body_len = (size_t)n;
+            c->res.body[n] = '\0';
+            finish(c, SG_OK, NULL);
+            return;
+        }
+        if (errno == ECONNREFUSED) {
+            fail(c, SG_ERR_REFUSED, "nothing listens on that port (ICMP port unreachable)");
+            return;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return;
+        if (errno != EINTR) {
+            fail(c, SG_ERR_CLOSED, strerror(errno));
+            return;
+        }
+    }
+}
+
+/* ---- starting ---- */
+
+static struct upcall *upcall_new(struct upstream *up, enum kind kind, int64_t deadline_ms, upcall_done_fn done,
+                                 void *arg, char *err, size_t errlen)
+{
+    struct upcall *c;
+    struct worker *wk = worker_self();
+    if (!wk) {
+        snprintf(err, errlen, "no event loop on this thread");
+        return NULL;
+    }
+    if (!up->is_configured) {
+        snprintf(err, errlen, "the %s backend is not configured: it is not built into this gateway and no address was given",
+                 backend_name(up->id));
+        return NULL;
+    }
+    c = calloc(1, sizeof *c);
+    if (!c) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    c->up = up;
+    c->wk = wk;
+    c->kind = kind;
+    c->deadline_ms = deadline_ms;
+    c->done = done;
+    c->arg = arg;
+    c->watch.fd = -1;
+    c->watch.ready = on_dgram;
+    c->deadline.fire = on_deadline;
+    c->retry.fire = on_retry;
+    sg_frame_decoder_init(&c->dec, 0);
+    return c;
+}
+
+/* Returns the error of a start that failed: counted, and up's name in err. */
+static int start_failed(struct upcall *c, struct upstream *up, int rc, char *err, size_t errlen)
+{
+    char why[256];
+    if (c) {
+        snprintf(why, sizeof why, "%s", err);
+        snprintf(err, errlen, "%s backend at %s: %s", backend_name(up->id), up->name, why);
+        upstream_failed(up, rc);
+        upcall_free(c);
+    }
+    return rc;
+}
+
+int upcall_frame(struct upstream *up, const json_t *header, const void *body, size_t body_len, size_t max_body,
+                 int is_replayable, int64_t deadline_ms, upcall_done_fn done, void *arg, struct upcall **out,
+                 char *err, size_t errlen)
+{
+    struct upcall *c = upcall_new(up, KIND_FRAME, deadline_ms, done, arg, err, errlen);
+    uint8_t *hdr = NULL;
+    size_t hdr_len = 0;
+    int rc;
+    *out = NULL;
+    if (!c)
+        return up->is_configured ? SG_ERR_NOMEM : SG_ERR_REFUSED;
+    rc = sg_frame_encode_header(header, 0, &hdr, &hdr_len);
+    if (rc == SG_OK && !(c->out = malloc(hdr_len + body_len)))
+        rc = SG_ERR_NOMEM;
+    if (rc != SG_OK) {
+        free(hdr);
+        upcall_free(c);
+        snprintf(err, errlen, "%s", sg_strerror(rc));
+        return rc;
+    }
+    {
+        const char *op = json_string_value(json_object_get(header, "op"));
+        const char *id = json_string_value(json_object_get(header, "id"));
+        snprintf(c->req_op, sizeof c->req_op, "%s", op ? op : "");
+        snprintf(c->req_id, sizeof c->req_id, "%s", id ? id : "");
+    }
+    memcpy(c->out, hdr, hdr_len);
+    if (body_len)
+        memcpy(c->out + hdr_len, body, body_len);
+    free(hdr);
+    c->out_len = hdr_len + body_len;
+    c->max_body = max_body;
+    c->is_replayable = is_replayable;
+    rc = attach(c, 0, err, errlen);
+    if (rc != SG_OK)
+        return start_failed(c, up, rc, err, errlen);
+    *out = c;
+    return SG_OK;
+}
+
+int upcall_raw(struct upstream *up, const void *req, size_t len, size_t piece, int64_t deadline_ms,
+               upcall_done_fn done, void *arg, struct upcall **out, char *err, size_t errlen)
+{
+    struct upcall *c = upcall_new(up, KIND_RAW, deadline_ms, done, arg, err, errlen);
+    int rc;
+    *out = NULL;
+    if (!c)
+        return up->is_configured ? SG_ERR_NOMEM : SG_ERR_REFUSED;
+    c->out = malloc(len ? len : 1);
+    c->res.body = malloc(len + 1);
+    if (!c->out || !c->res.body) {
+        upcall_free(c);
+        snprintf(err, errlen, "out of memory");
+        return SG_ERR_NOMEM;
+    }
+    memcpy(c->out, req, len);
+    c->out_len = len;
+    c->piece = piece ? piece : len;
+    c->is_replayable = 1; /* an echo does nothing but answer */
+    rc = attach(c, 0, err, errlen);
+    if (rc != SG_OK)
+        return start_failed(c, up, rc, err, errlen);
+    *out = c;
+    return SG_OK;
+}
+
+int upcall_datagram(struct upstream *up, const void *req, size_t len, size_t cap, int retry_ms,
+                    int64_t deadline_ms, upcall_done_fn done, void *arg, struct upcall **out, char *err,
+                    size_t errlen)
+{
+    struct upcall *c = upcall_new(up, KIND_DGRAM, deadline_ms, done, arg, err, errlen);
+    int rc, is_pending;
+    *out = NULL;
+    if (!c)
+        return up->is_configured ? SG_ERR_NOMEM : SG_ERR_REFUSED;
+    c->out = malloc(len ? len : 1);
+    c->res.body = malloc(cap + 1);
+    if (!c->out || !c->res.body) {
+        upcall_free(c);
+        snprintf(err, errlen, "out of memory");
+        return SG_ERR_NOMEM;
+    }
+    memcpy(c->out, req, len);
+    c->out_len = len;
+    c->body_cap = cap;
+    c->retry_ms = retry_ms;
+    rc = connect_start(up, SOCK_DGRAM, &c->watch.fd, &is_pending, err, errlen);
+    if (rc != SG_OK)
+        return start_failed(c, up, rc, err, errlen);
+    if (worker_watch(c->wk, &c->watch, EPOLLIN | EPOLLET) != 0) {
+        snprintf(err, errlen, "epoll_ctl: %s", strerror(errno));
+        return start_failed(c, up, SG_ERR_SYS, err, errlen);
+    }
+    c->is_watched = 1;
+    c->state = ST_EXCHANGING;
+    worker_timer_arm(c->wk, &c->deadline, deadline_ms);
+    worker_timer_arm(c->wk, &c->retry, sg_now_ms() + retry_ms);
+    rc = dgram_send(c);
+    if (rc != 0) { /* reported now, never through done() */
+        snprintf(err, errlen, "%s", strerror(rc));
+        return start_failed(c, up, SG_ERR_CLOSED, err, errlen);
+    }
+    *out = c;
+    return SG_OK;
+}

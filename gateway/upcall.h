@@ -1,0 +1,62 @@
+/* upcall.h - one backend exchange run by the worker's event loop: non-blocking, pooled per worker, with a deadline. */
+#ifndef SOCKGATE_GATEWAY_UPCALL_H
+#define SOCKGATE_GATEWAY_UPCALL_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "upstream.h"
+
+struct upcall;
+
+/* What an exchange ended with; handed to done(), owned by the upcall until upcall_free. */
+struct upcall_result {
+    int rc;           /* SG_OK, a transport error, or a backend error frame's error */
+    char err[384];    /* why, when rc is not SG_OK */
+    json_t *header;   /* framed: the answer's header (also on a backend error frame) */
+    char *body;       /* framed: the answer's body, NUL-terminated (NULL when empty); raw: the reply */
+    size_t body_len;
+};
+
+/* Runs on the loop's thread when the exchange ended; the upcall stays the caller's until upcall_free. */
+typedef void (*upcall_done_fn)(struct upcall *c, const struct upcall_result *res, void *arg);
+
+/*
+ * Starts one framed round trip on the calling worker's loop: sends header and
+ * body_len bytes of body (copied), reads the answer's header and its body (at
+ * most max_body bytes). A pooled connection that fails before any answer byte
+ * is replaced once by a fresh one when is_replayable (the request only reads)
+ * or when the request never left whole. Returns SG_OK and *out, and done()
+ * runs later, never from inside this call; or an error with why in err.
+ */
+int upcall_frame(struct upstream *up, const json_t *header, const void *body, size_t body_len, size_t max_body,
+                 int is_replayable, int64_t deadline_ms, upcall_done_fn done, void *arg, struct upcall **out,
+                 char *err, size_t errlen);
+
+/*
+ * Starts a raw exchange (the echo protocol): writes len bytes and reads len
+ * bytes back, never more than piece bytes ahead of what came back, so the
+ * backend's bounded output buffer never stalls. Like upcall_frame otherwise.
+ */
+int upcall_raw(struct upstream *up, const void *req, size_t len, size_t piece, int64_t deadline_ms,
+               upcall_done_fn done, void *arg, struct upcall **out, char *err, size_t errlen);
+
+/*
+ * Starts one datagram request (the time protocol): sends req, again every
+ * retry_ms, until a reply of at most cap bytes comes or the deadline passes.
+ */
+int upcall_datagram(struct upstream *up, const void *req, size_t len, size_t cap, int retry_ms,
+                    int64_t deadline_ms, upcall_done_fn done, void *arg, struct upcall **out, char *err,
+                    size_t errlen);
+
+/* Returns c's result (valid once done() ran, until upcall_free). */
+const struct upcall_result *upcall_result(const struct upcall *c);
+
+/* Ends c: cancels it when it is still running (done() never runs), closes or pools its connection, frees it. */
+void upcall_free(struct upcall *c);
+
+/* Closes the calling worker's idle backend connections (when its loop ends). */
+void upcall_pool_drain(void);
+
+#endif
