@@ -168,7 +168,8 @@ static void test_cli_live_output_and_ctrl_c(void)
     f = fdopen(out[0], "r");
     CHECK(f && fgets(line, sizeof line, f) != NULL);
     CHECK_STR_EQ(line, "live\n");
-    CHECK(xt_find_proc("4343") > 0); /* the line came while the command still runs */
+    /* The line came while the command still runs: sh starts its sleep after the echo (bounded wait). */
+    CHECK(xt_wait_proc("4343", 5000) > 0);
     CHECK(kill(pid, SIGINT) == 0);
     CHECK(waitpid(pid, &status, 0) == pid);
     CHECK(xt_wait_gone("4343", 5000));
