@@ -58,6 +58,14 @@ static int probe(struct upstream *up, const char *id, char *err, size_t errlen)
     }
 }
 
+/* What confines the embedded exec's commands: each protection on or off, and the start-up log's summary line. */
+static json_t *sandbox_json(const struct gw_sandbox_report *r)
+{
+    return json_pack("{s:s,s:i,s:b,s:s,s:b,s:b,s:s}", "mode", r->mode, "landlock_abi", r->landlock_abi, "files",
+                     r->files, "network", r->netns ? "none" : r->net_tcp ? "tcp-denied" : "open", "scoped", r->scoped,
+                     "no_new_privs", r->no_new_privs, "summary", r->summary);
+}
+
 int api_readyz(struct request *rq)
 {
     json_t *backends = json_object(), *body;
@@ -87,6 +95,8 @@ int api_readyz(struct request *rq)
                           (json_int_t)((t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000));
         if (state && rc != SG_OK)
             json_object_set_new(state, "error", json_string(err[0] ? err : sg_strerror(rc)));
+        if (state && id == BACKEND_EXEC && rq->gw->exec_sandbox.is_known)
+            json_object_set_new(state, "sandbox", sandbox_json(&rq->gw->exec_sandbox));
         json_object_set_new(backends, backend_name(id), state);
         if (rc != SG_OK)
             is_ready = 0;

@@ -1,9 +1,11 @@
 /* embedded.c - starts the built-in backends on loopback threads, so `sockgate` alone is the whole system. */
 #include "embedded.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "sockgate/error.h"
 #include "sockgate/log.h"
@@ -16,6 +18,7 @@
 #include "time/server.h"
 #endif
 #ifdef SG_HAVE_EXEC
+#include "exec/sandbox.h"
 #include "exec/server.h"
 #endif
 #ifdef SG_HAVE_FILE
@@ -25,27 +28,8 @@
 #include "chat/server.h"
 #endif
 
-/*
- * Where embedded service id listens: --embedded-listen HOST:PORT puts echo on
- * PORT and the others on the next ports in backend order (so tutorial clients
- * can be pointed at fixed ports); with port 0 the kernel picks each one.
- */
-static int embedded_listen_addr(const struct gateway *gw, enum backend_id id, char *buf, size_t len)
-{
-    const char *text = gw->cfg.embedded_listen ? gw->cfg.embedded_listen : "127.0.0.1:0";
-    const char *colon = strrchr(text, ':');
-    unsigned long port;
-    char *end;
-    if (!colon)
-        return SG_ERR_INVALID;
-    port = strtoul(colon + 1, &end, 10);
-    if (*end || port > 65535 || (port != 0 && port + (unsigned long)id > 65535))
-        return SG_ERR_INVALID;
-    /* main() checked the whole address; only the port moves. */
-    if (snprintf(buf, len, "%.*s:%lu", (int)(colon - text), text, port ? port + (unsigned long)id : 0) >= (int)len)
-        return SG_ERR_INVALID;
-    return SG_OK;
-}
+/* The private directory of the embedded backends' UNIX sockets, inside $TMPDIR. */
+#define EMBEDDED_DIR_PREFIX "sockgate-gw-"
 
 int embedded_is_built(enum backend_id id)
 {
@@ -94,22 +78,64 @@ static int split_allow(struct embedded *e, const char *allow)
 }
 #endif
 
+#ifdef SG_HAVE_EXEC
+/*
+ * The embedded exec's sandbox settings: the gateway's flags, and what its
+ * commands must never read unless named: the file backend's root, the
+ * upload spool, the backends' socket directory and the TLS private key
+ * (the token lives only in this process's memory and
+ * environment, which a command cannot read: fresh environment, and Landlock
+ * keeps /proc/PID of the gateway out of reach).
+ */
+static void exec_sandbox_settings(const struct gateway *gw, struct embedded *e, struct exec_sandbox_config *sc)
+{
+    size_t n = 0;
+    exec_sandbox_mode_parse(gw->cfg.sandbox, &sc->mode); /* checked by main */
+    sc->read = gw->cfg.sandbox_read;
+    sc->n_read = gw->cfg.n_sandbox_read;
+    sc->write = gw->cfg.sandbox_write;
+    sc->n_write = gw->cfg.n_sandbox_write;
+#ifdef SG_HAVE_FILE
+    e->protect[n++] = gw->cfg.file_root && *gw->cfg.file_root ? gw->cfg.file_root : FILE_DEFAULT_ROOT;
+#endif
+    if (gw->cfg.spool_dir)
+        e->protect[n++] = gw->cfg.spool_dir;
+    if (e->dir[0])
+        e->protect[n++] = e->dir; /* the backends' sockets */
+    if (gw->cfg.tls_key)
+        e->protect[n++] = gw->cfg.tls_key; /* the HTTPS private key: the one secret the gateway keeps in a file */
+    sc->protect = e->protect;
+    sc->n_protect = n;
+}
+
+/* Copies what the embedded exec's sandbox turned out to be into gw, for /readyz. */
+static void exec_sandbox_report(struct gateway *gw, void *srv)
+{
+    const struct exec_sandbox *sb = exec_server_sandbox(srv);
+    struct gw_sandbox_report *r = &gw->exec_sandbox;
+    r->is_known = 1;
+    snprintf(r->mode, sizeof r->mode, "%s", exec_sandbox_mode_name(sb->mode));
+    r->landlock_abi = sb->abi;
+    r->files = sb->fs;
+    r->netns = sb->netns;
+    r->net_tcp = sb->net_tcp;
+    r->scoped = sb->scoped;
+    r->no_new_privs = sb->no_new_privs;
+    snprintf(r->summary, sizeof r->summary, "%s", sb->summary);
+}
+#endif
+
 /* Creates the server of id with its defaults and the gateway's settings; SG_ERR_NOT_FOUND when not built. */
 static int create(struct gateway *gw, struct embedded *e, enum backend_id id, const struct sg_service_ops **ops,
                   void **srv, char *err, size_t errlen)
 {
-    char listen[SG_ADDR_STRLEN];
-    (void)e;
-    if (embedded_listen_addr(gw, id, listen, sizeof listen) != SG_OK) {
-        snprintf(err, errlen, "--embedded-listen %s leaves no port for it", gw->cfg.embedded_listen);
-        return SG_ERR_INVALID;
-    }
+    (void)gw;
     switch (id) {
 #ifdef SG_HAVE_ECHO
     case BACKEND_ECHO: {
         struct echo_config c;
         echo_config_defaults(&c);
-        c.listen = listen;
+        c.listen = e->listen[id];
         *ops = &echo_service_ops;
         return echo_server_create(&c, srv, err, errlen);
     }
@@ -118,7 +144,7 @@ static int create(struct gateway *gw, struct embedded *e, enum backend_id id, co
     case BACKEND_TIME: {
         struct time_config c;
         time_config_defaults(&c);
-        c.listen = listen;
+        c.listen = e->listen[id];
         *ops = &time_service_ops;
         return time_server_create(&c, srv, err, errlen);
     }
@@ -126,10 +152,11 @@ static int create(struct gateway *gw, struct embedded *e, enum backend_id id, co
 #ifdef SG_HAVE_EXEC
     case BACKEND_EXEC: {
         struct exec_config c;
+        int rc;
         exec_config_defaults(&c);
-        c.listen = listen;
+        c.listen = e->listen[id];
         if (gw->cfg.allow && *gw->cfg.allow) {
-            int rc = split_allow(e, gw->cfg.allow);
+            rc = split_allow(e, gw->cfg.allow);
             if (rc != SG_OK) {
                 snprintf(err, errlen, "out of memory");
                 return rc;
@@ -137,15 +164,19 @@ static int create(struct gateway *gw, struct embedded *e, enum backend_id id, co
             c.allow = e->allow;
             c.allow_count = e->allow_count;
         }
+        exec_sandbox_settings(gw, e, &c.sandbox);
         *ops = &exec_service_ops;
-        return exec_server_create(&c, srv, err, errlen);
+        rc = exec_server_create(&c, srv, err, errlen);
+        if (rc == SG_OK)
+            exec_sandbox_report(gw, *srv);
+        return rc;
     }
 #endif
 #ifdef SG_HAVE_FILE
     case BACKEND_FILE: {
         struct file_config c;
         file_config_defaults(&c);
-        c.listen = listen;
+        c.listen = e->listen[id];
         if (gw->cfg.file_root && *gw->cfg.file_root)
             c.root = gw->cfg.file_root;
         *ops = &file_service_ops;
@@ -156,7 +187,7 @@ static int create(struct gateway *gw, struct embedded *e, enum backend_id id, co
     case BACKEND_CHAT: {
         struct chat_config c;
         chat_config_defaults(&c);
-        c.listen = listen;
+        c.listen = e->listen[id];
         *ops = &chat_service_ops;
         return chat_server_create(&c, srv, err, errlen);
     }
@@ -166,9 +197,52 @@ static int create(struct gateway *gw, struct embedded *e, enum backend_id id, co
     }
 }
 
+/*
+ * Picks where each embedded backend listens: its --BACKEND-listen address
+ * (said loudly: nothing authenticates those ports), else unix:DIR/NAME.sock
+ * in a private directory made on first need. Only this process's user can
+ * enter a 0700 directory, so the backends are out of other local users'
+ * reach, unlike loopback ports, which every local user can connect to.
+ */
+static int choose_addresses(struct gateway *gw, struct embedded *e, char *err, size_t errlen)
+{
+    for (int id = 0; id < BACKEND__COUNT; id++) {
+        if (gw->cfg.backend_addr[id] || !embedded_is_built(id))
+            continue;
+        if (gw->cfg.embedded_listen[id]) {
+            snprintf(e->listen[id], sizeof e->listen[id], "%s", gw->cfg.embedded_listen[id]);
+            sg_warn("the embedded %s backend is open on %s with no authentication: anyone who can reach that address "
+                    "uses it directly, whatever --token says",
+                    backend_name(id), gw->cfg.embedded_listen[id]);
+            continue;
+        }
+        if (!e->dir[0]) {
+            const char *tmp = getenv("TMPDIR");
+            if (!tmp || !*tmp)
+                tmp = "/tmp";
+            if (snprintf(e->dir, sizeof e->dir, "%s/" EMBEDDED_DIR_PREFIX "XXXXXX", tmp) >= (int)sizeof e->dir ||
+                !mkdtemp(e->dir)) {
+                snprintf(err, errlen, "cannot make a private directory in %s: %s", tmp, strerror(errno));
+                e->dir[0] = '\0';
+                return SG_ERR_SYS;
+            }
+        }
+        if (snprintf(e->listen[id], sizeof e->listen[id], SG_UNIX_PREFIX "%s/%s.sock", e->dir, backend_name(id)) >=
+            (int)sizeof e->listen[id] - (int)sizeof SG_UNIX_DGRAM_SUFFIX) {
+            snprintf(err, errlen, "the private directory %s is too long for UNIX socket names", e->dir);
+            return SG_ERR_INVALID;
+        }
+    }
+    return SG_OK;
+}
+
 int embedded_start(struct gateway *gw, struct embedded *e, char *err, size_t errlen)
 {
     memset(e, 0, sizeof *e);
+    if (choose_addresses(gw, e, err, errlen) != SG_OK) {
+        embedded_stop(e);
+        return SG_ERR_SYS;
+    }
     for (int id = 0; id < BACKEND__COUNT; id++) {
         const struct sg_service_ops *ops = NULL;
         char why[256] = "", addr[SG_ADDR_STRLEN];
@@ -212,5 +286,8 @@ void embedded_stop(struct embedded *e)
         sg_service_thread_stop(&e->threads[id]);
     free(e->allow);
     free(e->allow_copy);
+    /* Each service removed its own socket files in destroy; the directory is ours. */
+    if (e->dir[0] && rmdir(e->dir) != 0)
+        sg_warn("could not remove %s: %s", e->dir, strerror(errno));
     memset(e, 0, sizeof *e);
 }

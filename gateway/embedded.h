@@ -5,6 +5,7 @@
 #include <stddef.h>
 
 #include "gateway.h"
+#include "sockgate/net.h"
 #include "sockgate/service.h"
 
 /* The services started in-process, and what their configs borrow. */
@@ -13,6 +14,9 @@ struct embedded {
     char *allow_copy;    /* --allow split in place */
     const char **allow;  /* pointers into allow_copy */
     size_t allow_count;
+    const char *protect[6]; /* paths the exec sandbox keeps from commands (borrowed from the config) */
+    char dir[256];          /* the private directory (0700) of the UNIX sockets; "" when none was made */
+    char listen[BACKEND__COUNT][SG_ADDR_STRLEN]; /* where each embedded backend listens */
 };
 
 /* Returns 1 when this binary has the service of id compiled in. */
@@ -20,8 +24,9 @@ int embedded_is_built(enum backend_id id);
 
 /*
  * For every backend without an address in gw->cfg: starts the built-in
- * service on 127.0.0.1 with a free port (on its own thread) and points
- * gw->backends[id] at it. Backends that are neither given nor built stay
+ * service (on its own thread) on a UNIX socket in a private directory
+ * (mode 0700, removed by embedded_stop), or on the TCP/UDP address of its
+ * --BACKEND-listen flag, and points gw->backends[id] at it. Backends that are neither given nor built stay
  * unconfigured (their routes answer 503). On failure stops what it started.
  */
 int embedded_start(struct gateway *gw, struct embedded *e, char *err, size_t errlen);

@@ -11,13 +11,14 @@
 #define GW_DEFAULT_LISTEN "127.0.0.1:8080"
 #define GW_MAX_CORS_ORIGINS 16
 #define GW_MAX_ALLOW_HOSTS 16
+#define GW_MAX_SANDBOX_DIRS 16
 
 /* Everything the flags and environment set; strings are borrowed from argv or the environment. */
 struct gw_config {
     const char *listen;
     int listen_fd;                            /* bound by main() before anything starts; -1: server_start binds */
-    const char *embedded_listen;              /* HOST:PORT of the first embedded backend (port 0: any free) */
     const char *backend_addr[BACKEND__COUNT]; /* NULL: run that backend embedded */
+    const char *embedded_listen[BACKEND__COUNT]; /* an embedded backend's TCP/UDP address; NULL: a private UNIX socket */
     const char *file_root;                    /* the embedded file backend's directory */
     const char *allow;                        /* the embedded exec backend's allowlist, comma-separated */
     const char *web_root;                     /* serve the page from here instead of the compiled-in copy */
@@ -38,6 +39,24 @@ struct gw_config {
     unsigned body_timeout_ms;                 /* longest silence inside a request body (0: no limit) */
     unsigned grace_ms;                        /* how long SIGTERM waits for requests in flight */
     enum sg_log_format log_format;
+    const char *sandbox;                      /* the embedded exec's --sandbox: strict, best-effort or off */
+    const char *sandbox_read[GW_MAX_SANDBOX_DIRS];  /* extra directories its commands may read */
+    size_t n_sandbox_read;
+    const char *sandbox_write[GW_MAX_SANDBOX_DIRS]; /* extra directories its commands may read and write */
+    size_t n_sandbox_write;
+};
+
+/* What confines the embedded exec backend's commands, for /readyz (is_known 0: exec is remote or not built). */
+struct gw_sandbox_report {
+    int is_known;
+    char mode[16];
+    int landlock_abi;
+    int files;        /* Landlock file rules on */
+    int netns;        /* own network namespace */
+    int net_tcp;      /* Landlock denies TCP */
+    int scoped;       /* Landlock scopes signals and abstract sockets */
+    int no_new_privs;
+    char summary[256];
 };
 
 /* The running gateway: one per process, shared read-only by the worker threads once started. */
@@ -46,6 +65,7 @@ struct gateway {
     struct upstream backends[BACKEND__COUNT];
     unsigned char token_sha256[32]; /* the token is compared by digest, in constant time */
     int has_token;
+    struct gw_sandbox_report exec_sandbox;
 };
 
 #endif

@@ -26,22 +26,26 @@
 #include "sockgate/service.h"
 
 static const char usage[] =
-    "sockgate [--listen HOST:PORT] [--embedded-listen HOST:PORT] [--echo ADDR] [--time ADDR] [--exec ADDR]\n"
-    "                [--file ADDR] [--chat ADDR] [--file-root DIR] [--allow CMD,...] [--web-root DIR]\n"
-    "                [--token TOKEN] [--cors-origin ORIGIN]... [--allow-host NAME]... [--max-upload SIZE]\n"
+    "sockgate [--listen HOST:PORT] [--echo ADDR] [--time ADDR] [--exec ADDR] [--file ADDR] [--chat ADDR]\n"
+    "                [--embedded-listen HOST:PORT]\n"
+    "                [--echo-listen|--time-listen|--exec-listen|--file-listen|--chat-listen HOST:PORT]\n"
+    "                [--file-root DIR] [--allow CMD,...] [--sandbox strict|best-effort|off]\n"
+    "                [--sandbox-read DIR]... [--sandbox-write DIR]... [--web-root DIR] [--token TOKEN]\n"
+    "                [--cors-origin ORIGIN]... [--allow-host NAME]... [--max-upload SIZE]\n"
     "                [--max-json SIZE] [--threads N] [--max-conns N] [--timeout DURATION] [--grace DURATION]\n"
     "                [--header-timeout DURATION] [--body-timeout DURATION] [--spool-dir DIR]\n"
     "                [--tls-cert FILE --tls-key FILE] [--log-format text|json] [--print-routes]";
 static const char about[] =
     "The HTTP/JSON gateway in front of the sockgate backends. Every backend whose address is not\n"
-    "given runs inside this process on a loopback port (--embedded-listen fixes them), so `sockgate`\n"
-    "alone is the whole system. Uploads land in --file-root (default ./files, created when the\n"
-    "first backend starts). All flags are checked and the listener bound before anything starts.";
+    "given runs inside this process, reached over a UNIX socket in a private directory (mode 0700),\n"
+    "so `sockgate` alone is the whole system; --BACKEND-listen (or --embedded-listen for all five)\n"
+    "opens one to the tutorial's clients. Uploads land in --file-root (default ./files, created when\n"
+    "the first backend starts). All flags are checked and the listener bound before anything starts.";
 
 /* The string form of every flag, before it is checked and converted into struct gw_config. */
 struct flags {
-    const char *listen, *embedded_listen, *addr[BACKEND__COUNT], *file_root, *allow, *web_root, *token, *spool_dir;
-    const char *tls_cert, *tls_key;
+    const char *listen, *embedded_listen, *addr[BACKEND__COUNT], *emb_listen[BACKEND__COUNT], *file_root, *allow;
+    const char *web_root, *token, *spool_dir, *tls_cert, *tls_key;
     const char *max_upload, *max_json, *threads, *max_conns, *timeout, *grace, *log_format, *print_routes;
     const char *header_timeout, *body_timeout;
     struct gw_config *cfg;
@@ -70,6 +74,18 @@ static int add_allow_host(const char *value, void *ctx)
 {
     struct gw_config *cfg = ctx;
     return append_copy(cfg->allow_hosts, &cfg->n_allow_hosts, GW_MAX_ALLOW_HOSTS, value);
+}
+
+static int add_sandbox_read(const char *value, void *ctx)
+{
+    struct gw_config *cfg = ctx;
+    return append_copy(cfg->sandbox_read, &cfg->n_sandbox_read, GW_MAX_SANDBOX_DIRS, value);
+}
+
+static int add_sandbox_write(const char *value, void *ctx)
+{
+    struct gw_config *cfg = ctx;
+    return append_copy(cfg->sandbox_write, &cfg->n_sandbox_write, GW_MAX_SANDBOX_DIRS, value);
 }
 
 /* 0 when path is absent or a directory (must_exist: a directory); else prints why and returns -1. */
@@ -102,26 +118,84 @@ static int check_addr_flag(const char *flag, const char *text)
     return -1;
 }
 
+/* The flag that opens embedded backend id to the tutorial's clients ("echo-listen"). */
+static const char *backend_listen_flag(int id)
+{
+    static const char *const names[BACKEND__COUNT] = {"echo-listen", "time-listen", "exec-listen", "file-listen",
+                                                      "chat-listen"};
+    return names[id];
+}
+
+/*
+ * --embedded-listen HOST:PORT: every embedded backend not given its own
+ * --BACKEND-listen opens HOST:PORT+i (i in backend order: echo, time, exec,
+ * file, chat; port 0 lets the kernel pick each). 0, or -1 after saying why.
+ */
+static int expand_embedded_listen(const char *text, struct gw_config *cfg)
+{
+    static char addrs[BACKEND__COUNT][SG_ADDR_STRLEN];
+    const char *colon = strrchr(text, ':');
+    unsigned long port;
+    char *end;
+    if (check_addr_flag("embedded-listen", text) != 0)
+        return -1;
+    port = strtoul(colon + 1, &end, 10);
+    if (port != 0 && port + BACKEND__COUNT - 1 > 65535) {
+        fprintf(stderr, "sockgate: --embedded-listen '%s' leaves no room for five ports\n", text);
+        return -1;
+    }
+    for (int i = 0; i < BACKEND__COUNT; i++) {
+        if (cfg->embedded_listen[i])
+            continue;
+        snprintf(addrs[i], sizeof addrs[i], "%.*s:%lu", (int)(colon - text), text, port ? port + (unsigned long)i : 0);
+        cfg->embedded_listen[i] = addrs[i];
+    }
+    return 0;
+}
+
 /* Parses argv and the environment into cfg; returns 0 to run, 1 to exit 0, 2 to exit 2. */
 static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_routes)
 {
-    struct flags f = {.listen = GW_DEFAULT_LISTEN, .embedded_listen = "127.0.0.1:0", .max_upload = "16G",
+    struct flags f = {.listen = GW_DEFAULT_LISTEN, .max_upload = "16G",
                       .max_json = "1M", .threads = "8", .max_conns = "16384", .timeout = "10s", .grace = "10s",
                       .header_timeout = "20s", .body_timeout = "30s", .log_format = "text", .cfg = cfg};
     const struct sg_option opts[] = {
         {"listen", "SOCKGATE_LISTEN", "HOST:PORT", "HTTP address (port 0 picks a free one)", &f.listen, NULL, NULL},
         {"embedded-listen", "SOCKGATE_EMBEDDED_LISTEN", "HOST:PORT",
-         "where embedded backends listen: with PORT > 0, echo on PORT, time PORT+1, exec PORT+2, file PORT+3, "
-         "chat PORT+4",
+         "open every embedded backend to the tutorial's clients at once: echo on PORT, time PORT+1, exec PORT+2, "
+         "file PORT+3, chat PORT+4 (no authentication; --BACKEND-listen sets one)",
          &f.embedded_listen, NULL, NULL},
-        {"echo", "SOCKGATE_ECHO", "ADDR", "echo backend (TCP); embedded when not given", &f.addr[BACKEND_ECHO], NULL, NULL},
-        {"time", "SOCKGATE_TIME", "ADDR", "time backend (UDP); embedded when not given", &f.addr[BACKEND_TIME], NULL, NULL},
-        {"exec", "SOCKGATE_EXEC", "ADDR", "exec backend (TCP); embedded when not given", &f.addr[BACKEND_EXEC], NULL, NULL},
-        {"file", "SOCKGATE_FILE", "ADDR", "file backend (TCP); embedded when not given", &f.addr[BACKEND_FILE], NULL, NULL},
-        {"chat", "SOCKGATE_CHAT", "ADDR", "chat backend (TCP); embedded when not given", &f.addr[BACKEND_CHAT], NULL, NULL},
+        {"echo", "SOCKGATE_ECHO", "ADDR", "echo backend (TCP HOST:PORT or unix:PATH); embedded when not given", &f.addr[BACKEND_ECHO], NULL, NULL},
+        {"time", "SOCKGATE_TIME", "ADDR", "time backend (UDP HOST:PORT or unix:PATH); embedded when not given", &f.addr[BACKEND_TIME], NULL, NULL},
+        {"exec", "SOCKGATE_EXEC", "ADDR", "exec backend (TCP HOST:PORT or unix:PATH); embedded when not given", &f.addr[BACKEND_EXEC], NULL, NULL},
+        {"file", "SOCKGATE_FILE", "ADDR", "file backend (TCP HOST:PORT or unix:PATH); embedded when not given", &f.addr[BACKEND_FILE], NULL, NULL},
+        {"chat", "SOCKGATE_CHAT", "ADDR", "chat backend (TCP HOST:PORT or unix:PATH); embedded when not given", &f.addr[BACKEND_CHAT], NULL, NULL},
+        {"echo-listen", "SOCKGATE_EMBEDDED_ECHO_LISTEN", "HOST:PORT",
+         "serve the embedded echo backend on this TCP+UDP address, for the tutorial's clients, instead of a private UNIX socket (no authentication)",
+         &f.emb_listen[BACKEND_ECHO], NULL, NULL},
+        {"time-listen", "SOCKGATE_EMBEDDED_TIME_LISTEN", "HOST:PORT",
+         "serve the embedded time backend on this UDP address instead of a private UNIX socket (no authentication)", &f.emb_listen[BACKEND_TIME], NULL,
+         NULL},
+        {"exec-listen", "SOCKGATE_EMBEDDED_EXEC_LISTEN", "HOST:PORT",
+         "serve the embedded exec backend on this TCP address instead of a private UNIX socket (no authentication: runs commands for anyone who connects)",
+         &f.emb_listen[BACKEND_EXEC], NULL, NULL},
+        {"file-listen", "SOCKGATE_EMBEDDED_FILE_LISTEN", "HOST:PORT",
+         "serve the embedded file backend on this TCP address instead of a private UNIX socket (no authentication)", &f.emb_listen[BACKEND_FILE], NULL,
+         NULL},
+        {"chat-listen", "SOCKGATE_EMBEDDED_CHAT_LISTEN", "HOST:PORT",
+         "serve the embedded chat backend on this UDP+TCP address instead of a private UNIX socket (no authentication)", &f.emb_listen[BACKEND_CHAT],
+         NULL, NULL},
         {"file-root", "SOCKGATE_FILE_ROOT", "DIR", "where the embedded file backend keeps uploads (default ./files)",
          &f.file_root, NULL, NULL},
         {"allow", "SOCKGATE_ALLOW", "CMD,...", "commands the embedded exec backend may run", &f.allow, NULL, NULL},
+        {"sandbox", "SOCKGATE_SANDBOX", "strict|best-effort|off",
+         "how the embedded exec backend confines commands (Landlock, own network namespace); strict refuses to "
+         "start without Landlock",
+         &cfg->sandbox, NULL, NULL},
+        {"sandbox-read", "SOCKGATE_SANDBOX_READ", "DIR", "let the embedded exec's commands read DIR (repeatable)",
+         NULL, add_sandbox_read, cfg},
+        {"sandbox-write", "SOCKGATE_SANDBOX_WRITE", "DIR",
+         "let the embedded exec's commands read and write DIR (repeatable)", NULL, add_sandbox_write, cfg},
         {"web-root", "SOCKGATE_WEB_ROOT", "DIR", "serve the page from DIR instead of the built-in copy",
          &f.web_root, NULL, NULL},
         {"token", "SOCKGATE_TOKEN", "TOKEN",
@@ -168,10 +242,18 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
         return rc;
     *print_routes = f.print_routes != NULL;
     cfg->listen = f.listen;
+    if (strncmp(cfg->listen, SG_UNIX_PREFIX, strlen(SG_UNIX_PREFIX)) == 0) {
+        /* Untested there: client addresses in logs and the Host/Origin guards assume TCP peers. */
+        fprintf(stderr, "sockgate: --listen takes HOST:PORT; unix:PATH is for backend addresses only\n");
+        return 2;
+    }
     cfg->listen_fd = -1;
-    cfg->embedded_listen = f.embedded_listen;
-    for (int i = 0; i < BACKEND__COUNT; i++)
+    for (int i = 0; i < BACKEND__COUNT; i++) {
         cfg->backend_addr[i] = f.addr[i] && *f.addr[i] ? f.addr[i] : NULL;
+        cfg->embedded_listen[i] = f.emb_listen[i] && *f.emb_listen[i] ? f.emb_listen[i] : NULL;
+    }
+    if (f.embedded_listen && *f.embedded_listen && expand_embedded_listen(f.embedded_listen, cfg) != 0)
+        return 2;
     cfg->file_root = f.file_root && *f.file_root ? f.file_root : NULL;
     cfg->allow = f.allow;
     cfg->web_root = f.web_root && *f.web_root ? f.web_root : NULL;
@@ -181,8 +263,11 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
     cfg->spool_dir = f.spool_dir && *f.spool_dir ? f.spool_dir : getenv("TMPDIR");
     if (!cfg->spool_dir || !*cfg->spool_dir)
         cfg->spool_dir = "/tmp";
-    if (check_addr_flag("listen", f.listen) || check_addr_flag("embedded-listen", f.embedded_listen))
+    if (check_addr_flag("listen", f.listen))
         return 2;
+    for (int i = 0; i < BACKEND__COUNT; i++)
+        if (f.emb_listen[i] && *f.emb_listen[i] && check_addr_flag(backend_listen_flag(i), f.emb_listen[i]))
+            return 2;
     if (sg_flag_size("sockgate", "max-upload", f.max_upload, 0, UINT64_C(1) << 50, &cfg->max_upload) ||
         sg_flag_size("sockgate", "max-json", f.max_json, 2, 256u << 20, &cfg->max_json))
         return 2;
@@ -200,6 +285,12 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
     if (sg_flag_duration("sockgate", "grace", f.grace, 0, 3600000, 0, &v))
         return 2;
     cfg->grace_ms = (unsigned)v;
+    if (!cfg->sandbox)
+        cfg->sandbox = "best-effort";
+    if (strcmp(cfg->sandbox, "strict") && strcmp(cfg->sandbox, "best-effort") && strcmp(cfg->sandbox, "off")) {
+        fprintf(stderr, "sockgate: --sandbox must be strict, best-effort or off, not '%s'\n", cfg->sandbox);
+        return 2;
+    }
     if (sg_flag_duration("sockgate", "header-timeout", f.header_timeout, 0, 3600000, 0, &v))
         return 2;
     cfg->header_timeout_ms = (unsigned)v;
@@ -403,6 +494,10 @@ out:
         free((char *)gw.cfg.cors_origins[i]);
     for (size_t i = 0; i < gw.cfg.n_allow_hosts; i++)
         free((char *)gw.cfg.allow_hosts[i]);
+    for (size_t i = 0; i < gw.cfg.n_sandbox_read; i++)
+        free((char *)gw.cfg.sandbox_read[i]);
+    for (size_t i = 0; i < gw.cfg.n_sandbox_write; i++)
+        free((char *)gw.cfg.sandbox_write[i]);
     metrics_free();
     tls_free();
     return status;

@@ -185,7 +185,7 @@ static int connect_start(struct upstream *up, int type, int *fd, int *is_pending
 {
     struct sg_addr addr;
     char text[SG_ADDR_STRLEN];
-    int s, one = 1;
+    int s;
     *fd = -1;
     *is_pending = 0;
     upstream_addr(up, &addr, text, sizeof text);
@@ -194,8 +194,11 @@ static int connect_start(struct upstream *up, int type, int *fd, int *is_pending
         snprintf(err, errlen, "socket: %s", strerror(errno));
         return SG_ERR_SYS;
     }
-    if (type == SOCK_STREAM)
-        setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* best effort */
+    if (sg_client_socket_setup(s, &addr, type) != 0) { /* TCP_NODELAY; a UNIX datagram socket is autobound */
+        snprintf(err, errlen, "socket set-up for %s: %s", text, strerror(errno));
+        close(s);
+        return SG_ERR_SYS;
+    }
     if (connect(s, (const struct sockaddr *)&addr.ss, addr.len) != 0) {
         if (errno == EINPROGRESS) {
             *is_pending = 1;

@@ -27,7 +27,7 @@ int main(int argc, char **argv)
     void *srv = NULL;
     int rc;
     const struct sg_option opts[] = {
-        {"listen", "SOCKGATE_CHAT_LISTEN", "HOST:PORT", "UDP (chat clients) and TCP (framed ops) address (port 0: any)",
+        {"listen", "SOCKGATE_CHAT_LISTEN", "HOST:PORT|unix:PATH", "UDP (chat clients) and TCP (framed ops) address (port 0: any); unix:PATH: stream at PATH, datagrams at PATH.dgram",
          &listen, NULL, NULL},
         {"history", "SOCKGATE_CHAT_HISTORY", "N", "messages kept for replay to subscribers (1..100000)", &history, NULL,
          NULL},

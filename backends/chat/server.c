@@ -74,10 +74,8 @@ static void chat_destroy(void *p)
     while (srv->conns)
         conn_close(srv, srv->conns);
     sg_evloop_close(&srv->loop);
-    if (srv->tcp_fd >= 0)
-        close(srv->tcp_fd);
-    if (srv->udp_fd >= 0)
-        close(srv->udp_fd);
+    sg_close_listener(&srv->tcp_fd);
+    sg_close_listener(&srv->udp_fd);
     history_free(&srv->history);
     peers_free(&srv->peers);
     free(srv->scratch);

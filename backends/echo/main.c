@@ -35,7 +35,7 @@ int main(int argc, char **argv)
     void *srv = NULL;
     int rc;
     const struct sg_option opts[] = {
-        {"listen", "SOCKGATE_ECHO_LISTEN", "HOST:PORT", "TCP and UDP address to serve (port 0: any)", &listen, NULL, NULL},
+        {"listen", "SOCKGATE_ECHO_LISTEN", "HOST:PORT|unix:PATH", "TCP and UDP address to serve (port 0: any); unix:PATH: stream at PATH, datagrams at PATH.dgram", &listen, NULL, NULL},
         {"mode", "SOCKGATE_ECHO_MODE", "upper|plain", "upper-case ASCII letters, or echo bytes unchanged", &mode, NULL, NULL},
         {"max-conns", "SOCKGATE_ECHO_MAX_CONNS", "N", "TCP connections served at once; more are closed at once",
          &max_conns, NULL, NULL},

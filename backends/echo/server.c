@@ -65,10 +65,8 @@ static void echo_destroy(void *p)
     while (srv->head)
         echo_conn_close(srv, srv->head);
     sg_evloop_close(&srv->loop);
-    if (srv->tcp_fd >= 0)
-        close(srv->tcp_fd);
-    if (srv->udp_fd >= 0)
-        close(srv->udp_fd);
+    sg_close_listener(&srv->tcp_fd);
+    sg_close_listener(&srv->udp_fd);
     free(srv->scratch);
     free(srv);
 }

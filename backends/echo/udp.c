@@ -33,7 +33,7 @@ void echo_udp_ready(struct echo_server *srv)
         if ((size_t)n > ECHO_SCRATCH)
             continue;
         if (!udp_reply_allowed((struct sockaddr *)&from, srv->port)) {
-            char who[SG_ADDR_STRLEN], line[128];
+            char who[SG_ADDR_STRLEN], line[SG_ADDR_STRLEN + 64];
             sg_addr_format((struct sockaddr *)&from, fromlen, who, sizeof who);
             snprintf(line, sizeof line, "dropped a UDP datagram from %s (reflection guard)", who);
             echo_warn_limited(&srv->warn_udp_drop, sg_now_ms(), line);

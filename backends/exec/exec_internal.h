@@ -44,6 +44,7 @@ struct exec_server {
     unsigned max_conns;
     int64_t idle_timeout_ms;
     struct exec_limits limits;
+    struct exec_sandbox sandbox; /* built once; entered by every child */
     int listen_fd;
     int stop_fd;               /* eventfd: readable forever once stop() was called */
     int slot_fd;               /* eventfd semaphore holding the free command slots */

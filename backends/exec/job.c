@@ -1,16 +1,21 @@
-/* job.c - spawning a command safely and ending it: process groups, pidfd, prlimit, waitpid on one pid. */
+/* job.c - spawning a command confined and ending it: clone+exec, process groups, pidfd, waitpid on one pid. */
 #include "job.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#endif
 
 #include "sockgate/error.h"
 #include "sockgate/log.h"
@@ -60,17 +65,27 @@ static int open_pidfd(pid_t pid)
 #endif
 }
 
+/* Everything the child needs between clone and exec, prepared by the parent; err/stage come back. */
+struct child_args {
+    const char *path;
+    char *const *argv;
+    const struct exec_spawn_env *env;
+    int in_fd, out_fd, err_fd;
+    int err;           /* errno of the step that failed, 0 when the exec happened */
+    const char *stage; /* that step */
+};
+
+/* Bytes of stack the child runs on, carved from the spawning thread's own (it is suspended meanwhile). */
+#define CHILD_STACK_BYTES (32u * 1024u)
+
 /*
- * Applies the limits to the running child. posix_spawn cannot set rlimits,
- * so they land a few microseconds after the exec, while the new program is
- * still in its dynamic loader. The window is accepted on purpose: only
- * allowlisted programs run, the group kill, timeout and output cap hold
- * regardless, and the alternative (an extra helper exec per command)
- * would double the cost of every short command. Best effort per limit.
+ * Puts the limits on the calling process, before it execs: the command never
+ * runs a single instruction without them. Best effort per limit (raw
+ * prlimit64, async-signal-safe).
  */
-static void apply_limits(pid_t pid, const struct exec_limits *lim)
+static void child_limits(const struct exec_limits *lim)
 {
-    struct { int resource; unsigned soft; unsigned extra; } table[] = {
+    const struct { int resource; unsigned soft; unsigned extra; } table[] = {
         {RLIMIT_CPU, lim->cpu_seconds, 1}, /* SIGXCPU first, SIGKILL a second later */
         {RLIMIT_NOFILE, lim->max_files, 0},
         {RLIMIT_NPROC, lim->max_procs, 0},
@@ -81,66 +96,67 @@ static void apply_limits(pid_t pid, const struct exec_limits *lim)
             continue;
         rl.rlim_cur = table[i].soft;
         rl.rlim_max = (rlim_t)table[i].soft + table[i].extra;
-        if (prlimit(pid, table[i].resource, &rl, NULL) != 0)
-            sg_debug("prlimit %d on pid %d: %s", table[i].resource, (int)pid, strerror(errno));
+        syscall(SYS_prlimit64, 0, table[i].resource, &rl, NULL);
     }
 }
 
-/* Sets what the child starts with: own group, no blocked or ignored signals inherited from the server. */
-static int prepare_attr(posix_spawnattr_t *attr)
-{
-    sigset_t none, all;
-    int rc = posix_spawnattr_init(attr);
-    if (rc != 0)
-        return rc;
-    sigemptyset(&none);
-    sigfillset(&all);
-    sigdelset(&all, SIGKILL);
-    sigdelset(&all, SIGSTOP);
-    if ((rc = posix_spawnattr_setpgroup(attr, 0)) != 0 || (rc = posix_spawnattr_setsigmask(attr, &none)) != 0 ||
-        (rc = posix_spawnattr_setsigdefault(attr, &all)) != 0 ||
-        (rc = posix_spawnattr_setflags(attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-                                                 POSIX_SPAWN_SETSIGDEF)) != 0)
-        posix_spawnattr_destroy(attr);
-    return rc;
-}
-
 /*
- * Wires the child's descriptors 0, 1, 2 and its cwd; everything else the
- * server holds is closed. Descriptors opened once (not paths) keep the work
- * done between clone and exec, while the spawning thread waits, small.
+ * The child, on the parent's memory (CLONE_VM) while the parent waits
+ * (CLONE_VFORK): only async-signal-safe calls, no allocation, no locks.
+ * Order matters: the sandbox needs /proc (namespace maps) and the ruleset
+ * descriptor, so it comes before closing descriptors and after fchdir (the
+ * workdir descriptor was opened before the restriction, so entering it is
+ * allowed whatever the rules say); the limits come last.
  */
-static int prepare_actions(posix_spawn_file_actions_t *fa, int in_r, int out_w, int err_w,
-                           const struct exec_spawn_env *env)
+static int child_main(void *p)
 {
-    int rc = posix_spawn_file_actions_init(fa);
-    if (rc != 0)
-        return rc;
-    rc = posix_spawn_file_actions_adddup2(fa, in_r >= 0 ? in_r : env->devnull_fd, STDIN_FILENO);
-    if (rc == 0)
-        rc = posix_spawn_file_actions_adddup2(fa, out_w, STDOUT_FILENO);
-    if (rc == 0)
-        rc = posix_spawn_file_actions_adddup2(fa, err_w, STDERR_FILENO);
-    if (rc == 0)
-        rc = posix_spawn_file_actions_addfchdir_np(fa, env->workdir_fd);
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
+    struct child_args *a = p;
+    const struct exec_spawn_env *env = a->env;
+    struct sigaction dfl;
+    sigset_t none;
+
+    /* Every signal arrives blocked (see spawn); handlers of the server must not run on its memory. */
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            sigaction(sig, &dfl, NULL); /* glibc's own 32 and 33 answer EINVAL: harmless */
+    a->stage = "setpgid";
+    if (setpgid(0, 0) != 0)
+        goto fail;
+    a->stage = "dup2";
+    if (dup2(a->in_fd >= 0 ? a->in_fd : env->devnull_fd, STDIN_FILENO) < 0 || dup2(a->out_fd, STDOUT_FILENO) < 0 ||
+        dup2(a->err_fd, STDERR_FILENO) < 0)
+        goto fail;
+    a->stage = "fchdir";
+    if (fchdir(env->workdir_fd) != 0)
+        goto fail;
+    if (env->sandbox && (a->err = exec_sandbox_enter(env->sandbox, &a->stage)) != 0)
+        goto out;
     /* Our own descriptors are all close-on-exec; this also covers whatever an embedding program leaks. */
-    if (rc == 0)
-        rc = posix_spawn_file_actions_addclosefrom_np(fa, STDERR_FILENO + 1);
-#endif
-    if (rc != 0)
-        posix_spawn_file_actions_destroy(fa);
-    return rc;
+    syscall(SYS_close_range, STDERR_FILENO + 1, ~0u, 0);
+    /* Last: the sandbox opens files under the server's descriptor numbers, which RLIMIT_NOFILE may be below. */
+    child_limits(env->limits);
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    a->stage = "exec";
+    execve(a->path, a->argv, env->envp);
+fail:
+    a->err = errno;
+out:
+    _exit(127);
 }
 
 int exec_job_spawn(struct exec_job *j, const char *path, char *const argv[], const struct exec_spawn_env *env,
                    int with_stdin, char *err, size_t errlen)
 {
     int in_p[2] = {-1, -1}, out_p[2] = {-1, -1}, err_p[2] = {-1, -1};
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t attr;
-    int have_fa = 0, have_attr = 0, rc, result = SG_ERR_SYS;
+    struct child_args a;
+    sigset_t all, old;
+    int result = SG_ERR_SYS;
     pid_t pid;
+    /* The child's stack: part of this thread's (512 KiB, see server.c), unused while clone waits. */
+    _Alignas(16) char stack[CHILD_STACK_BYTES];
 
     memset(j, 0, sizeof *j);
     j->pidfd = j->stdin_fd = j->stdout_fd = j->stderr_fd = -1;
@@ -154,37 +170,53 @@ int exec_job_spawn(struct exec_job *j, const char *path, char *const argv[], con
         snprintf(err, errlen, "cannot set up pipes: %s", strerror(errno));
         goto out;
     }
-    rc = prepare_actions(&fa, in_p[0], out_p[1], err_p[1], env);
-    if (rc == 0) {
-        have_fa = 1;
-        rc = prepare_attr(&attr);
-        have_attr = rc == 0;
-    }
-    if (rc != 0) {
-        snprintf(err, errlen, "cannot prepare the spawn: %s", strerror(rc));
+    memset(&a, 0, sizeof a);
+    a.path = path;
+    a.argv = argv;
+    a.env = env;
+    a.in_fd = in_p[0];
+    a.out_fd = out_p[1];
+    a.err_fd = err_p[1];
+    /*
+     * clone + exec by hand instead of posix_spawn: the sandbox and the limits
+     * must be entered between the two, which posix_spawn has no hook for.
+     * CLONE_VFORK suspends this thread until the exec (or _exit), so the
+     * child may use this thread's memory and report failures in `a`; all
+     * signals stay blocked around it so no handler runs on shared memory.
+     */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    j->started_ms = sg_now_ms();
+    pid = clone(child_main, stack + sizeof stack, CLONE_VM | CLONE_VFORK | SIGCHLD, &a);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+#if defined(__SANITIZE_ADDRESS__)
+    /* The child's instrumented frames poisoned this memory's shadow (shared): later frames here would trip on it. */
+    ASAN_UNPOISON_MEMORY_REGION(stack, sizeof stack);
+#endif
+    if (pid < 0) {
+        snprintf(err, errlen, "cannot start %s: %s", path, strerror(errno));
         goto out;
     }
-    j->started_ms = sg_now_ms();
-    rc = posix_spawn(&pid, path, &fa, &attr, argv, env->envp);
-    if (rc != 0) {
-        /* glibc reports exec failures (a binary removed since start-up, a bad workdir) here. */
-        snprintf(err, errlen, "cannot run %s: %s", path, strerror(rc));
-        result = rc == ENOENT ? SG_ERR_NOT_FOUND : SG_ERR_SYS;
+    if (a.err != 0) {
+        /* It never ran: collect the child (it _exited with 127) and say which step failed. */
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+        if (!strcmp(a.stage, "exec")) {
+            snprintf(err, errlen, "cannot run %s: %s", path, strerror(a.err));
+            result = a.err == ENOENT ? SG_ERR_NOT_FOUND : SG_ERR_SYS;
+        } else {
+            snprintf(err, errlen, "cannot confine %s: %s: %s", path, a.stage, strerror(a.err));
+        }
         goto out;
     }
     j->pid = pid;
     j->pidfd = open_pidfd(pid);
-    apply_limits(pid, env->limits);
     j->stdin_fd = in_p[1];
     j->stdout_fd = out_p[0];
     j->stderr_fd = err_p[0];
     in_p[1] = out_p[0] = err_p[0] = -1;
     result = SG_OK;
 out:
-    if (have_fa)
-        posix_spawn_file_actions_destroy(&fa);
-    if (have_attr)
-        posix_spawnattr_destroy(&attr);
     for (int i = 0; i < 2; i++) {
         exec_job_close_fd(&in_p[i]);
         exec_job_close_fd(&out_p[i]);

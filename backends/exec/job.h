@@ -1,10 +1,12 @@
-/* job.h - one running command: posix_spawn in its own process group, its pipes, its end. */
+/* job.h - one running command: clone+exec confined, in its own process group, its pipes, its end. */
 #ifndef SOCKGATE_EXEC_JOB_H
 #define SOCKGATE_EXEC_JOB_H
 
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+
+#include "sandbox.h"
 
 /* Resource limits put on every command (0 leaves that limit as inherited). */
 struct exec_limits {
@@ -38,14 +40,16 @@ struct exec_spawn_env {
     int workdir_fd;      /* the commands' cwd, entered with fchdir in the child */
     int devnull_fd;      /* /dev/null for commands without a stdin body */
     const struct exec_limits *limits;
+    const struct exec_sandbox *sandbox; /* entered in every child; NULL: none */
 };
 
 /*
  * Starts path with argv (borrowed) in its own process group with env's
  * environment and cwd, stdin from a pipe when with_stdin (else /dev/null),
  * stdout and stderr to pipes, default signal dispositions, an empty signal
- * mask, no other descriptor of the server inherited, and limits applied with
- * prlimit right after the spawn. Returns SG_OK, or SG_ERR_SYS /
+ * mask, no other descriptor of the server inherited, and env's limits and
+ * sandbox entered before the exec (a sandbox step that fails means the
+ * command does not run). Returns SG_OK, or SG_ERR_SYS /
  * SG_ERR_NOT_FOUND with why in err and nothing left behind.
  */
 int exec_job_spawn(struct exec_job *j, const char *path, char *const argv[], const struct exec_spawn_env *env,

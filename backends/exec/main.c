@@ -41,13 +41,14 @@ int main(int argc, char **argv)
     const char *listen = EXEC_DEFAULT_LISTEN, *timeout = "10s", *max_timeout = "60s", *grace = "2s";
     const char *max_output = "16M", *max_input = "16M", *max_procs = "0", *max_conns = "256";
     const char *idle = "5m", *workdir = NULL, *cpu = "60", *files = "256", *nproc = "512";
-    const char *log_format = "text";
+    const char *log_format = "text", *sandbox = "best-effort";
+    struct allow_list sb_read = {.count = 0}, sb_write = {.count = 0}, sb_protect = {.count = 0};
     uint64_t v[11];
     char err[512];
     void *srv = NULL;
     int rc, status = 2;
     const struct sg_option opts[] = {
-        {"listen", "SOCKGATE_EXEC_LISTEN", "HOST:PORT", "TCP address to serve (port 0: any)", &listen, NULL, NULL},
+        {"listen", "SOCKGATE_EXEC_LISTEN", "HOST:PORT|unix:PATH", "TCP address (port 0: any) or UNIX socket to serve", &listen, NULL, NULL},
         {"allow", "SOCKGATE_EXEC_ALLOW", "CMD[,CMD...]",
          "commands that may run: bare names (found in " EXEC_CHILD_PATH ") or absolute paths; repeatable "
          "(default " EXEC_DEFAULT_ALLOW ")",
@@ -78,6 +79,18 @@ int main(int argc, char **argv)
         {"rlimit-nofile", "SOCKGATE_EXEC_RLIMIT_NOFILE", "N", "open files limit of a command (0: inherited)", &files, NULL, NULL},
         {"rlimit-nproc", "SOCKGATE_EXEC_RLIMIT_NPROC", "N",
          "process limit of a command, counted over the server's user (0: inherited)", &nproc, NULL, NULL},
+        {"sandbox", "SOCKGATE_EXEC_SANDBOX", "strict|best-effort|off",
+         "confine commands with Landlock and a private network: best-effort uses what the kernel offers, strict "
+         "refuses to start without Landlock, off runs them unconfined",
+         &sandbox, NULL, NULL},
+        {"sandbox-read", "SOCKGATE_EXEC_SANDBOX_READ", "DIR", "let commands read DIR too (repeatable)", NULL,
+         add_allow, &sb_read},
+        {"sandbox-write", "SOCKGATE_EXEC_SANDBOX_WRITE", "DIR", "let commands read and write DIR too (repeatable)",
+         NULL, add_allow, &sb_write},
+        {"sandbox-protect", "SOCKGATE_EXEC_SANDBOX_PROTECT", "PATH",
+         "never let commands read PATH (a file backend's root, a token file), even inside a granted directory, "
+         "unless a --sandbox-read/--sandbox-write names it exactly (repeatable)",
+         NULL, add_allow, &sb_protect},
         {"log-format", "SOCKGATE_LOG_FORMAT", "text|json", "log line format on stderr", &log_format, NULL, NULL},
         {NULL, NULL, NULL, NULL, NULL, NULL, NULL},
     };
@@ -90,7 +103,9 @@ int main(int argc, char **argv)
                           "[--idle-timeout DURATION]\n"
                           "                     [--workdir DIR] [--rlimit-cpu DURATION] [--rlimit-nofile N] "
                           "[--rlimit-nproc N]\n"
-                          "                     [--log-format text|json]",
+                          "                     [--sandbox strict|best-effort|off] [--sandbox-read DIR]... "
+                          "[--sandbox-write DIR]...\n"
+                          "                     [--sandbox-protect PATH]... [--log-format text|json]",
                           "Runs allowlisted commands for clients of the tutorial's remote command protocol "
                           "(raw command lines or framed requests) without ever starting a shell.",
                           opts, argc, argv, NULL);
@@ -112,6 +127,16 @@ int main(int argc, char **argv)
         sg_flag_count(P, "rlimit-nproc", nproc, 0, 1u << 30, &v[10]))
         goto out;
     exec_config_defaults(&cfg);
+    if (exec_sandbox_mode_parse(sandbox, &cfg.sandbox.mode) != 0) {
+        fprintf(stderr, "sockgate-exec: --sandbox must be strict, best-effort or off, not '%s'\n", sandbox);
+        goto out;
+    }
+    cfg.sandbox.read = sb_read.items;
+    cfg.sandbox.n_read = sb_read.count;
+    cfg.sandbox.write = sb_write.items;
+    cfg.sandbox.n_write = sb_write.count;
+    cfg.sandbox.protect = sb_protect.items;
+    cfg.sandbox.n_protect = sb_protect.count;
     cfg.listen = listen;
     cfg.allow = allow.count ? allow.items : NULL;
     cfg.allow_count = allow.count;
@@ -137,5 +162,11 @@ int main(int argc, char **argv)
 out:
     for (size_t i = 0; i < allow.count; i++)
         free((char *)allow.items[i]);
+    for (size_t i = 0; i < sb_read.count; i++)
+        free((char *)sb_read.items[i]);
+    for (size_t i = 0; i < sb_write.count; i++)
+        free((char *)sb_write.items[i]);
+    for (size_t i = 0; i < sb_protect.count; i++)
+        free((char *)sb_protect.items[i]);
     return status;
 }

@@ -109,6 +109,25 @@ static int setup_policy(struct exec_server *srv, const struct exec_config *cfg, 
     return rc;
 }
 
+/* Builds the sandbox around the workdir, with every allowed program readable and executable. */
+static int setup_sandbox(struct exec_server *srv, const struct exec_config *cfg, char *err, size_t errlen)
+{
+    struct exec_sandbox_config sc = cfg->sandbox;
+    const char **programs = calloc(srv->policy.count + 1, sizeof *programs);
+    int rc;
+    if (!programs) {
+        snprintf(err, errlen, "out of memory");
+        return SG_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < srv->policy.count; i++)
+        programs[i] = srv->policy.items[i].path;
+    sc.programs = programs;
+    sc.n_programs = srv->policy.count;
+    rc = exec_sandbox_init(&srv->sandbox, &sc, srv->workdir, err, errlen);
+    free(programs);
+    return rc;
+}
+
 /* Returns fd moved above 2 (closing the original), fd itself when it already is, or -1. */
 static int fd_above_stdio(int fd)
 {
@@ -156,6 +175,7 @@ int exec_server_create(const struct exec_config *cfg, void **out, char *err, siz
     }
     srv->listen_fd = srv->stop_fd = srv->slot_fd = srv->workdir_lock_fd = -1;
     srv->spawn.workdir_fd = srv->spawn.devnull_fd = -1;
+    srv->sandbox.ruleset_fd = -1;
     pthread_mutex_init(&srv->lock, NULL);
     pthread_cond_init(&srv->idle, NULL);
     srv->timeout_ms = (int64_t)cfg->timeout_ms;
@@ -167,7 +187,8 @@ int exec_server_create(const struct exec_config *cfg, void **out, char *err, siz
     srv->max_conns = cfg->max_conns;
     srv->idle_timeout_ms = (int64_t)cfg->idle_timeout_ms;
     srv->limits = cfg->limits;
-    if ((rc = setup_policy(srv, cfg, err, errlen)) != SG_OK || (rc = setup_workdir(srv, cfg->workdir, err, errlen)) != SG_OK)
+    if ((rc = setup_policy(srv, cfg, err, errlen)) != SG_OK || (rc = setup_workdir(srv, cfg->workdir, err, errlen)) != SG_OK ||
+        (rc = setup_sandbox(srv, cfg, err, errlen)) != SG_OK)
         goto out;
     if (asprintf(&srv->envp[0], "PATH=%s", EXEC_CHILD_PATH) < 0 || asprintf(&srv->envp[1], "LANG=%s", child_lang()) < 0) {
         srv->envp[0] = srv->envp[1] = NULL;
@@ -177,6 +198,7 @@ int exec_server_create(const struct exec_config *cfg, void **out, char *err, siz
     }
     srv->spawn.envp = srv->envp;
     srv->spawn.limits = &srv->limits;
+    srv->spawn.sandbox = &srv->sandbox;
     /* Both are dup2 sources in every child, so they must not sit on 0, 1 or 2 (see job.c). */
     srv->spawn.workdir_fd = fd_above_stdio(open(srv->workdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     srv->spawn.devnull_fd = fd_above_stdio(open("/dev/null", O_RDONLY | O_CLOEXEC));
@@ -204,6 +226,11 @@ out:
     if (rc != SG_OK)
         exec_service_ops.destroy(srv);
     return rc;
+}
+
+const struct exec_sandbox *exec_server_sandbox(void *p)
+{
+    return &((struct exec_server *)p)->sandbox;
 }
 
 const char *exec_server_workdir(void *p)
@@ -308,8 +335,7 @@ static void exec_destroy(void *p)
     struct exec_server *srv = p;
     if (!srv)
         return;
-    if (srv->listen_fd >= 0)
-        close(srv->listen_fd);
+    sg_close_listener(&srv->listen_fd);
     sg_wake_close(&srv->stop_fd);
     if (srv->slot_fd >= 0)
         close(srv->slot_fd);
@@ -322,6 +348,7 @@ static void exec_destroy(void *p)
     /* Unlocked only once removed, so no sweep can race the removal. */
     if (srv->workdir_lock_fd >= 0)
         close(srv->workdir_lock_fd);
+    exec_sandbox_free(&srv->sandbox);
     free(srv->workdir);
     free(srv->envp[0]);
     free(srv->envp[1]);

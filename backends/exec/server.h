@@ -28,13 +28,14 @@ struct exec_config {
     uint64_t idle_timeout_ms;   /* close a connection silent between requests this long; 0: never */
     const char *workdir;        /* cwd of commands; NULL: a private directory removed at destroy */
     struct exec_limits limits;  /* rlimits put on every command */
+    struct exec_sandbox_config sandbox; /* mode, extra grants, protected paths (programs: filled in by create) */
 };
 
 /*
  * Fills cfg with the defaults: 127.0.0.1:9003, the default allowlist, 10 s
  * timeout capped at 60 s, 2 s grace, 16 MiB output and input, two commands
  * per core, 256 connections, 5 min idle, a private workdir, and limits of
- * 60 CPU seconds, 256 open files and 512 processes.
+ * 60 CPU seconds, 256 open files and 512 processes, sandbox best-effort.
  */
 void exec_config_defaults(struct exec_config *cfg);
 
@@ -45,6 +46,9 @@ void exec_config_defaults(struct exec_config *cfg);
  * returns an sg_err value and leaves nothing behind.
  */
 int exec_server_create(const struct exec_config *cfg, void **srv, char *err, size_t errlen);
+
+/* Returns the sandbox commands run in (borrowed; valid until destroy): what /readyz reports. */
+const struct exec_sandbox *exec_server_sandbox(void *srv);
 
 /* Returns the directory commands run in (borrowed; valid until destroy). */
 const char *exec_server_workdir(void *srv);

@@ -20,7 +20,7 @@ int main(int argc, char **argv)
     void *srv = NULL;
     int rc;
     const struct sg_option opts[] = {
-        {"listen", "SOCKGATE_FILE_LISTEN", "HOST:PORT", "TCP address to serve (port 0: any)", &listen, NULL, NULL},
+        {"listen", "SOCKGATE_FILE_LISTEN", "HOST:PORT|unix:PATH", "TCP address (port 0: any) or UNIX socket to serve", &listen, NULL, NULL},
         {"root", "SOCKGATE_FILE_ROOT", "DIR", "directory holding the files; created when missing", &root, NULL, NULL},
         {"max-size", "SOCKGATE_FILE_MAX_SIZE", "SIZE", "largest upload accepted", &max_size, NULL,
          NULL},

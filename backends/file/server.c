@@ -48,8 +48,7 @@ static void file_destroy(void *p)
         srv->conns = c->next;
         free(c);
     }
-    if (srv->listen_fd >= 0)
-        close(srv->listen_fd);
+    sg_close_listener(&srv->listen_fd);
     sg_wake_close(&srv->wake_fd);
     if (srv->has_sessions)
         file_sessions_close(&srv->sessions);

@@ -15,7 +15,7 @@ int main(int argc, char **argv)
     void *srv = NULL;
     int rc;
     const struct sg_option opts[] = {
-        {"listen", "SOCKGATE_TIME_LISTEN", "HOST:PORT", "UDP address to serve (port 0: any)", &listen, NULL, NULL},
+        {"listen", "SOCKGATE_TIME_LISTEN", "HOST:PORT|unix:PATH", "UDP address (port 0: any) or UNIX datagram socket to serve", &listen, NULL, NULL},
         {"utc", "SOCKGATE_TIME_UTC", NULL, "answer in UTC instead of the local time zone (TZ)", &utc, NULL, NULL},
         {"log-format", "SOCKGATE_LOG_FORMAT", "text|json", "log line format on stderr", &log_format, NULL, NULL},
         {NULL, NULL, NULL, NULL, NULL, NULL, NULL},

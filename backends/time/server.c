@@ -51,8 +51,7 @@ static void time_destroy(void *p)
     struct time_server *srv = p;
     if (!srv)
         return;
-    if (srv->fd >= 0)
-        close(srv->fd);
+    sg_close_listener(&srv->fd);
     free(srv);
 }
 
@@ -99,8 +98,7 @@ int time_server_create(const struct time_config *cfg, void **out, char *err, siz
     rc = SG_OK;
 out:
     if (rc != SG_OK) {
-        if (srv->fd >= 0)
-            close(srv->fd);
+        sg_close_listener(&srv->fd);
         free(srv);
     } else {
         *out = srv;

@@ -6,9 +6,13 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -27,6 +31,22 @@ int64_t sg_deadline_after(int64_t timeout_ms)
     return timeout_ms < 0 ? -1 : sg_now_ms() + timeout_ms;
 }
 
+/* "unix:PATH": a path name in the file system (abstract names are refused: no permissions guard them). */
+static int parse_unix(const char *path, struct sg_addr *out, char *err, size_t errlen)
+{
+    struct sockaddr_un *un = (struct sockaddr_un *)(void *)&out->ss;
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof un->sun_path) {
+        snprintf(err, errlen, "bad address 'unix:%s' (expected unix:PATH, 1 to %zu bytes)", path,
+                 sizeof un->sun_path - 1);
+        return SG_ERR_INVALID;
+    }
+    un->sun_family = AF_UNIX;
+    memcpy(un->sun_path, path, n + 1);
+    out->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+    return SG_OK;
+}
+
 int sg_addr_parse(const char *text, struct sg_addr *out, char *err, size_t errlen)
 {
     char host[256];
@@ -41,6 +61,8 @@ int sg_addr_parse(const char *text, struct sg_addr *out, char *err, size_t errle
         snprintf(err, errlen, "empty address (expected HOST:PORT)");
         return SG_ERR_INVALID;
     }
+    if (strncmp(text, SG_UNIX_PREFIX, strlen(SG_UNIX_PREFIX)) == 0)
+        return parse_unix(text + strlen(SG_UNIX_PREFIX), out, err, errlen);
     if (text[0] == '[') {
         const char *close = strchr(text, ']');
         if (!close || close[1] != ':' || (size_t)(close - text - 1) >= sizeof host) {
@@ -86,7 +108,6 @@ int sg_addr_parse(const char *text, struct sg_addr *out, char *err, size_t errle
 void sg_addr_format(const struct sockaddr *sa, socklen_t len, char *buf, size_t buflen)
 {
     char host[INET6_ADDRSTRLEN] = "?";
-    (void)len;
     if (sa->sa_family == AF_INET) {
         const struct sockaddr_in *in = (const void *)sa;
         inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
@@ -95,6 +116,13 @@ void sg_addr_format(const struct sockaddr *sa, socklen_t len, char *buf, size_t 
         const struct sockaddr_in6 *in6 = (const void *)sa;
         inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
         snprintf(buf, buflen, "[%s]:%u", host, ntohs(in6->sin6_port));
+    } else if (sa->sa_family == AF_UNIX) {
+        const struct sockaddr_un *un = (const void *)sa;
+        size_t n = len > offsetof(struct sockaddr_un, sun_path) ? len - offsetof(struct sockaddr_un, sun_path) : 0;
+        if (n == 0 || un->sun_path[0] == '\0')
+            snprintf(buf, buflen, SG_UNIX_PREFIX "(unnamed)"); /* autobound or abstract: no path to print */
+        else
+            snprintf(buf, buflen, SG_UNIX_PREFIX "%.*s", (int)strnlen(un->sun_path, n), un->sun_path);
     } else {
         snprintf(buf, buflen, "unknown");
     }
@@ -117,6 +145,30 @@ static void set_port(struct sg_addr *a, uint16_t port)
         ((struct sockaddr_in6 *)(void *)&a->ss)->sin6_port = htons(port);
 }
 
+/*
+ * A UNIX socket file left by a process that died without unlinking it makes
+ * bind fail with EADDRINUSE. Removed only when it is a socket nobody accepts
+ * on (connect refused); a live one stays, and bind reports "in use".
+ */
+static int unix_remove_stale(const struct sg_addr *addr, int type)
+{
+    const struct sockaddr_un *un = (const void *)&addr->ss;
+    struct stat st;
+    int probe, refused;
+    if (addr->ss.ss_family != AF_UNIX || lstat(un->sun_path, &st) != 0 || !S_ISSOCK(st.st_mode))
+        goto in_use;
+    probe = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
+    if (probe < 0)
+        goto in_use;
+    refused = connect(probe, (const struct sockaddr *)&addr->ss, addr->len) != 0 && errno == ECONNREFUSED;
+    close(probe);
+    if (refused && unlink(un->sun_path) == 0)
+        return 0;
+in_use:
+    errno = EADDRINUSE;
+    return -1;
+}
+
 int sg_listen(const struct sg_addr *addr, int type, int *fd, char *err, size_t errlen)
 {
     int s, one = 1;
@@ -130,10 +182,13 @@ int sg_listen(const struct sg_addr *addr, int type, int *fd, char *err, size_t e
         return SG_ERR_SYS;
     }
     /* best effort: only shortens restarts after TIME_WAIT */
-    setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (addr->ss.ss_family != AF_UNIX)
+        setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (addr->ss.ss_family == AF_INET6)
         setsockopt(s, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-    if (bind(s, (const struct sockaddr *)&addr->ss, addr->len) < 0) {
+    if (bind(s, (const struct sockaddr *)&addr->ss, addr->len) < 0 &&
+        (errno != EADDRINUSE || unix_remove_stale(addr, type) != 0 ||
+         bind(s, (const struct sockaddr *)&addr->ss, addr->len) < 0)) {
         snprintf(err, errlen, "bind %s: %s", text, strerror(errno));
         close(s);
         return SG_ERR_SYS;
@@ -147,6 +202,25 @@ int sg_listen(const struct sg_addr *addr, int type, int *fd, char *err, size_t e
     return SG_OK;
 }
 
+/* The UNIX form of a TCP+UDP pair: the stream socket at PATH, the datagram one at PATH.dgram. */
+static int listen_unix_pair(const struct sg_addr *addr, int *stream_fd, int *dgram_fd, char *err, size_t errlen)
+{
+    struct sg_addr d = *addr;
+    struct sockaddr_un *un = (struct sockaddr_un *)(void *)&d.ss;
+    size_t n = strnlen(un->sun_path, sizeof un->sun_path);
+    int rc;
+    if (n + sizeof SG_UNIX_DGRAM_SUFFIX > sizeof un->sun_path) {
+        snprintf(err, errlen, "unix:%s is too long to add " SG_UNIX_DGRAM_SUFFIX, un->sun_path);
+        return SG_ERR_INVALID;
+    }
+    memcpy(un->sun_path + n, SG_UNIX_DGRAM_SUFFIX, sizeof SG_UNIX_DGRAM_SUFFIX);
+    d.len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + sizeof SG_UNIX_DGRAM_SUFFIX);
+    rc = sg_listen(addr, SOCK_STREAM, stream_fd, err, errlen);
+    if (rc == SG_OK && (rc = sg_listen(&d, SOCK_DGRAM, dgram_fd, err, errlen)) != SG_OK)
+        sg_close_listener(stream_fd);
+    return rc;
+}
+
 int sg_listen_tcp_udp(const struct sg_addr *addr, int *tcp_fd, int *udp_fd, char *err, size_t errlen)
 {
     struct sg_addr a = *addr;
@@ -155,6 +229,8 @@ int sg_listen_tcp_udp(const struct sg_addr *addr, int *tcp_fd, int *udp_fd, char
 
     *tcp_fd = -1;
     *udp_fd = -1;
+    if (addr->ss.ss_family == AF_UNIX)
+        return listen_unix_pair(addr, tcp_fd, udp_fd, err, errlen);
     /* With port 0 the kernel's TCP pick may be taken for UDP: try a few picks. */
     for (int attempt = 0; attempt < (want_any ? 20 : 1); attempt++) {
         int t = -1, u = -1;
@@ -172,6 +248,19 @@ int sg_listen_tcp_udp(const struct sg_addr *addr, int *tcp_fd, int *udp_fd, char
         close(t);
     }
     return rc;
+}
+
+void sg_close_listener(int *fd)
+{
+    struct sockaddr_un un;
+    socklen_t len = sizeof un;
+    if (*fd < 0)
+        return;
+    if (getsockname(*fd, (struct sockaddr *)&un, &len) == 0 && un.sun_family == AF_UNIX &&
+        len > offsetof(struct sockaddr_un, sun_path) && un.sun_path[0] != '\0')
+        unlink(un.sun_path); /* best effort: a stale file is also removed by the next bind */
+    close(*fd);
+    *fd = -1;
 }
 
 void sg_local_addr(int fd, char *buf, size_t buflen)
@@ -228,10 +317,24 @@ static int is_self_connected(int fd, const struct sg_addr *addr)
     return 0;
 }
 
+int sg_client_socket_setup(int fd, const struct sg_addr *addr, int type)
+{
+    int one = 1;
+    if (type == SOCK_STREAM && addr->ss.ss_family != AF_UNIX)
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* best effort */
+    if (type == SOCK_DGRAM && addr->ss.ss_family == AF_UNIX) {
+        /* A UNIX datagram needs a bound sender to be answered: autobind gives an abstract name of our own. */
+        sa_family_t fam = AF_UNIX;
+        if (bind(fd, (const struct sockaddr *)&fam, sizeof fam) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 int sg_connect(const struct sg_addr *addr, int type, int timeout_ms, int *fd, char *err, size_t errlen)
 {
     char text[SG_ADDR_STRLEN];
-    int s, rc, one = 1, soerr = 0;
+    int s, rc, soerr = 0;
     socklen_t slen = sizeof soerr;
 
     *fd = -1;
@@ -241,8 +344,10 @@ int sg_connect(const struct sg_addr *addr, int type, int timeout_ms, int *fd, ch
         snprintf(err, errlen, "socket: %s", strerror(errno));
         return SG_ERR_SYS;
     }
-    if (type == SOCK_STREAM)
-        setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* best effort */
+    if (sg_client_socket_setup(s, addr, type) != 0) {
+        soerr = errno;
+        goto failed;
+    }
     if (connect(s, (const struct sockaddr *)&addr->ss, addr->len) == 0)
         goto done;
     if (errno != EINPROGRESS && errno != EINTR) {

@@ -145,7 +145,8 @@ async function main() {
 
   try {
     const started = await step('gateway starts on a free port', async () => {
-      gw = await startGateway(['--file-root', fileRoot, '--allow', ALLOWED]);
+      // The UDP chat client needs the embedded chat on a port (by default it is a private UNIX socket).
+      gw = await startGateway(['--file-root', fileRoot, '--allow', ALLOWED, '--chat-listen', '127.0.0.1:0']);
     });
     if (!started) return;
 

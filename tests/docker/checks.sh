@@ -202,3 +202,40 @@ only_gateway_published() {
     ports=$("$DOCKER" port "$(cid gateway)")
     [ -n "$ports" ] && ! grep -v '127.0.0.1:' <<<"$ports" | grep -q .
 }
+
+# The exec sandbox (issue 17) is on inside the containers: Docker's default
+# seccomp profile lets Landlock through, so a command reaches nothing outside
+# its workdir and the system's directories.
+sandbox_checks() {
+    local c log
+    c=$(cid exec)
+    log=$("$DOCKER" logs "$c" 2>&1 || true)
+    check "the exec container's log says commands are confined by Landlock" \
+        grep -q "files confined (Landlock)" <<<"$log"
+    log "exec container: $(grep -o 'sandbox best-effort:.*' <<<"$log" | head -n 1)"
+    api POST /api/v1/exec -H 'Content-Type: application/json' --data '{"argv":["ls","/var/lib/sockgate"]}'
+    check "ls of the image's home is refused by the sandbox (got $STATUS, $(json 'j.get("exit_code")'))" \
+        test "$STATUS" = 200 -a "$(json 'j["exit_code"]')" = 2 -a "$(json '"Permission denied" in j["stderr"]')" = True
+    api POST /api/v1/exec -H 'Content-Type: application/json' --data '{"argv":["wc","-c","/proc/1/cmdline"]}'
+    check "wc of another process's /proc entry is refused ($(json 'j.get("stderr", "").strip()'))" \
+        test "$STATUS" = 200 -a "$(json '"Permission denied" in j["stderr"]')" = True
+    api POST /api/v1/exec -H 'Content-Type: application/json' --data '{"argv":["wc","-l","/etc/hostname"]}'
+    check "reading the system's /etc still works (got $STATUS, $(json 'j.get("stdout", "").strip()'))" \
+        test "$STATUS" = 200 -a "$(json 'j["exit_code"]')" = 0
+
+    # The image's default command: the gateway with every backend embedded.
+    local g ready=""
+    g=$("$DOCKER" run -d --rm --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges:true \
+        sockgate:local)
+    for _ in $(seq 1 60); do
+        ready=$("$DOCKER" exec "$g" curl -s --max-time 5 http://127.0.0.1:8080/readyz 2>/dev/null || true)
+        grep -q '"ready":true' <<<"$ready" && break
+        sleep 0.5
+    done
+    printf '%s' "$ready" >"$ENGINE_DIR/body"
+    check "embedded gateway: /readyz reports the exec sandbox with Landlock on ($(json 'j["backends"]["exec"].get("sandbox")'))" \
+        test "$(json '(j["backends"]["exec"]["sandbox"]["files"], j["backends"]["exec"]["sandbox"]["landlock_abi"] > 0)')" = "(True, True)"
+    check "embedded gateway: the backends are UNIX sockets in a private directory" \
+        test "$(json 'all(b["address"].startswith("unix:/tmp/sockgate-gw-") for b in j["backends"].values())')" = True
+    "$DOCKER" stop -t 15 "$g" >/dev/null 2>&1 || true
+}

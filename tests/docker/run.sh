@@ -5,7 +5,8 @@
 # the end) and its own debian:bookworm-slim when no registry answers, builds
 # docker/Dockerfile, starts docker/compose.yaml, and checks as a user would:
 # every container healthy, REST calls through the published port reach each
-# backend container, a file survives a backend restart on its volume, nothing
+# backend container, the exec sandbox is on (Landlock inside the container,
+# the embedded gateway's /readyz), a file survives a backend restart on its volume, nothing
 # runs as root, SIGTERM stops every program with status 0, and `down -v`
 # leaves no container or volume behind. Needs root (apt-get, dockerd).
 #
@@ -198,6 +199,9 @@ wait_http "$BASE/readyz" 200 60 || fail "gateway /readyz did not reach 200 withi
 
 phase rest
 rest_checks
+
+phase sandbox
+sandbox_checks
 
 phase volume
 volume_checks

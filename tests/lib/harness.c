@@ -87,7 +87,7 @@ static void dump_log(const char *path)
     fclose(f);
 }
 
-/* Finds "listening on HOST:PORT" in the log; returns 1 and fills p when found. */
+/* Finds "listening on HOST:PORT" (or unix:PATH) in the log; returns 1 and fills p when found. */
 static int find_listening(struct sg_proc *p)
 {
     FILE *f = fopen(p->log_path, "r");
@@ -107,6 +107,12 @@ static int find_listening(struct sg_proc *p)
         if (p->is_https)
             at += 8;
         snprintf(p->addr, sizeof p->addr, "%s", at);
+        if (strncmp(at, "unix:", 5) == 0 && at[5]) {
+            p->host[0] = '\0';
+            p->port = 0;
+            found = 1;
+            continue;
+        }
         colon = strrchr(at, ':');
         if (!colon)
             continue;

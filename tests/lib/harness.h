@@ -9,7 +9,7 @@
 struct sg_proc {
     pid_t pid;
     char log_path[256]; /* its stderr, kept in a file the test may read */
-    char addr[64];      /* "HOST:PORT" from its "listening on" line */
+    char addr[128];     /* "HOST:PORT" or "unix:PATH" from its "listening on" line */
     char host[48];
     uint16_t port;
     int is_https;   /* its listening line named https:// */
@@ -30,7 +30,8 @@ void sg_test_forget(pid_t pid);
 
 /*
  * Starts $SOCKGATE_BIN_DIR/argv[0] with argv (NULL-terminated), its stderr to
- * a log file, and waits up to timeout_ms for "listening on HOST:PORT".
+ * a log file, and waits up to timeout_ms for "listening on HOST:PORT" (or
+ * "listening on unix:PATH": then host is "" and port 0).
  * Returns 0 and fills p (p->pid is killed at exit unless stopped), or -1
  * after printing the log (the process is killed).
  */

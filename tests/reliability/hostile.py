@@ -36,7 +36,11 @@ SMUGGLED = {
     "REPLY": rellib.frame({"op": "reply", "to": "127.0.0.1:9", "text": "smuggled", "id": "smuggled"}),
 }
 # What a follow-up request on a framed connection looks like, per backend, to prove it stays usable.
-FOLLOW_UP = {"exec": {"op": "exec", "argv": ["true"]}, "file": {"op": "list"}, "chat": {"op": "stats"}}
+FOLLOW_UP = {"exec": {"op": "exec", "argv": ["true"]}, "exec_wide": {"op": "exec", "argv": ["ls"]},
+             "file": {"op": "list"}, "chat": {"op": "stats"}}
+# The second exec backend: commands that read, write, rename and link, so the sandbox cases have
+# something to try (corpus/sandbox.jsonl); the gateway fronts the first, default-allowlist one.
+WIDE_ALLOW = "cat,ls,touch,mv,cp,ln,rm,mkdir,sh,env,chmod,head,truncate"
 
 
 class Env:
@@ -433,6 +437,8 @@ def start_system(env, work):
     env.procs["echo"] = Proc("sockgate-echo", [], logs).start()
     env.procs["time"] = Proc("sockgate-time", [], logs).start()
     env.procs["exec"] = Proc("sockgate-exec", ["--workdir", os.path.join(work, "execwd")], logs).start()
+    env.procs["exec_wide"] = Proc("sockgate-exec", ["--workdir", os.path.join(work, "execwd2"),
+                                                    "--allow", WIDE_ALLOW], logs).start()
     env.procs["file"] = Proc("sockgate-file", ["--root", env.root, "--max-size", "1M"], logs).start()
     env.procs["chat"] = Proc("sockgate-chat", [], logs).start()
     args = ["--max-upload", "1M"]
@@ -445,6 +451,7 @@ def make_tree(env):
     os.makedirs(env.root)
     os.makedirs(env.markers)
     os.makedirs(os.path.join(env.work, "execwd"))
+    os.makedirs(os.path.join(env.work, "execwd2"))
     os.makedirs(os.path.join(env.sentinel, "sub"))
     with open(os.path.join(env.sentinel, "secret.txt"), "w") as f:
         f.write(env.secret + "\n")
@@ -461,8 +468,8 @@ def make_tree(env):
 
 
 def outside_root(env):
-    """Fingerprint of everything in the work directory that is not the root, the markers, the logs or execwd."""
-    skip = ("root", "markers", "logs", "execwd")
+    """Fingerprint of everything in the work directory that is not the root, the markers, the logs or a workdir."""
+    skip = ("root", "markers", "logs", "execwd", "execwd2")
     digest = rellib.tree_digest(env.work)
     return {k: v for k, v in digest.items() if k.split(os.sep)[0] not in skip}
 

@@ -276,7 +276,7 @@ def sha256(data):
 
 
 def tree_digest(root):
-    """relative path -> (kind, size, mtime_ns, sha256 of content) for everything under root, symlinks not followed."""
+    """relative path -> (kind, size, mtime_ns, sha256 of content, mode) for everything under root, symlinks not followed."""
     out = {}
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         for name in dirnames + filenames:
@@ -285,9 +285,9 @@ def tree_digest(root):
             rel = os.path.relpath(path, root)
             if os.path.isfile(path) and not os.path.islink(path):
                 with open(path, "rb") as f:
-                    out[rel] = ("file", st.st_size, st.st_mtime_ns, sha256(f.read()))
+                    out[rel] = ("file", st.st_size, st.st_mtime_ns, sha256(f.read()), st.st_mode)
             else:
-                out[rel] = ("dir" if os.path.isdir(path) else "other", 0, st.st_mtime_ns, "")
+                out[rel] = ("dir" if os.path.isdir(path) else "other", 0, st.st_mtime_ns, "", st.st_mode)
     return out
 
 

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <sched.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/wait.h>
@@ -38,6 +39,45 @@ static void test_parse_and_format(void)
     CHECK_INT_EQ(sg_addr_parse("[::1:80", &a, err, sizeof err), SG_ERR_INVALID);
     CHECK_INT_EQ(sg_addr_parse("", &a, err, sizeof err), SG_ERR_INVALID);
     CHECK(strlen(err) > 0);
+}
+
+/* unix:PATH: parsed, printed back, length-checked; the empty and over-long paths refused. */
+static void test_parse_unix(void)
+{
+    struct sg_addr a;
+    char err[256], text[SG_ADDR_STRLEN], longpath[200];
+    CHECK_INT_EQ(sg_addr_parse("unix:/run/sockgate/exec.sock", &a, err, sizeof err), SG_OK);
+    CHECK_INT_EQ(a.ss.ss_family, AF_UNIX);
+    sg_addr_format((struct sockaddr *)&a.ss, a.len, text, sizeof text);
+    CHECK_STR_EQ(text, "unix:/run/sockgate/exec.sock");
+    CHECK_INT_EQ(sg_addr_port((struct sockaddr *)&a.ss), 0);
+    CHECK_INT_EQ(sg_addr_parse("unix:", &a, err, sizeof err), SG_ERR_INVALID);
+    memset(longpath, 'a', sizeof longpath - 1);
+    memcpy(longpath, "unix:/", 6);
+    longpath[sizeof longpath - 1] = '\0';
+    CHECK_INT_EQ(sg_addr_parse(longpath, &a, err, sizeof err), SG_ERR_INVALID);
+    CHECK(strstr(err, "unix:PATH") != NULL);
+}
+
+/* A UNIX stream pair and datagram pair at PATH and PATH.dgram; both files go with sg_close_listener. */
+static void test_listen_unix_pair(void)
+{
+    struct sg_addr a;
+    char err[256], dir[] = "/tmp/sockgate-unit-XXXXXX", addr[128], path[128];
+    int t = -1, u = -1;
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(addr, sizeof addr, "unix:%s/s.sock", dir);
+    CHECK_INT_EQ(sg_addr_parse(addr, &a, err, sizeof err), SG_OK);
+    CHECK_INT_EQ(sg_listen_tcp_udp(&a, &t, &u, err, sizeof err), SG_OK);
+    snprintf(path, sizeof path, "%s/s.sock.dgram", dir);
+    CHECK(access(path, F_OK) == 0);
+    sg_close_listener(&t);
+    sg_close_listener(&u);
+    CHECK(t == -1 && u == -1);
+    CHECK(access(path, F_OK) != 0);
+    snprintf(path, sizeof path, "%s/s.sock", dir);
+    CHECK(access(path, F_OK) != 0);
+    CHECK(rmdir(dir) == 0);
 }
 
 static void test_listen_port_zero_tcp_udp(void)
@@ -192,6 +232,8 @@ static void test_self_connect_is_refused(void)
 int main(void)
 {
     RUN_TEST(test_parse_and_format);
+    RUN_TEST(test_parse_unix);
+    RUN_TEST(test_listen_unix_pair);
     RUN_TEST(test_listen_port_zero_tcp_udp);
     RUN_TEST(test_connect_round_trip);
     RUN_TEST(test_read_batched);

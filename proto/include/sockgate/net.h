@@ -6,8 +6,14 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-/* Longest text form of an address: "[" v6 "]:" port. */
-#define SG_ADDR_STRLEN 64
+/* Longest text form of an address: "unix:" and a 107-byte path, or "[" v6 "]:" port. */
+#define SG_ADDR_STRLEN 120
+
+/* The prefix of a UNIX socket address ("unix:/run/sockgate/exec.sock"). */
+#define SG_UNIX_PREFIX "unix:"
+
+/* Where a service that speaks TCP and UDP puts its datagram socket when given unix:PATH: PATH.dgram. */
+#define SG_UNIX_DGRAM_SUFFIX ".dgram"
 
 /* A resolved socket address. */
 struct sg_addr {
@@ -22,13 +28,14 @@ int64_t sg_now_ms(void);
 int64_t sg_deadline_after(int64_t timeout_ms);
 
 /*
- * Parses "HOST:PORT", "[V6]:PORT" or ":PORT" (meaning 127.0.0.1) into out,
- * resolving HOST with getaddrinfo (so container service names work). Port 0
- * is allowed (the kernel picks one). Writes why into err on failure.
+ * Parses "HOST:PORT", "[V6]:PORT", ":PORT" (meaning 127.0.0.1) or
+ * "unix:PATH" (a UNIX socket in the file system) into out, resolving HOST
+ * with getaddrinfo (so container service names work). Port 0 is allowed (the
+ * kernel picks one). Writes why into err on failure.
  */
 int sg_addr_parse(const char *text, struct sg_addr *out, char *err, size_t errlen);
 
-/* Writes "1.2.3.4:80" or "[::1]:80" for sa into buf (at least SG_ADDR_STRLEN bytes). */
+/* Writes "1.2.3.4:80", "[::1]:80" or "unix:PATH" for sa into buf (at least SG_ADDR_STRLEN bytes). */
 void sg_addr_format(const struct sockaddr *sa, socklen_t len, char *buf, size_t buflen);
 
 /* Returns the port of sa in host order (0 when not IPv4/IPv6). */
@@ -37,16 +44,21 @@ uint16_t sg_addr_port(const struct sockaddr *sa);
 /*
  * Opens a non-blocking, close-on-exec socket of type (SOCK_STREAM or
  * SOCK_DGRAM) bound to addr; stream sockets also listen with a large backlog.
- * Stores the descriptor in *fd.
+ * A UNIX socket file nobody listens on any more (a crashed server's) is
+ * replaced; a live one is "in use". Stores the descriptor in *fd.
  */
 int sg_listen(const struct sg_addr *addr, int type, int *fd, char *err, size_t errlen);
 
 /*
  * Binds a TCP listener and a UDP socket on the same port of addr. When the
  * port is 0, the TCP port the kernel picks is reused for UDP (retrying a few
- * times if that UDP port is taken).
+ * times if that UDP port is taken). For unix:PATH: a stream listener at PATH
+ * and a datagram socket at PATH.dgram.
  */
 int sg_listen_tcp_udp(const struct sg_addr *addr, int *tcp_fd, int *udp_fd, char *err, size_t errlen);
+
+/* Closes a listener (*fd becomes -1), removing its socket file when it is a UNIX one. */
+void sg_close_listener(int *fd);
 
 /* Writes the local address of fd as text into buf (at least SG_ADDR_STRLEN bytes). */
 void sg_local_addr(int fd, char *buf, size_t buflen);
@@ -57,9 +69,17 @@ uint16_t sg_local_port(int fd);
 /*
  * Connects a non-blocking, close-on-exec socket of type to addr within
  * timeout_ms (-1: no limit). Returns SG_OK, SG_ERR_REFUSED, SG_ERR_TIMEOUT or
- * SG_ERR_SYS; TCP sockets get TCP_NODELAY.
+ * SG_ERR_SYS; TCP sockets get TCP_NODELAY; a UNIX datagram socket is
+ * autobound first, so the server can answer it.
  */
 int sg_connect(const struct sg_addr *addr, int type, int timeout_ms, int *fd, char *err, size_t errlen);
+
+/*
+ * Prepares a fresh client socket fd of type for addr before its connect:
+ * TCP_NODELAY on TCP streams (best effort), autobind on a UNIX datagram
+ * socket (so the server can answer it). Returns 0, or -1 with errno.
+ */
+int sg_client_socket_setup(int fd, const struct sg_addr *addr, int type);
 
 /* Sets or clears O_NONBLOCK on fd. */
 int sg_set_nonblock(int fd, int on);

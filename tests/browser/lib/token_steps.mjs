@@ -37,7 +37,8 @@ export async function tokenSteps({ launch, viewport, tmp, inputs, artifacts }) {
   let page = null;
   try {
     const started = await step('token: gateway with --token starts', async () => {
-      gw = await startGateway(['--file-root', fileRoot, '--token', TOKEN, '--max-upload', String(MAX_UPLOAD)]);
+      gw = await startGateway(['--file-root', fileRoot, '--token', TOKEN, '--max-upload', String(MAX_UPLOAD),
+        '--chat-listen', '127.0.0.1:0']);
       context = await launch(path.join(tmp, 'profile-token'), viewport);
       page = context.pages()[0] || await context.newPage();
       watchPage(page, 'token page');

@@ -14,7 +14,7 @@
 static struct sg_proc srv;
 static struct ct_conn ctl;
 static struct ct_conn sub; /* the operator's seat: every message, live */
-static char server_addr[64];
+static char server_addr[128];
 static const char *const py_env[] = {"PYTHONIOENCODING=utf-8", "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1",
                                      NULL};
 

@@ -352,7 +352,9 @@ int main(void)
 {
     const char *const args[] = {"--allow", "sleep,sh,setsid,seq,echo,head,cat", "--max-output", "1M", "--kill-grace-ms",
                                 "500", "--max-procs", "2", "--rlimit-nofile", "64", "--rlimit-cpu", "30",
-                                "--rlimit-nproc", "4096", NULL};
+                                "--rlimit-nproc", "4096",
+                                /* test_escaped_process_does_not_hold_reply's script reads /proc/$!/stat */
+                                "--sandbox-read", "/proc", NULL};
     signal(SIGPIPE, SIG_IGN);
     xt_start(&server, args);
     baseline_fds = sg_proc_fd_count(server.pid);

@@ -145,7 +145,7 @@ static size_t discard(char *ptr, size_t size, size_t nmemb, void *ctx)
 static void test_file_backend_killed_during_upload(void)
 {
     struct killer k = {.total = 64u << 20, .kill_at = 4u << 20, .victim = &file_p};
-    char url[300], listen[64];
+    char url[300], listen[128];
     CURL *c = curl_easy_init();
     struct http_resp *r;
     long status = 0;
@@ -199,7 +199,7 @@ static void test_file_backend_killed_during_download(void)
     static char body[32u << 20];
     const char *octet[] = {"Content-Type: application/octet-stream", NULL};
     struct reader rd = {.victim = &file_p};
-    char url[300], listen[64];
+    char url[300], listen[128];
     struct http_resp *r;
     CURL *c;
     CURLcode rc;
@@ -234,7 +234,7 @@ static void test_file_backend_killed_during_download(void)
 
 static void test_echo_backend_gone_and_back(void)
 {
-    char listen[64];
+    char listen[128];
     const char *argv[] = {"sockgate-echo", "--listen", listen, NULL};
     json_t *j;
     snprintf(listen, sizeof listen, "%s", echo_p.addr);

@@ -738,13 +738,15 @@ static void test_slow_reader_is_bounded(void)
 
 int main(void)
 {
+    const char *const chat_listen[] = {"--chat-listen", "127.0.0.1:0", NULL};
     const char *chat_argv[] = {"sockgate-chat", "--listen", "127.0.0.1:0", "--history", "64", NULL};
     const char *g2_args[] = {"--chat", chat_p.addr, "--token", TOKEN, NULL};
     char err[200];
     curl_global_init(CURL_GLOBAL_DEFAULT);
     udp_client_open();
 
-    gw_start(&g, NULL);
+    /* The tutorial's UDP clients need the embedded chat on a port: by default it is a private UNIX socket. */
+    gw_start(&g, chat_listen);
     RUN_TEST(test_readyz_lists_chat);
     RUN_TEST(test_message_arrives_as_event);
     RUN_TEST(test_resume_without_loss_or_duplicates);
