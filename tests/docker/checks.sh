@@ -51,7 +51,9 @@ json() {
 rest_checks() {
     api GET /healthz
     check "GET /healthz is 200" test "$STATUS" = 200
-    STATUS=$(curl -s -o "$ENGINE_DIR/body" -w '%{http_code}' --max-time 10 "$BASE/readyz" || echo 000)
+    # With a token, /readyz shows the backends' details only to a caller that presents it.
+    STATUS=$(curl -s -o "$ENGINE_DIR/body" -w '%{http_code}' --max-time 10 \
+        -H "Authorization: Bearer ${SOCKGATE_TOKEN:-}" "$BASE/readyz" || echo 000)
     check "GET /readyz is 200 with every remote backend up" test "$STATUS" = 200
     local b ip
     for b in "${BACKENDS[@]}"; do
