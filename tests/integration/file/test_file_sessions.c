@@ -304,15 +304,15 @@ static void test_offset_conflict(void)
     char id[64];
     create(c, "conflict.txt", 10, id);
     CHECK(!append_ok(c, id, 0, "hello", 5));
-    append(c, id, 3, "XXXXX", 5, NULL, &r);
+    append(c, id, 3, "zzzzz", 5, NULL, &r);
     CHECK_STR_EQ(fc_error(&r), "offset_conflict");
     CHECK_INT_EQ(fc_int(&r, "offset"), 5);
     CHECK_STR_EQ(fc_str(&r, "session"), id);
     fc_resp_free(&r);
-    append(c, id, 0, "XXXXX", 5, NULL, &r);
+    append(c, id, 0, "zzzzz", 5, NULL, &r);
     CHECK_STR_EQ(fc_error(&r), "offset_conflict");
     fc_resp_free(&r);
-    append(c, id, 7, "XXX", 3, NULL, &r);
+    append(c, id, 7, "zzz", 3, NULL, &r);
     CHECK_STR_EQ(fc_error(&r), "offset_conflict");
     fc_resp_free(&r);
     /* The same connection goes on, and the bytes are the right ones. */
