@@ -15,6 +15,13 @@
  */
 #define STREAM_BLOCK (256u * 1024u)
 
+/*
+ * A PATCH this big is one piece of a big file sent in pieces (tus clients
+ * send a few MiB each): its block gets 2 MiB pages as the whole file's PUT
+ * would (sockgate/iobuf.h), or every PATCH pays the 4 KiB pages' copy cost.
+ */
+#define BULK_PATCH ((uint64_t)4 << 20)
+
 /* How long upload_stream_abandon may spend handing the last gathered bytes over. */
 #define ABANDON_MS 2000
 
@@ -51,8 +58,8 @@ int upload_stream_open(struct request *rq, struct upload_stream *s, json_t *hdr,
     s->expected = body_len;
     if (json_object_set_new(hdr, "total_size", json_integer((json_int_t)body_len)) != 0)
         return request_fail(rq, SG_ERR_NOMEM, "out of memory");
-    if (body_len > 0 &&
-        sg_iobuf_alloc(&s->block, body_len < STREAM_BLOCK ? (size_t)body_len : STREAM_BLOCK, body_len) != SG_OK)
+    if (body_len > 0 && sg_iobuf_alloc(&s->block, body_len < STREAM_BLOCK ? (size_t)body_len : STREAM_BLOCK,
+                                       body_len >= BULK_PATCH ? SG_IOBUF_BULK_MIN : body_len) != SG_OK)
         return request_fail(rq, SG_ERR_NOMEM, "out of memory");
     rc = upstream_begin(up, hdr, &s->c, request_deadline(rq), err, sizeof err);
     if (rc != SG_OK) {

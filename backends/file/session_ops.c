@@ -276,7 +276,8 @@ static int append_body(struct sreq *r, uint64_t offset, uint64_t size, const str
 {
     struct file_session_live *l = r->live;
     struct sg_hash check = {0}, checkpoint = {0};
-    struct file_body body = {.c = r->c, .fd = r->fd, .size = size};
+    struct file_body body = {.c = r->c, .fd = r->fd, .size = size,
+                             .whole_size = r->rec.has_length ? r->rec.length : r->c->srv->max_size};
     int rc, has_checkpoint = 0;
     char why[256];
 
