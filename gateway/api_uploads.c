@@ -197,13 +197,13 @@ int uploads_check_body(struct request *rq)
 
 void uploads_add_expires(struct MHD_Response *resp, const json_t *answer)
 {
-    const json_t *v = json_object_get(answer, "expires");
+    const json_t *v = json_object_get(answer, "expires_ms");
     time_t t;
     struct tm tm;
     char date[64];
     if (!json_is_integer(v))
         return;
-    t = (time_t)json_integer_value(v);
+    t = (time_t)(json_integer_value(v) / 1000); /* HTTP dates have whole seconds */
     if (!gmtime_r(&t, &tm) || strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm) == 0)
         return;
     MHD_add_response_header(resp, "Upload-Expires", date);

@@ -27,7 +27,7 @@ static const struct promise promises[] = {
     {"session_create", "session:s offset:i finished:b"},
     {"session_append", "session:s offset:i finished:b"},
     {"session_finish", "session:s offset:i finished:b"},
-    {"session_stat", "session:s filename:s offset:i expires:i defer_length:b"},
+    {"session_stat", "session:s filename:s offset:i expires_ms:i created_ms:i defer_length:b"},
     {"session_abort", "session:s aborted:t"},
 };
 

@@ -39,7 +39,7 @@ int uploads_metadata(struct request *rq, const char *metadata, char *name, size_
 /* Checks a body's Content-Type and that it has a Content-Length (a frame needs its size up front). */
 int uploads_check_body(struct request *rq);
 
-/* Adds Upload-Expires (an HTTP date) from a session answer's "expires" (Unix seconds), when it has one. */
+/* Adds Upload-Expires (an HTTP date) from a session answer's "expires_ms" (Unix milliseconds), when it has one. */
 void uploads_add_expires(struct MHD_Response *resp, const json_t *answer);
 
 /* Adds Upload-Offset from a session answer's "offset". */

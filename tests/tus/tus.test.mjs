@@ -39,23 +39,31 @@ async function headUpload(url) {
 }
 
 /**
- * Watches the file listing every 50 ms (at most 20 minutes) until stop(): whether name was ever
- * listed, and whether a GET of it ever succeeded, before the caller says the upload finished.
+ * Watches the file listing and the file's HEAD every 50 ms (at most 20 minutes) until stop().
+ * The upload is never seen unfinished under its name: a listing or HEAD that shows the name
+ * with another size or sha256 is a violation whenever it comes, and one that shows the whole
+ * file is a violation when it was answered before finalStarted() (the PATCH that can finish it)
+ * began; an answer that overlaps that PATCH may rightly show the finished file.
  */
-function watchListing(base, name) {
+function watchListing(base, name, data, finalStarted) {
   let running = true;
-  const seen = { listed: false, downloadable: false, rounds: 0 };
+  const want = sha256(data);
+  const seen = { violations: [], rounds: 0 };
   const done = (async () => {
     const until = Date.now() + 20 * 60 * 1000;
     while (running && Date.now() < until) {
       try {
+        const before = finalStarted();
         const r = await fetch(`${base()}/api/v1/files`);
         if (r.ok) {
-          const list = await r.json();
-          if (list.files.some((f) => f.name === name)) seen.listed = true;
+          const f = (await r.json()).files.find((x) => x.name === name);
+          if (f && (f.size !== data.length || f.sha256 !== want)) seen.violations.push(`listed unfinished: ${JSON.stringify(f)}`);
+          else if (f && !before) seen.violations.push('listed before the last PATCH began');
         }
+        const before2 = finalStarted();
         const g = await fetch(`${base()}/api/v1/files/${encodeURIComponent(name)}`, { method: 'HEAD' });
-        if (g.status === 200) seen.downloadable = true;
+        if (g.status === 200 && g.headers.get('etag') !== `"${want}"`) seen.violations.push(`downloadable unfinished: ${g.headers.get('etag')}`);
+        else if (g.status === 200 && !before2) seen.violations.push('downloadable before the last PATCH began');
         seen.rounds++;
       } catch {
         // the gateway is being restarted: nothing to see
@@ -98,7 +106,8 @@ async function testResumeAcrossCutsAndRestarts() {
   let gw = await startProgram('sockgate', ['--listen', '127.0.0.1:0', '--file', fileAddr, '--max-upload', '1G']);
   const proxy = await startCutProxy(gw.port);
   const base = `http://127.0.0.1:${proxy.port}`;
-  const watch = watchListing(() => base, 'big.bin');
+  let finalPatchStarted = false;
+  const watch = watchListing(() => base, 'big.bin', data, () => finalPatchStarted);
   const patchOffsets = [];
   let posts = 0;
   const options = {
@@ -147,14 +156,21 @@ async function testResumeAcrossCutsAndRestarts() {
     assert.ok(h2.offset >= h1.offset + cutAt2 - 1024 - GATEWAY_BLOCK, `offset ${h2.offset} after the second cut`);
     console.log(`cut 2 after ${cutAt2} request bytes; the server holds ${h2.offset} of ${data.length}`);
 
-    const third = new tus.Upload(data, { ...options, uploadUrl: first.url });
+    const third = new tus.Upload(data, {
+      ...options,
+      uploadUrl: first.url,
+      onBeforeRequest(req) {
+        options.onBeforeRequest(req);
+        // No chunkSize: this PATCH carries the rest, so it is the one that can store the file.
+        if (req.getMethod() === 'PATCH') finalPatchStarted = true;
+      },
+    });
     assert.equal(await run(third), 'success');
     assert.equal(patchOffsets.at(-1), h2.offset);
     assert.equal(posts, 1);
     const seen = await watch.stop();
     assert.ok(seen.rounds > 0);
-    assert.equal(seen.listed, false, 'the unfinished upload was listed under its name');
-    assert.equal(seen.downloadable, false, 'the unfinished upload was downloadable under its name');
+    assert.deepEqual(seen.violations, [], 'the unfinished upload was visible under its name');
     await checkStored(base, 'big.bin', data);
     assert.equal((await headUpload(first.url)).status, 404, 'a finished upload is a file, not an upload');
   } finally {
