@@ -15,7 +15,6 @@
 #include "file/name.h"
 #endif
 #include "sockgate/error.h"
-#include "sockgate/hash.h"
 #include "sockgate/net.h"
 
 /* A session id: 128 random bits in lower-case hex (backends/file/session.c). */
@@ -41,144 +40,27 @@ int uploads_check_id(struct request *rq)
     return request_fail(rq, SG_ERR_NOT_FOUND, "no upload %.80s here (upload ids are 32 hex digits)", rq->param);
 }
 
-/* Value of a base64 character, or -1. */
-static int b64_value(unsigned char ch)
-{
-    if (ch >= 'A' && ch <= 'Z')
-        return ch - 'A';
-    if (ch >= 'a' && ch <= 'z')
-        return ch - 'a' + 26;
-    if (ch >= '0' && ch <= '9')
-        return ch - '0' + 52;
-    if (ch == '+')
-        return 62;
-    if (ch == '/')
-        return 63;
-    return -1;
-}
-
-/*
- * Decodes len bytes of standard base64 (padding optional, as tus clients
- * differ) into out (cap bytes). Returns the decoded length, or -1 when the
- * text is not base64 or does not fit.
- */
-static long b64_decode(const char *in, size_t len, unsigned char *out, size_t cap)
-{
-    uint32_t acc = 0;
-    size_t o = 0;
-    int bits = 0;
-    while (len > 0 && in[len - 1] == '=')
-        len--;
-    if (len % 4 == 1)
-        return -1;
-    for (size_t i = 0; i < len; i++) {
-        int v = b64_value((unsigned char)in[i]);
-        if (v < 0)
-            return -1;
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            if (o >= cap)
-                return -1;
-            out[o++] = (unsigned char)(acc >> bits);
-        }
-    }
-    return (long)o;
-}
-
 int uploads_checksum(struct request *rq, json_t *hdr)
 {
-    static const struct {
-        const char *name;
-        size_t bytes;
-    } algs[] = {{"sha1", 20}, {"sha256", 32}, {"md5", 16}};
     const char *v = request_header(rq, "Upload-Checksum");
-    unsigned char digest[32];
-    char hex[65];
-    size_t n;
-    long got;
-
+    char alg[8], hex[65], err[160];
     if (!v)
         return SG_OK;
-    n = strcspn(v, " ");
-    for (size_t i = 0; i < sizeof algs / sizeof algs[0]; i++) {
-        if (strlen(algs[i].name) != n || strncmp(v, algs[i].name, n) != 0)
-            continue;
-        const char *b64 = v[n] == ' ' ? v + n + 1 : v + n;
-        got = b64_decode(b64, strlen(b64), digest, sizeof digest);
-        if (v[n] != ' ' || got != (long)algs[i].bytes)
-            return request_fail(rq, SG_ERR_INVALID, "Upload-Checksum %s needs a base64 digest of %zu bytes",
-                                algs[i].name, algs[i].bytes);
-        for (size_t k = 0; k < algs[i].bytes; k++)
-            snprintf(hex + 2 * k, 3, "%02x", digest[k]);
-        return json_object_set_new(hdr, algs[i].name, json_string(hex)) == 0
-                   ? SG_OK
-                   : request_fail(rq, SG_ERR_NOMEM, "out of memory");
-    }
-    return request_fail(rq, SG_ERR_INVALID, "Upload-Checksum algorithm '%.*s' is not one of sha1, sha256, md5",
-                        (int)(n > 20 ? 20 : n), v);
+    if (validate_tus_checksum(v, alg, hex, err, sizeof err) != SG_OK)
+        return request_fail(rq, SG_ERR_INVALID, "%s", err);
+    return json_object_set_new(hdr, alg, json_string(hex)) == 0 ? SG_OK
+                                                                 : request_fail(rq, SG_ERR_NOMEM, "out of memory");
 }
 
 int uploads_metadata(struct request *rq, const char *metadata, char *name, size_t namelen)
 {
-    const char *p = metadata;
-    int has_name = 0;
-
-    name[0] = '\0';
-    if (strlen(metadata) > UPLOADS_MAX_METADATA)
-        return request_fail(rq, SG_ERR_INVALID, "Upload-Metadata may have at most %u bytes", UPLOADS_MAX_METADATA);
-    while (*p) {
-        size_t pair = strcspn(p, ","), klen;
-        const char *key, *val;
-        while (*p == ' ' && pair > 0) {
-            p++;
-            pair--;
-        }
-        key = p;
-        klen = strcspn(key, " ,");
-        if (klen == 0)
-            return request_fail(rq, SG_ERR_INVALID, "Upload-Metadata has an empty key");
-        for (const char *q = metadata; q < key;) {
-            /* Keys must be unique: which of two a reader takes is anyone's guess. */
-            size_t qk = strcspn(q, " ,");
-            if (qk == klen && strncmp(q, key, klen) == 0)
-                return request_fail(rq, SG_ERR_INVALID, "Upload-Metadata names '%.*s' twice", (int)klen, key);
-            q += strcspn(q, ",");
-            while (*q == ',' || *q == ' ')
-                q++;
-        }
-        val = key + klen;
-        if (*val == ' ')
-            val++;
-        if (klen == 8 && strncmp(key, "filename", 8) == 0) {
-            size_t vlen = (size_t)(p + pair - val);
-            long got = b64_decode(val, vlen, (unsigned char *)name, namelen - 1);
-            if (got <= 0)
-                return request_fail(rq, SG_ERR_INVALID, "Upload-Metadata filename is not a base64 file name");
-            name[got] = '\0';
-            if (strlen(name) != (size_t)got)
-                return request_fail(rq, SG_ERR_INVALID_NAME, "the file name has a NUL byte in it");
-            has_name = 1;
-        } else if ((size_t)(val - key) < pair) {
-            unsigned char scratch[UPLOADS_MAX_METADATA];
-            if (b64_decode(val, (size_t)(p + pair - val), scratch, sizeof scratch) < 0)
-                return request_fail(rq, SG_ERR_INVALID, "Upload-Metadata value of '%.*s' is not base64", (int)klen,
-                                    key);
-        }
-        p += pair;
-        if (*p == ',')
-            p++;
-    }
-    if (!has_name)
-        return request_fail(rq, SG_ERR_INVALID,
-                            "Upload-Metadata must carry filename (base64): the name the file is stored under");
+    char err[200];
+    int rc = validate_tus_metadata(metadata, name, namelen, err, sizeof err);
+    if (rc != SG_OK)
+        return request_fail(rq, rc, "%s", err);
 #ifdef SG_HAVE_FILE
-    {
-        char why[200];
-        if (file_name_check(name, strlen(name), why, sizeof why) != SG_OK)
-            return request_fail(rq, SG_ERR_INVALID_NAME, "%s", why);
-    }
+    if (file_name_check(name, strlen(name), err, sizeof err) != SG_OK)
+        return request_fail(rq, SG_ERR_INVALID_NAME, "%s", err);
 #endif
     return SG_OK;
 }

@@ -10,8 +10,6 @@ struct request;
 
 /* The content type of a tus body (PATCH, creation-with-upload). */
 #define UPLOADS_BODY_TYPE "application/offset+octet-stream"
-/* The longest Upload-Metadata taken: what the file backend keeps of it (docs/protocol.md). */
-#define UPLOADS_MAX_METADATA 16384
 
 /*
  * SG_OK when the request says Tus-Resumable: 1.0.0; otherwise answers 412
