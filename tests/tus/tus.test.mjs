@@ -96,7 +96,8 @@ function tmpDir(tag) {
   return fs.mkdtempSync(path.join(os.tmpdir(), `sockgate-tus-${tag}-`));
 }
 
-// 64 MiB through a proxy that cuts the link twice mid-PATCH; restarts of the gateway, then the file backend.
+// 64 MiB through a proxy that cuts the link twice mid-PATCH; restarts of the gateway, then the file backend;
+// a second gateway on the same file backend sees the same upload.
 async function testResumeAcrossCutsAndRestarts() {
   const dir = tmpDir('resume');
   const root = path.join(dir, 'files');
@@ -155,6 +156,15 @@ async function testResumeAcrossCutsAndRestarts() {
     assert.equal(h2.status, 200);
     assert.ok(h2.offset >= h1.offset + cutAt2 - 1024 - GATEWAY_BLOCK, `offset ${h2.offset} after the second cut`);
     console.log(`cut 2 after ${cutAt2} request bytes; the server holds ${h2.offset} of ${data.length}`);
+
+    // A second gateway in front of the same file backend sees the same upload: the gateway keeps no state.
+    const other = await startProgram('sockgate', ['--listen', '127.0.0.1:0', '--file', fileAddr]);
+    try {
+      const id = new URL(first.url).pathname;
+      assert.deepEqual(await headUpload(`http://127.0.0.1:${other.port}${id}`), h2);
+    } finally {
+      await other.stop();
+    }
 
     const third = new tus.Upload(data, {
       ...options,
