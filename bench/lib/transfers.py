@@ -318,7 +318,7 @@ GROUPS = [
         Figure("upload_gw", "1 GiB upload MiB/s, tmpfs: PUT via gateway", "MiB/s", "curl -T, PUT /api/v1/files",
                "nginx WebDAV PUT", "ratio", 1.0, upload_gw, lambda c: _nginx_put(c, "upload_gw"), source="issue 6"),
         Figure("upload_tus", "1 GiB upload MiB/s, tmpfs: tus PATCHes of 8 MiB via gateway", "MiB/s",
-               "bench/tus_upload.py tus: POST, then 128 PATCHes", "one PUT via gateway, same client", "ratio", 0.9,
+               "bench/tus_upload.py tus: POST, then 8 MiB PATCHes", "one PUT via gateway, same client", "ratio", 0.9,
                upload_tus, upload_tus_put, source="issue 18"),
         Figure("upload_cli", "1 GiB upload MiB/s, tmpfs: put via cli", "MiB/s", "sockgate-cli put (sockgate-file)",
                "nginx WebDAV PUT", "ratio", 1.0, upload_cli, lambda c: _nginx_put(c, "upload_cli"),
