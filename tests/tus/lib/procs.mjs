@@ -18,7 +18,7 @@ export function programPath(prog) {
 
 /**
  * Starts prog with args (which must make it listen on port 0 or a given port) and resolves once it
- * printed `listening on HOST:PORT`, with { port, addr, log(), stop() }; rejects if it exits first.
+ * printed `listening on HOST:PORT`, with { port, addr, log(), stop(), kill() }; rejects if it exits first.
  */
 export function startProgram(prog, args) {
   const bin = programPath(prog);
@@ -57,6 +57,11 @@ export function startProgram(prog, args) {
         addr: `127.0.0.1:${match[2]}`,
         log: () => log,
         stop: () => stop(child, exitPromise, () => exited),
+        // SIGKILL, as a crash: resolves once the process is gone.
+        kill: () => {
+          if (!exited) child.kill('SIGKILL');
+          return exitPromise;
+        },
       });
     });
     child.on('error', (err) => {
