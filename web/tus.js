@@ -93,10 +93,12 @@ function tusHeaders(extra) {
   return headers;
 }
 
-// Network failures, offsets that moved, a lock held by a dying request and server trouble pass
-// with time; any other refusal (a bad name, too large, 401) would only be refused again.
+// Network failures, offsets that moved, a lock held by a dying request and a backend that is
+// down or slow (502, 503, 504) pass with time; any other refusal (a bad name, too large, a full
+// disk, 401) would only be refused again.
+const RETRY_STATUSES = new Set([0, 409, 423, 502, 503, 504]);
 function isRetryable(err) {
-  return err instanceof ApiError && (err.status === 0 || err.status === 409 || err.status === 423 || err.status >= 500);
+  return err instanceof ApiError && RETRY_STATUSES.has(err.status);
 }
 
 async function failure(response) {
@@ -115,7 +117,7 @@ export async function terminate(url) {
       continue;
     }
     if (response.status === 204 || response.status === 404) return;
-    if (response.status !== 423 && response.status < 500) throw await failure(response);
+    if (!RETRY_STATUSES.has(response.status)) throw await failure(response);
     await sleep(RETRY_DELAYS_MS[Math.min(i, 3)]);
   }
   throw new ApiError(423, 'locked', 'the upload could not be terminated: it stayed in use');
