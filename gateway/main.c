@@ -36,6 +36,7 @@ static const char usage[] =
     "                [--cors-origin ORIGIN]... [--allow-host NAME]... [--max-upload SIZE]\n"
     "                [--max-json SIZE] [--threads N] [--max-conns N] [--timeout DURATION] [--grace DURATION]\n"
     "                [--header-timeout DURATION] [--body-timeout DURATION] [--spool-dir DIR]\n"
+    "                [--drain DURATION] [--resolve-interval DURATION] [--eject DURATION]\n"
     "                [--tls-cert FILE --tls-key FILE] [--log-format text|json] [--print-routes]";
 static const char about[] =
     "The HTTP/JSON gateway in front of the sockgate backends. Every backend whose address is not\n"
@@ -168,11 +169,11 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
          "open every embedded backend to the tutorial's clients at once: echo on PORT, time PORT+1, exec PORT+2, "
          "file PORT+3, chat PORT+4 (no authentication; --BACKEND-listen sets one)",
          &f.embedded_listen, NULL, NULL},
-        {"echo", "SOCKGATE_ECHO", "ADDR", "echo backend (TCP HOST:PORT or unix:PATH); embedded when not given", &f.addr[BACKEND_ECHO], NULL, NULL},
-        {"time", "SOCKGATE_TIME", "ADDR", "time backend (UDP HOST:PORT or unix:PATH); embedded when not given", &f.addr[BACKEND_TIME], NULL, NULL},
-        {"exec", "SOCKGATE_EXEC", "ADDR", "exec backend (TCP HOST:PORT or unix:PATH); embedded when not given", &f.addr[BACKEND_EXEC], NULL, NULL},
-        {"file", "SOCKGATE_FILE", "ADDR", "file backend (TCP HOST:PORT or unix:PATH); embedded when not given", &f.addr[BACKEND_FILE], NULL, NULL},
-        {"chat", "SOCKGATE_CHAT", "ADDR", "chat backend (TCP HOST:PORT or unix:PATH); embedded when not given", &f.addr[BACKEND_CHAT], NULL, NULL},
+        {"echo", "SOCKGATE_ECHO", "ADDR", "echo backend (TCP HOST:PORT or unix:PATH; a name with several addresses or a comma list is balanced); embedded when not given", &f.addr[BACKEND_ECHO], NULL, NULL},
+        {"time", "SOCKGATE_TIME", "ADDR", "time backend (UDP HOST:PORT or unix:PATH; a name with several addresses or a comma list is balanced); embedded when not given", &f.addr[BACKEND_TIME], NULL, NULL},
+        {"exec", "SOCKGATE_EXEC", "ADDR", "exec backend (TCP HOST:PORT or unix:PATH; a name with several addresses or a comma list is balanced); embedded when not given", &f.addr[BACKEND_EXEC], NULL, NULL},
+        {"file", "SOCKGATE_FILE", "ADDR", "file backend (TCP HOST:PORT or unix:PATH; a name with several addresses or a comma list is balanced); embedded when not given", &f.addr[BACKEND_FILE], NULL, NULL},
+        {"chat", "SOCKGATE_CHAT", "ADDR", "chat backend (TCP HOST:PORT or unix:PATH; a name with several addresses or a comma list is balanced); embedded when not given", &f.addr[BACKEND_CHAT], NULL, NULL},
         {"echo-listen", "SOCKGATE_EMBEDDED_ECHO_LISTEN", "HOST:PORT",
          "serve the embedded echo backend on this TCP+UDP address, for the tutorial's clients, instead of a private UNIX socket (no authentication)",
          &f.emb_listen[BACKEND_ECHO], NULL, NULL},
