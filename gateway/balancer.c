@@ -132,10 +132,11 @@ static int add_unique(struct sg_addr *out, int n, const struct sockaddr *sa, soc
  * so never on a worker's loop. Returns the number of addresses (0 with why
  * in err when none resolved).
  */
-static int resolve_all(const char *name, int type, struct sg_addr *out, char *err, size_t errlen)
+static int resolve_all(const char *name, int type, struct sg_addr *out, int *is_malformed, char *err, size_t errlen)
 {
     char copy[256], *save = NULL, *item;
     int n = 0;
+    *is_malformed = 0;
     snprintf(copy, sizeof copy, "%s", name);
     err[0] = '\0';
     for (item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
@@ -146,10 +147,13 @@ static int resolve_all(const char *name, int type, struct sg_addr *out, char *er
             struct sg_addr a;
             if (sg_addr_parse(item, &a, err, errlen) == SG_OK)
                 n = add_unique(out, n, (const struct sockaddr *)&a.ss, a.len);
+            else
+                *is_malformed = 1;
             continue;
         }
         if (split_host_port(item, host, sizeof host, port, sizeof port) != 0) {
             snprintf(err, errlen, "'%s' is not HOST:PORT or unix:PATH", item);
+            *is_malformed = 1;
             continue;
         }
         hints.ai_family = AF_UNSPEC;
@@ -212,7 +216,8 @@ static void apply(struct balancer *b, const struct sg_addr *fresh, int n)
             atomic_store(&sl->calls, 0);
             atomic_store(&sl->failures, 0);
             atomic_store(&sl->ejections, 0);
-            sg_info("%s backend %s: address %s added", b->label, b->name, sl->text);
+            if (b->next_resolve) /* not the start-up lookup: the start-up log names the backend already */
+                sg_info("%s backend %s: address %s added", b->label, b->name, sl->text);
         }
     }
     /* A slot gone from the name with nothing outstanding is forgotten (its pooled connections see gen change). */
@@ -232,7 +237,8 @@ static void resolve_now(struct balancer *b)
 {
     struct sg_addr fresh[BAL_MAX_ADDRS];
     char err[300];
-    int n = resolve_all(b->name, b->type, fresh, err, sizeof err);
+    int is_malformed;
+    int n = resolve_all(b->name, b->type, fresh, &is_malformed, err, sizeof err);
     if (n == 0) {
         sg_warn("%s backend %s: %s (keeping the addresses known)", b->label, b->name, err);
         return;
@@ -344,14 +350,14 @@ int balancer_create(const char *label, const char *name, int type, struct balanc
     struct sg_addr fresh[BAL_MAX_ADDRS];
     struct balancer *b;
     char copy[256], *save = NULL, *item;
-    int n, rc = SG_OK;
+    int n, is_malformed, rc = SG_OK;
     *out = NULL;
     if (strlen(name) >= sizeof b->name) {
         snprintf(err, errlen, "address too long");
         return SG_ERR_INVALID;
     }
-    n = resolve_all(name, type, fresh, err, errlen);
-    if (n == 0)
+    n = resolve_all(name, type, fresh, &is_malformed, err, errlen);
+    if (is_malformed)
         return SG_ERR_INVALID;
     b = calloc(1, sizeof *b);
     if (!b) {
@@ -371,6 +377,14 @@ int balancer_create(const char *label, const char *name, int type, struct balanc
             b->is_fixed = 0;
     }
     pthread_mutex_init(&b->lock, NULL);
+    /*
+     * A name nobody answers for yet is not fatal: an orchestrator starts
+     * services in any order, and a swarm dnsrr name has no record until its
+     * first task runs. Calls fail (503) and /readyz says not ready until it
+     * resolves; the resolver thread keeps looking.
+     */
+    if (n == 0)
+        sg_warn("%s backend %s: %s; looking again every %d ms", label, name, err, R.interval_ms);
     apply(b, fresh, n);
     b->next_resolve = sg_now_ms() + R.interval_ms;
     pthread_mutex_lock(&R.lock);

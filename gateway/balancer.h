@@ -35,10 +35,11 @@ void balancer_configure(int resolve_interval_ms, int eject_ms);
 
 /*
  * Makes the balancer of a backend named name: "HOST:PORT", several of them
- * separated by commas, or "unix:PATH". Resolves it once now (a name that does
- * not resolve at start is an error, as before) and from then on on the
- * resolver thread. type is SOCK_STREAM or SOCK_DGRAM; label ("exec") names
- * it in logs. Returns SG_OK and *out, or why in err.
+ * separated by commas, or "unix:PATH". Resolves it once now and from then on
+ * on the resolver thread; a name that does not resolve yet is logged and
+ * looked up again (an orchestrator starts services in any order), a
+ * malformed address is an error. type is SOCK_STREAM or SOCK_DGRAM; label
+ * ("exec") names it in logs. Returns SG_OK and *out, or why in err.
  */
 int balancer_create(const char *label, const char *name, int type, struct balancer **out, char *err,
                     size_t errlen);

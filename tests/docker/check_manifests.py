@@ -373,7 +373,7 @@ def check_stack(src):
         check(services[b]["deploy"].get("replicas", 1) >= 2, "stack: %s has several replicas" % b)
     allow = flag_value(services["exec"]["command"], "--allow") or ""
     check("uname" in allow.split(","), "stack: exec's allowlist includes uname")
-    check(any(v.startswith("files:") for v in services["file"].get("volumes", [])), "stack: file keeps a volume")
+    check(any(isinstance(v, str) and v.startswith("files:") for v in services["file"].get("volumes", [])), "stack: file keeps a volume")
     for b, port in (("echo", 9001), ("time", 9002), ("exec", 9003), ("file", 9004), ("chat", 9005)):
         check(gw["environment"].get("SOCKGATE_" + b.upper()) == "%s:%d" % (b, port),
               "stack: the gateway finds %s by its service name" % b)
