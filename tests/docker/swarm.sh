@@ -26,6 +26,7 @@ PASSED=0
 FAILED=0
 ENGINE_PID=""
 STACK_UP=0
+EVENTS_PID=""
 
 log() { echo "[swarm-test $(date -u +%H:%M:%S)] $*" >&2; }
 die() {
@@ -53,6 +54,12 @@ cleanup() {
     if [ "$STACK_UP" = 1 ]; then
         if [ $rc -ne 0 ] || [ $FAILED -ne 0 ]; then
             "$DOCKER" service ls >&2 2>&1 || true
+            # Why each task ended (unhealthy, killed, exit status), and the engine's own record of it.
+            for s in gateway gwb echo exec time file chat; do
+                "$DOCKER" service ps --no-trunc --format '{{.Name}} {{.DesiredState}} {{.CurrentState}} {{.Error}}' \
+                    "${STACK}_$s" >&2 2>&1 || true
+            done
+            grep -E 'health_status|kill|die|oom' "$ENGINE_DIR/events.log" 2>/dev/null | tail -n 60 >&2 || true
             for s in gateway gwb echo exec; do
                 "$DOCKER" service logs --no-task-ids --tail 30 "${STACK}_$s" >&2 2>&1 || true
             done
@@ -61,6 +68,7 @@ cleanup() {
         timeout 120 "$DOCKER" stack rm "$STACK" >/dev/null 2>&1 || true
     fi
     timeout 60 "$DOCKER" swarm leave --force >/dev/null 2>&1 || true
+    if [ -n "${EVENTS_PID:-}" ]; then kill "$EVENTS_PID" 2>/dev/null || true; fi
     engine_stop
     if [ "${SOCKGATE_DOCKER_KEEP:-0}" = 1 ]; then log "kept $ENGINE_DIR"; else rm -rf "$ENGINE_DIR"; fi
     exit $rc
@@ -153,6 +161,9 @@ bounded 1200 "$DOCKER" build --network "$NETWORK" -f "$SRC/docker/Dockerfile" -t
     die "docker build failed"
 }
 
+# The engine's events, read back when something failed.
+"$DOCKER" events --format '{{.Time}} {{.Type}} {{.Action}} {{index .Actor.Attributes "name"}}' >"$ENGINE_DIR/events.log" 2>&1 &
+EVENTS_PID=$!
 log "swarm: init (one node, advertised on loopback)"
 "$DOCKER" swarm init --advertise-addr 127.0.0.1 >/dev/null || die "docker swarm init failed"
 HTTP_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
