@@ -1,5 +1,6 @@
 /* metrics.c - request counters by route and status, latency histograms, backend errors, Prometheus text. */
 #include "metrics.h"
+#include "balancer.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
@@ -166,6 +167,24 @@ static void render_backends(FILE *f, struct gateway *gw)
     for (int i = 0; i < BACKEND__COUNT; i++)
         fprintf(f, "sockgate_backend_connects_total{backend=\"%s\"} %llu\n", backend_name(i),
                 load(&gw->backends[i].n_connects));
+    {
+        static const struct {
+            const char *name, *help, *type;
+            int which;
+        } per_addr[] = {
+            {"sockgate_backend_address_calls_total", "Calls given to one address of a backend (a replica).", "counter", BAL_M_CALLS},
+            {"sockgate_backend_address_failures_total", "Calls to one address that failed to connect, hung up or broke the protocol.", "counter", BAL_M_FAILURES},
+            {"sockgate_backend_address_ejections_total", "Times one address was left out after failures (outlier detection).", "counter", BAL_M_EJECTIONS},
+            {"sockgate_backend_address_healthy", "1 when the address takes calls, 0 while ejected or leaving.", "gauge", BAL_M_HEALTHY},
+        };
+        for (size_t m = 0; m < sizeof per_addr / sizeof per_addr[0]; m++) {
+            fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", per_addr[m].name, per_addr[m].help, per_addr[m].name,
+                    per_addr[m].type);
+            for (int i = 0; i < BACKEND__COUNT; i++)
+                if (gw->backends[i].bal)
+                    balancer_metrics(gw->backends[i].bal, f, per_addr[m].name, per_addr[m].which);
+        }
+    }
     fprintf(f, "# HELP sockgate_backend_configured 1 when the backend is embedded or given by address.\n"
                "# TYPE sockgate_backend_configured gauge\n");
     for (int i = 0; i < BACKEND__COUNT; i++)
