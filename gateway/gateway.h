@@ -38,6 +38,10 @@ struct gw_config {
     unsigned header_timeout_ms;               /* a request head must be in within this (0: no limit) */
     unsigned body_timeout_ms;                 /* longest silence inside a request body (0: no limit) */
     unsigned grace_ms;                        /* how long SIGTERM waits for requests in flight */
+    uint64_t ws_max_message;                  /* bytes of one WebSocket message from a client (more: close 1009) */
+    unsigned ws_ping_ms;                      /* a WebSocket is pinged this often (0: never) */
+    unsigned ws_pong_ms;                      /* a ping unanswered this long drops the WebSocket */
+    unsigned ws_idle_ms;                      /* a WebSocket without a message either way this long is closed (0: never) */
     enum sg_log_format log_format;
     const char *sandbox;                      /* the embedded exec's --sandbox: strict, best-effort or off */
     const char *sandbox_read[GW_MAX_SANDBOX_DIRS];  /* extra directories its commands may read */

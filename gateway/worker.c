@@ -18,6 +18,7 @@
 #include "http_strict.h"
 #include "metrics.h"
 #include "upcall.h"
+#include "ws.h"
 #include "sockgate/error.h"
 #include "sockgate/log.h"
 #include "sockgate/net.h"
@@ -45,6 +46,7 @@ struct wk_conn {
     int is_hup;            /* the client closed its side */
     int is_suspended;      /* suspended by worker_suspend */
     int is_cut;            /* we shut the socket down: libmicrohttpd will close it */
+    int is_released;       /* the socket went to an upgraded connection's owner (worker_release_socket) */
     struct wk_conn *hup_next;
 };
 
@@ -326,7 +328,8 @@ void worker_on_connection(void *cls, struct MHD_Connection *conn, void **socket_
         return;
     *socket_context = NULL;
     worker_timer_cancel(wk, &c->timer);
-    worker_unwatch(wk, &c->watch);
+    if (!c->is_released)
+        worker_unwatch(wk, &c->watch);
     if (c->is_hup)
         hups_remove(wk, c);
     free(c);
@@ -401,6 +404,21 @@ void worker_resume(struct MHD_Connection *conn)
     MHD_resume_connection(conn);
 }
 
+void worker_release_socket(struct MHD_Connection *conn)
+{
+    struct wk_conn *c = conn_of(conn);
+    if (!c || c->is_released)
+        return;
+    c->is_released = 1;
+    c->is_cut = 1; /* never shut down by the loop from here: its owner ends it */
+    worker_timer_cancel(c->wk, &c->timer);
+    worker_unwatch(c->wk, &c->watch);
+    if (c->is_hup) {
+        hups_remove(c->wk, c);
+        c->is_hup = 0;
+    }
+}
+
 /* ---- the loop ---- */
 
 static void on_wake(struct wk_watch *w, uint32_t events)
@@ -448,6 +466,7 @@ static void *loop(void *arg)
             /* The listener is shared by every worker: quiescing leaves it open for the others. */
             (void)MHD_quiesce_daemon(wk->daemon);
             wk->is_quiesced = 1;
+            ws_close_all_here(); /* WebSockets never end by themselves: start their closing handshakes */
         }
         if (atomic_load(&wk->want_stop))
             break;
@@ -455,6 +474,8 @@ static void *loop(void *arg)
     if (!wk->is_quiesced)
         (void)MHD_quiesce_daemon(wk->daemon); /* so MHD_stop_daemon does not close the shared listener */
     wk->is_quiesced = 1;
+    ws_abort_all_here(); /* libmicrohttpd must get every upgraded socket back before it stops */
+    MHD_run(wk->daemon);
     MHD_stop_daemon(wk->daemon); /* on this thread: every callback it makes runs where the loop's state lives */
     wk->daemon = NULL;
     upcall_pool_drain();

@@ -92,6 +92,13 @@ void worker_suspend(struct MHD_Connection *conn);
 /* Resumes a connection suspended with worker_suspend; on the worker's own thread. */
 void worker_resume(struct MHD_Connection *conn);
 
+/*
+ * After an HTTP Upgrade that hands conn's own socket over (plain HTTP): the
+ * loop stops watching it for the connection, so its new owner can watch it.
+ * On the worker's own thread.
+ */
+void worker_release_socket(struct MHD_Connection *conn);
+
 /* Timeouts (milliseconds) of a request's head and of the silence within its body; 0 turns one off. */
 void worker_set_timeouts(unsigned header_ms, unsigned body_ms);
 
