@@ -445,6 +445,8 @@ static void *loop(void *arg)
         int timeout = timers_wait(wk), n;
         if (MHD_get_timeout(wk->daemon, &mt) == MHD_YES && mt < (MHD_UNSIGNED_LONG_LONG)timeout)
             timeout = (int)mt;
+        if (ws_daemon_poll_ms() >= 0 && (timeout == INT_MAX || timeout > ws_daemon_poll_ms()))
+            timeout = ws_daemon_poll_ms();
         if (wk->needs_run)
             timeout = 0;
         else if (timeout == INT_MAX)

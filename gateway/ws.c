@@ -57,6 +57,8 @@ struct ws {
     int is_held;           /* the bridge stopped reading the client */
     int is_pumping, again; /* pump() runs; something asked for another round meanwhile */
     int is_done;
+    int is_draining;       /* our close frame is out and our side shut: reading until the client's FIN */
+    struct ws_pending *pending;
     int64_t next_ping, pong_due, idle_due, close_due; /* sg_now_ms clock; 0 when not pending */
     char id[REQUEST_ID_MAX + 1];
 };
@@ -66,9 +68,17 @@ struct ws_pending {
     const struct ws_bridge *bridge;
     void *arg;
     int is_taken;
+    int is_awaited; /* counted in tls_closing until the request ends */
 };
 
 static _Thread_local struct ws *sessions;
+/*
+ * Upgraded HTTPS sockets handed back to libmicrohttpd whose request has not
+ * ended yet. libmicrohttpd relays them and resumes them from inside MHD_run,
+ * which wakes nobody in external mode: while any is pending the loop polls
+ * its daemon (ws_daemon_poll_ms).
+ */
+static _Thread_local long tls_closing;
 
 static void pump(struct ws *ws);
 
@@ -191,6 +201,10 @@ static void finish(struct ws *ws)
         ws->next->prev = ws->prev;
     ws->bridge->on_end(ws, ws->arg);
     metrics_ws_open(-1);
+    if (tls_is_on() && !ws->pending->is_awaited) {
+        ws->pending->is_awaited = 1;
+        tls_closing++;
+    }
     /* libmicrohttpd's external mode wakes no loop after a resume: make this one run its daemon again. */
     MHD_upgrade_action(ws->urh, MHD_UPGRADE_ACTION_CLOSE);
     worker_kick(ws->wk);
@@ -285,6 +299,41 @@ static const struct wslay_event_callbacks callbacks = {
     .on_msg_recv_callback = on_msg,
 };
 
+/*
+ * Our close frame is out but the client's is not in (we closed first after
+ * an error, 1009 say): closing the socket now, with the client's bytes still
+ * arriving, would make TCP answer them with a reset that can overtake the
+ * close frame (the client then sees 1006). So our side is shut for writing
+ * and what comes is read and dropped until the client's FIN or the closing
+ * deadline. Returns 1 while draining, 0 when the client is gone.
+ */
+static int drain(struct ws *ws)
+{
+    char scratch[16384];
+    if (!ws->is_draining) {
+        ws->is_draining = 1;
+        (void)shutdown(ws->watch.fd, SHUT_WR);
+        if (!ws->close_due) {
+            ws->close_due = sg_now_ms() + CLOSE_WAIT_MS;
+            timer_rearm(ws);
+        }
+    }
+    for (;;) {
+        ssize_t n = recv(ws->watch.fd, scratch, sizeof scratch, 0);
+        if (n > 0) {
+            ws->rq->bytes_in += (uint64_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            ws->can_read = 0;
+            return 1;
+        }
+        return 0;
+    }
+}
+
 /* Reads and writes what the socket allows and the bridge takes; ends the session when both directions are done. */
 static void pump(struct ws *ws)
 {
@@ -293,6 +342,11 @@ static void pump(struct ws *ws)
         return;
     }
     ws->is_pumping = 1;
+    if (ws->is_draining) {
+        if (!drain(ws))
+            finish(ws);
+        goto out;
+    }
     for (int round = 0; round < PUMP_ROUNDS && !ws->is_done; round++) {
         int rv = 0;
         size_t before = wslay_event_get_queued_msg_length(ws->ctx);
@@ -306,8 +360,11 @@ static void pump(struct ws *ws)
             break;
         }
         if (!wslay_event_want_read(ws->ctx) && !wslay_event_want_write(ws->ctx)) {
-            finish(ws); /* the closing handshake is complete */
-            break;
+            if (wslay_event_get_close_received(ws->ctx) || !drain(ws)) {
+                finish(ws); /* the closing handshake is complete, or the client is gone */
+                break;
+            }
+            break; /* draining: on_ready reads on */
         }
         if (wslay_event_get_close_sent(ws->ctx) && !ws->close_due) {
             ws->close_due = sg_now_ms() + CLOSE_WAIT_MS;
@@ -321,6 +378,7 @@ static void pump(struct ws *ws)
             !(ws->can_write && wslay_event_want_write(ws->ctx)))
             break;
     }
+out:
     ws->is_pumping = 0;
     if (ws->is_done) {
         wslay_event_context_free(ws->ctx);
@@ -386,6 +444,7 @@ static void on_upgrade(void *cls, struct MHD_Connection *conn, void *req_cls, co
     ws->urh = urh;
     ws->bridge = p->bridge;
     ws->arg = p->arg;
+    ws->pending = p;
     snprintf(ws->id, sizeof ws->id, "%s", rq->id);
     ws->watch.fd = sock;
     ws->watch.ready = on_ready;
@@ -443,6 +502,8 @@ static void pending_free(struct request *rq, int is_complete)
     (void)is_complete;
     if (p && !p->is_taken)
         p->bridge->on_end(NULL, p->arg);
+    if (p && p->is_awaited)
+        tls_closing--;
     free(p);
     rq->state = NULL;
 }
@@ -520,6 +581,11 @@ void ws_close(struct ws *ws, uint16_t code, const char *reason)
 const char *ws_request_id(const struct ws *ws)
 {
     return ws->id;
+}
+
+int ws_daemon_poll_ms(void)
+{
+    return tls_closing > 0 ? 20 : -1;
 }
 
 void ws_close_all_here(void)

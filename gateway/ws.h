@@ -72,6 +72,9 @@ void ws_close(struct ws *ws, uint16_t code, const char *reason);
 /* The bridge's request id (for its backend calls and logs). */
 const char *ws_request_id(const struct ws *ws);
 
+/* How often the calling worker's loop must run its daemon while it finishes upgraded HTTPS sockets; -1: no need. */
+int ws_daemon_poll_ms(void);
+
 /* Closes every WebSocket of the calling worker with 1001 (the gateway is stopping). */
 void ws_close_all_here(void);
 
