@@ -191,8 +191,8 @@ try {
     assert.ok(await metric(gw.port, 'sockgate_websockets_total') >= 10);
     assert.ok(await metric(gw.port, 'sockgate_websocket_bytes_total{direction="in"}') >= MiB);
     assert.ok(await metric(gw.port, 'sockgate_websocket_messages_total{direction="out"}') >= 10);
-    assert.ok(await metric(gw.port, 'sockgate_requests_total{route="ws_echo",status="101"}') >= 10
-      || true, 'per-route counter (format checked elsewhere)');
+    assert.ok(await metric(gw.port, 'sockgate_http_requests_total{route="ws_echo",status="101"}') >= 10,
+      'every closed socket is one request with status 101');
   });
 
   await step('chat: the subscription\'s events and a reply, as JSON text messages', async () => {
