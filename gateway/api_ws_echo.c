@@ -35,6 +35,7 @@ struct echo_bridge {
     struct worker *wk;
     enum echo_mode mode;
     int can_read, can_write, is_watched, is_backend_gone;
+    int is_out_watched, saw_hup; /* as in ws.c: EPOLLOUT only while blocked; a FIN was announced */
     uint8_t *tb;              /* client bytes on their way to the backend */
     size_t tb_off, tb_len, tb_cap;
     uint8_t tail[4];          /* text mode: the start of a UTF-8 sequence the next read completes */
@@ -78,6 +79,12 @@ static void write_backend(struct echo_bridge *b)
     if (b->tb_off == b->tb_len)
         b->tb_off = b->tb_len = 0;
     ws_hold(b->ws, b->tb_len - b->tb_off > TB_HIGH);
+    {
+        int want_out = !b->can_write && b->tb_off < b->tb_len;
+        if (b->is_watched && want_out != b->is_out_watched &&
+            worker_rewatch(b->wk, &b->watch, EPOLLIN | EPOLLRDHUP | EPOLLET | (want_out ? EPOLLOUT : 0)) == 0)
+            b->is_out_watched = want_out;
+    }
 }
 
 /* Turns one read from the backend into a message for the client. */
@@ -110,6 +117,8 @@ static void read_backend(struct echo_bridge *b)
     while (b->can_read && !b->is_backend_gone && ws_has_room(b->ws)) {
         ssize_t n = recv(b->watch.fd, buf, sizeof buf, 0);
         if (n > 0) {
+            if ((size_t)n < sizeof buf && !b->saw_hup)
+                b->can_read = 0; /* emptied: spare the EAGAIN read */
             forward(b, buf, (size_t)n);
         } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             b->can_read = 0;
@@ -124,6 +133,8 @@ static void read_backend(struct echo_bridge *b)
 static void on_backend(struct wk_watch *w, uint32_t events)
 {
     struct echo_bridge *b = (struct echo_bridge *)((char *)w - offsetof(struct echo_bridge, watch));
+    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        b->saw_hup = 1;
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         b->can_read = 1;
     if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
@@ -194,7 +205,7 @@ static void on_start(struct ws *ws, void *arg)
     b->wk = worker_self();
     b->watch.ready = on_backend;
     b->can_read = b->can_write = 1;
-    if (worker_watch(b->wk, &b->watch, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET) != 0) {
+    if (worker_watch(b->wk, &b->watch, EPOLLIN | EPOLLRDHUP | EPOLLET) != 0) {
         sg_warn("websocket %s: cannot watch the echo connection: %s", ws_request_id(ws), strerror(errno));
         b->is_backend_gone = 1;
         ws_close(ws, WSLAY_CODE_INTERNAL_SERVER_ERROR, "the gateway cannot watch the echo connection");

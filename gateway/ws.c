@@ -54,6 +54,8 @@ struct ws {
     uint8_t *extra;        /* bytes libmicrohttpd had read past the handshake, served first */
     size_t extra_off, extra_len;
     int can_read, can_write; /* the last edge said so and no EAGAIN came since */
+    int is_out_watched;    /* EPOLLOUT is asked for: only while a send would block (each ACK is an edge) */
+    int saw_hup;           /* the client's FIN was announced: read to the end, never trust a short read */
     int is_held;           /* the bridge stopped reading the client */
     int is_pumping, again; /* pump() runs; something asked for another round meanwhile */
     int is_done;
@@ -236,6 +238,9 @@ static ssize_t on_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
     n = recv(ws->watch.fd, buf, len, 0);
     if (n > 0) {
         ws->rq->bytes_in += (uint64_t)n;
+        /* A short read emptied the socket: the next one would only say EAGAIN (a system call per message). */
+        if ((size_t)n < len && !ws->saw_hup)
+            ws->can_read = 0;
         return n;
     }
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
@@ -380,6 +385,12 @@ static void pump(struct ws *ws)
     }
 out:
     ws->is_pumping = 0;
+    if (!ws->is_done) {
+        int want_out = !ws->can_write && wslay_event_want_write(ws->ctx);
+        if (want_out != ws->is_out_watched &&
+            worker_rewatch(ws->wk, &ws->watch, EPOLLIN | EPOLLRDHUP | EPOLLET | (want_out ? EPOLLOUT : 0)) == 0)
+            ws->is_out_watched = want_out;
+    }
     if (ws->is_done) {
         wslay_event_context_free(ws->ctx);
         free(ws->extra);
@@ -394,6 +405,8 @@ out:
 static void on_ready(struct wk_watch *w, uint32_t events)
 {
     struct ws *ws = (struct ws *)((char *)w - offsetof(struct ws, watch));
+    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        ws->saw_hup = 1;
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         ws->can_read = 1; /* a hang-up or error is found by the next read */
     if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
@@ -466,7 +479,7 @@ static void on_upgrade(void *cls, struct MHD_Connection *conn, void *req_cls, co
         goto fail;
     if (!tls_is_on())
         worker_release_socket(conn); /* plain HTTP: the loop watched this very socket for the connection */
-    if (worker_watch(ws->wk, &ws->watch, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET) != 0) {
+    if (worker_watch(ws->wk, &ws->watch, EPOLLIN | EPOLLRDHUP | EPOLLET) != 0) {
         sg_warn("websocket %s: cannot watch the socket: %s", rq->id, strerror(errno));
         goto fail;
     }
