@@ -36,7 +36,7 @@ struct chat_bridge {
     struct request *rq;     /* valid for the socket's whole life (ws.c keeps the request until the end) */
     struct wk_watch watch;  /* the subscription connection */
     struct worker *wk;
-    int can_read, is_watched, is_ended;
+    int can_read, is_watched, is_ended, is_freed;
     char *first;            /* the "subscribed" event, sent when the socket opens */
     struct sg_frame_decoder dec;
     size_t in_off, in_len;
@@ -117,6 +117,8 @@ static void on_subscription(struct wk_watch *w, uint32_t events)
 {
     struct chat_bridge *b = (struct chat_bridge *)((char *)w - offsetof(struct chat_bridge, watch));
     (void)events;
+    if (b->is_freed)
+        return; /* ended earlier in this round: only waits to be freed */
     b->can_read = 1;
     read_subscription(b);
     ws_flush(b->ws); /* last: it may end the socket and free b */
@@ -239,7 +241,12 @@ static void on_end(struct ws *ws, void *arg)
     close(b->watch.fd); /* the chat service forgets the subscriber at once */
     sg_frame_decoder_free(&b->dec);
     free(b->first);
-    free(b);
+    b->first = NULL;
+    b->is_freed = 1;
+    if (b->wk)
+        worker_free_later(b->wk, b); /* this round may still hold an event of its watch */
+    else
+        free(b);
 }
 
 static const struct ws_bridge chat_bridge = {on_start, on_message, on_room, on_end};

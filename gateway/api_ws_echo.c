@@ -36,6 +36,7 @@ struct echo_bridge {
     enum echo_mode mode;
     int can_read, can_write, is_watched, is_backend_gone;
     int is_out_watched, saw_hup; /* as in ws.c: EPOLLOUT only while blocked; a FIN was announced */
+    int is_ended;                /* on_end ran: waits to be freed after the loop's round */
     uint8_t *tb;              /* client bytes on their way to the backend */
     size_t tb_off, tb_len, tb_cap;
     uint8_t tail[4];          /* text mode: the start of a UTF-8 sequence the next read completes */
@@ -133,6 +134,8 @@ static void read_backend(struct echo_bridge *b)
 static void on_backend(struct wk_watch *w, uint32_t events)
 {
     struct echo_bridge *b = (struct echo_bridge *)((char *)w - offsetof(struct echo_bridge, watch));
+    if (b->is_ended)
+        return;
     if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         b->saw_hup = 1;
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
@@ -222,7 +225,12 @@ static void on_end(struct ws *ws, void *arg)
         worker_unwatch(b->wk, &b->watch);
     close(b->watch.fd);
     free(b->tb);
-    free(b);
+    b->tb = NULL;
+    b->is_ended = 1;
+    if (b->wk)
+        worker_free_later(b->wk, b); /* this round may still hold an event of its watch */
+    else
+        free(b); /* never watched */
 }
 
 static const struct ws_bridge echo_bridge = {on_start, on_message, on_room, on_end};

@@ -63,6 +63,8 @@ struct worker {
     struct wk_timer **heap;
     size_t n_heap, cap_heap;
     struct wk_conn *hups; /* connections whose client closed, checked after each libmicrohttpd round */
+    void **later;         /* freed after the round (worker_free_later) */
+    size_t n_later, cap_later;
 };
 
 static _Thread_local struct worker *self;
@@ -419,6 +421,29 @@ void worker_release_socket(struct MHD_Connection *conn)
     }
 }
 
+void worker_free_later(struct worker *wk, void *p)
+{
+    if (wk->n_later == wk->cap_later) {
+        size_t cap = wk->cap_later ? wk->cap_later * 2 : 16;
+        void **a = realloc(wk->later, cap * sizeof *a);
+        if (!a) {
+            /* Out of memory: leaked rather than freed under a pending event. */
+            sg_warn("worker: out of memory for a deferred free");
+            return;
+        }
+        wk->later = a;
+        wk->cap_later = cap;
+    }
+    wk->later[wk->n_later++] = p;
+}
+
+static void free_later_now(struct worker *wk)
+{
+    for (size_t i = 0; i < wk->n_later; i++)
+        free(wk->later[i]);
+    wk->n_later = 0;
+}
+
 /* ---- the loop ---- */
 
 static void on_wake(struct wk_watch *w, uint32_t events)
@@ -464,6 +489,7 @@ static void *loop(void *arg)
         wk->needs_run = 0;
         MHD_run(wk->daemon);
         check_hups(wk);
+        free_later_now(wk); /* no event of this round points at them any more */
         if (atomic_load(&wk->want_quiesce) && !wk->is_quiesced) {
             /* The listener is shared by every worker: quiescing leaves it open for the others. */
             (void)MHD_quiesce_daemon(wk->daemon);
@@ -480,6 +506,7 @@ static void *loop(void *arg)
     MHD_run(wk->daemon);
     MHD_stop_daemon(wk->daemon); /* on this thread: every callback it makes runs where the loop's state lives */
     wk->daemon = NULL;
+    free_later_now(wk);
     upcall_pool_drain();
     self = NULL;
     return NULL;
@@ -516,6 +543,7 @@ void worker_free(struct worker *wk)
     if (wk->epfd >= 0)
         close(wk->epfd);
     free(wk->heap);
+    free(wk->later);
     free(wk);
 }
 

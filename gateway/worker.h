@@ -72,6 +72,14 @@ void worker_unwatch(struct worker *wk, struct wk_watch *w);
 /* Arms t to fire at at (re-arms it when armed). */
 void worker_timer_arm(struct worker *wk, struct wk_timer *t, int64_t at);
 
+/*
+ * Frees p once the loop's current round is over: an object whose wk_watch
+ * may still have an event in this round's batch (a socket ended by another
+ * descriptor's event) must stay readable until then. Its ready() must see
+ * that it ended and do nothing.
+ */
+void worker_free_later(struct worker *wk, void *p);
+
 /* Disarms t; harmless when it is not armed. */
 void worker_timer_cancel(struct worker *wk, struct wk_timer *t);
 

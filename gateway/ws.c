@@ -184,6 +184,16 @@ static void touch(struct ws *ws)
         ws->idle_due = sg_now_ms() + idle;
 }
 
+/* Frees what an ended session holds; the struct itself after the loop's round (an event may still name it). */
+static void release(struct ws *ws)
+{
+    wslay_event_context_free(ws->ctx);
+    ws->ctx = NULL;
+    free(ws->extra);
+    ws->extra = NULL;
+    worker_free_later(ws->wk, ws);
+}
+
 /*
  * Ends the session: the bridge releases its backend, libmicrohttpd gets the
  * socket back (it closes it and ends the request), the session is freed.
@@ -210,11 +220,8 @@ static void finish(struct ws *ws)
     /* libmicrohttpd's external mode wakes no loop after a resume: make this one run its daemon again. */
     MHD_upgrade_action(ws->urh, MHD_UPGRADE_ACTION_CLOSE);
     worker_kick(ws->wk);
-    if (!ws->is_pumping) {
-        wslay_event_context_free(ws->ctx);
-        free(ws->extra);
-        free(ws);
-    }
+    if (!ws->is_pumping)
+        release(ws);
 }
 
 static ssize_t on_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *user_data)
@@ -392,9 +399,7 @@ out:
             ws->is_out_watched = want_out;
     }
     if (ws->is_done) {
-        wslay_event_context_free(ws->ctx);
-        free(ws->extra);
-        free(ws);
+        release(ws);
     } else if (ws->again) {
         /* The round budget ran out with work left: the timer brings the loop back at once (edges are kept). */
         ws->again = 0;
@@ -405,6 +410,8 @@ out:
 static void on_ready(struct wk_watch *w, uint32_t events)
 {
     struct ws *ws = (struct ws *)((char *)w - offsetof(struct ws, watch));
+    if (ws->is_done)
+        return; /* ended earlier in this round: only waits to be freed */
     if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         ws->saw_hup = 1;
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
