@@ -279,6 +279,15 @@ try {
     assert.equal((await exit).code, 0, g.log());
   });
 
+  await step('--ws-idle-timeout: a socket without messages either way is closed with 1001', async () => {
+    const g = await gateway(['--ws-idle-timeout', '500ms', '--ws-ping', '0']);
+    const conn = await open(`ws://127.0.0.1:${g.port}/api/v1/ws/echo`, ['binary']);
+    conn.ws.send('x');
+    await collect(conn, 1);
+    const how = await within('the idle close', conn.closed);
+    assert.deepEqual(how, { code: 1001, reason: 'idle timeout' });
+  });
+
   await step('token: refused without it (401), taken as the bearer.TOKEN subprotocol or the header', async () => {
     const g = await gateway(['--token', 's3cret-token']);
     const url = `ws://127.0.0.1:${g.port}/api/v1/ws/echo`;
