@@ -253,8 +253,17 @@ try {
       if (Date.now() > end) throw new Error('no error event for a bad command');
       await new Promise((r) => setTimeout(r, 20));
     }
+    conn.ws.send(JSON.stringify({ op: 'peers', ref: 'p' }));
+    let peers;
+    while (!(peers = events().find((e) => e.event === 'peers' && e.ref === 'p'))) {
+      if (Date.now() > end) throw new Error('no peers event');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.ok(JSON.stringify(peers.data).includes(me), `the peer list names ${me}: ${JSON.stringify(peers.data)}`);
     udp.close();
-    conn.ws.close();
+    conn.ws.send(Buffer.from('not json'));
+    const how = await within('close', conn.closed);
+    assert.equal(how.code, 1003, 'a binary message closes the chat socket with 1003');
   });
 
   await step('the echo backend killed: the socket closes with 1011', async () => {
