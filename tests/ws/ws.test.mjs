@@ -198,12 +198,21 @@ try {
         await collect(conn, 9);
       }
     }));
-    // Closed with an echo still in flight, so the backend's event and the client's close meet.
+    // Closed with echoes streaming, so the backend's event and the client's close meet in one
+    // epoll batch (five waves of 32 sockets, each sending 200 small messages unawaited).
     for (const conn of conns) {
-      conn.ws.send(Buffer.alloc(32 * 1024, 0x35));
+      for (let i = 0; i < 200; i++) conn.ws.send(Buffer.from('0123456789'));
       conn.ws.close(1000);
     }
     await Promise.all(conns.map((c) => within('close', c.closed)));
+    for (let wave = 0; wave < 4; wave++) {
+      const more = await Promise.all(Array.from({ length: 32 }, () => open(ws, ['binary'])));
+      for (const conn of more) {
+        for (let i = 0; i < 200; i++) conn.ws.send(Buffer.from('0123456789'));
+        conn.ws.close(1000);
+      }
+      await Promise.all(more.map((c) => within('close', c.closed)));
+    }
     const res = await fetch(`http://127.0.0.1:${gw.port}/healthz`);
     assert.equal(res.status, 200);
     assert.equal(gw.child.exitCode, null, 'the gateway is still running');
