@@ -42,6 +42,7 @@ struct gw_config {
     unsigned ws_ping_ms;                      /* a WebSocket is pinged this often (0: never) */
     unsigned ws_pong_ms;                      /* a ping unanswered this long drops the WebSocket */
     unsigned ws_idle_ms;                      /* a WebSocket without a message either way this long is closed (0: never) */
+    unsigned upload_expiry_s;                 /* an unfinished tus upload unchanged this long is removed (embedded file) */
     enum sg_log_format log_format;
     const char *sandbox;                      /* the embedded exec's --sandbox: strict, best-effort or off */
     const char *sandbox_read[GW_MAX_SANDBOX_DIRS];  /* extra directories its commands may read */
