@@ -39,6 +39,10 @@ struct gw_config {
     unsigned header_timeout_ms;               /* a request head must be in within this (0: no limit) */
     unsigned body_timeout_ms;                 /* longest silence inside a request body (0: no limit) */
     unsigned grace_ms;                        /* how long SIGTERM waits for requests in flight */
+    uint64_t ws_max_message;                  /* bytes of one WebSocket message from a client (more: close 1009) */
+    unsigned ws_ping_ms;                      /* a WebSocket is pinged this often (0: never) */
+    unsigned ws_pong_ms;                      /* a ping unanswered this long drops the WebSocket */
+    unsigned ws_idle_ms;                      /* a WebSocket without a message either way this long is closed (0: never) */
     unsigned upload_expiry_s;                 /* an unfinished tus upload unchanged this long is removed (embedded file) */
     unsigned drain_ms;                        /* how long SIGTERM keeps serving with /readyz at 503 first */
     unsigned resolve_interval_ms;             /* backend names are looked up again this often (balancer.h) */

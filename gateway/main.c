@@ -36,7 +36,8 @@ static const char usage[] =
     "                [--cors-origin ORIGIN]... [--allow-host NAME]... [--max-upload SIZE]\n"
     "                [--max-json SIZE] [--threads N] [--max-conns N] [--timeout DURATION] [--grace DURATION]\n"
     "                [--header-timeout DURATION] [--body-timeout DURATION] [--spool-dir DIR]\n"
-    "                [--upload-expiry DURATION]\n"
+    "                [--ws-max-message SIZE] [--ws-ping DURATION] [--ws-pong-timeout DURATION]\n"
+    "                [--ws-idle-timeout DURATION] [--upload-expiry DURATION]\n"
     "                [--drain DURATION] [--resolve-interval DURATION] [--eject DURATION]\n"
     "                [--tls-cert FILE --tls-key FILE] [--log-format text|json] [--print-routes]";
 static const char about[] =
@@ -52,6 +53,7 @@ struct flags {
     const char *web_root, *token, *spool_dir, *tls_cert, *tls_key;
     const char *max_upload, *max_json, *threads, *max_conns, *timeout, *grace, *drain, *resolve_interval, *eject, *log_format, *print_routes;
     const char *header_timeout, *body_timeout, *upload_expiry;
+    const char *ws_max_message, *ws_ping, *ws_pong, *ws_idle;
     struct gw_config *cfg;
 };
 
@@ -163,7 +165,8 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
     struct flags f = {.listen = GW_DEFAULT_LISTEN, .max_upload = "16G",
                       .max_json = "1M", .threads = "8", .max_conns = "16384", .timeout = "10s", .grace = "10s",
                       .drain = "0", .resolve_interval = "5s", .eject = "2s",
-                      .header_timeout = "20s", .body_timeout = "30s", .upload_expiry = "24h", .log_format = "text", .cfg = cfg};
+                      .header_timeout = "20s", .body_timeout = "30s", .upload_expiry = "24h", .log_format = "text", .cfg = cfg,
+                      .ws_max_message = "1M", .ws_ping = "30s", .ws_pong = "10s", .ws_idle = "1h"};
     const struct sg_option opts[] = {
         {"listen", "SOCKGATE_LISTEN", "HOST:PORT", "HTTP address (port 0 picks a free one)", &f.listen, NULL, NULL},
         {"embedded-listen", "SOCKGATE_EMBEDDED_LISTEN", "HOST:PORT",
@@ -232,6 +235,15 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
         {"body-timeout-ms", "SOCKGATE_BODY_TIMEOUT_MS", "MS", "milliseconds", &f.body_timeout, NULL, NULL},
         {"grace", "SOCKGATE_GRACE", "DURATION", "how long SIGTERM waits for requests in flight", &f.grace, NULL, NULL},
         {"grace-ms", "SOCKGATE_GRACE_MS", "MS", "milliseconds", &f.grace, NULL, NULL},
+        {"ws-max-message", "SOCKGATE_WS_MAX_MESSAGE", "SIZE",
+         "largest WebSocket message a client may send (a larger one closes the socket with 1009)", &f.ws_max_message,
+         NULL, NULL},
+        {"ws-ping", "SOCKGATE_WS_PING", "DURATION", "ping every WebSocket this often (0: never)", &f.ws_ping, NULL,
+         NULL},
+        {"ws-pong-timeout", "SOCKGATE_WS_PONG_TIMEOUT", "DURATION",
+         "drop a WebSocket whose pong is this late", &f.ws_pong, NULL, NULL},
+        {"ws-idle-timeout", "SOCKGATE_WS_IDLE_TIMEOUT", "DURATION",
+         "close a WebSocket after this long without a message either way (0: never)", &f.ws_idle, NULL, NULL},
         {"upload-expiry", "SOCKGATE_UPLOAD_EXPIRY", "DURATION",
          "an unfinished resumable (tus) upload unchanged this long is removed and its storage freed (embedded file "
          "backend; a remote one has its own --session-expiry)",
@@ -329,6 +341,17 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
     if (sg_flag_duration("sockgate", "body-timeout", f.body_timeout, 0, 3600000, 0, &v))
         return 2;
     cfg->body_timeout_ms = (unsigned)v;
+    if (sg_flag_size("sockgate", "ws-max-message", f.ws_max_message, 1, 256u << 20, &cfg->ws_max_message))
+        return 2;
+    if (sg_flag_duration("sockgate", "ws-ping", f.ws_ping, 0, 3600000, 0, &v))
+        return 2;
+    cfg->ws_ping_ms = (unsigned)v;
+    if (sg_flag_duration("sockgate", "ws-pong-timeout", f.ws_pong, 10, 3600000, 0, &v))
+        return 2;
+    cfg->ws_pong_ms = (unsigned)v;
+    if (sg_flag_duration("sockgate", "ws-idle-timeout", f.ws_idle, 0, 7 * 24 * 3600000u, 0, &v))
+        return 2;
+    cfg->ws_idle_ms = (unsigned)v;
     /* The file backend counts whole seconds: a shorter duration waits one. */
     if (sg_flag_duration("sockgate", "upload-expiry", f.upload_expiry, 1000, UINT64_C(366) * 86400000, 1000, &v))
         return 2;

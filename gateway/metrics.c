@@ -14,8 +14,8 @@
 #include "sockgate/error.h"
 
 /* The statuses the gateway sends; anything else is counted under "other". */
-static const unsigned statuses[] = {200, 201, 204, 206, 304, 400, 401, 403, 404, 405, 411,
-                                    413, 415, 416, 499, 500, 502, 503, 504, 507};
+static const unsigned statuses[] = {101, 200, 201, 204, 206, 304, 400, 401, 403, 404, 405, 411,
+                                    413, 415, 416, 426, 499, 500, 502, 503, 504, 507};
 #define N_STATUS (sizeof statuses / sizeof statuses[0] + 1)
 
 /* Upper bounds of the latency buckets in microseconds (Prometheus renders them in seconds). */
@@ -35,6 +35,8 @@ static size_t n_slots;
 static atomic_long in_flight;
 static atomic_long uploads;
 static atomic_ullong timeouts[METRIC__TIMEOUTS];
+static atomic_long ws_open;
+static atomic_ullong ws_sessions, ws_messages[2], ws_bytes[2];
 
 int metrics_init(size_t n)
 {
@@ -86,6 +88,19 @@ void metrics_in_flight(int delta)
 long metrics_in_flight_now(void)
 {
     return atomic_load_explicit(&in_flight, memory_order_relaxed);
+}
+
+void metrics_ws_open(int delta)
+{
+    atomic_fetch_add_explicit(&ws_open, delta, memory_order_relaxed);
+    if (delta > 0)
+        atomic_fetch_add_explicit(&ws_sessions, 1, memory_order_relaxed);
+}
+
+void metrics_ws_message(int is_out, uint64_t bytes)
+{
+    atomic_fetch_add_explicit(&ws_messages[is_out != 0], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&ws_bytes[is_out != 0], bytes, memory_order_relaxed);
 }
 
 void metrics_uploads(int delta)
@@ -210,6 +225,26 @@ char *metrics_render(struct gateway *gw, size_t *len)
                "# TYPE sockgate_uploads_in_flight gauge\n"
                "sockgate_uploads_in_flight %ld\n",
             atomic_load_explicit(&uploads, memory_order_relaxed));
+    fprintf(f, "# HELP sockgate_websockets_open WebSockets (GET /api/v1/ws/...) open now.\n"
+               "# TYPE sockgate_websockets_open gauge\n"
+               "sockgate_websockets_open %ld\n"
+               "# HELP sockgate_websockets_total WebSockets opened since start.\n"
+               "# TYPE sockgate_websockets_total counter\n"
+               "sockgate_websockets_total %llu\n",
+            atomic_load_explicit(&ws_open, memory_order_relaxed),
+            (unsigned long long)atomic_load_explicit(&ws_sessions, memory_order_relaxed));
+    fprintf(f, "# HELP sockgate_websocket_messages_total WebSocket data messages, in from clients and out to them.\n"
+               "# TYPE sockgate_websocket_messages_total counter\n"
+               "sockgate_websocket_messages_total{direction=\"in\"} %llu\n"
+               "sockgate_websocket_messages_total{direction=\"out\"} %llu\n"
+               "# HELP sockgate_websocket_bytes_total Payload bytes of WebSocket data messages, in and out.\n"
+               "# TYPE sockgate_websocket_bytes_total counter\n"
+               "sockgate_websocket_bytes_total{direction=\"in\"} %llu\n"
+               "sockgate_websocket_bytes_total{direction=\"out\"} %llu\n",
+            (unsigned long long)atomic_load_explicit(&ws_messages[0], memory_order_relaxed),
+            (unsigned long long)atomic_load_explicit(&ws_messages[1], memory_order_relaxed),
+            (unsigned long long)atomic_load_explicit(&ws_bytes[0], memory_order_relaxed),
+            (unsigned long long)atomic_load_explicit(&ws_bytes[1], memory_order_relaxed));
     fprintf(f, "# HELP sockgate_chat_streams_open Chat event streams (GET /api/v1/chat/events) open now.\n"
                "# TYPE sockgate_chat_streams_open gauge\n"
                "sockgate_chat_streams_open %ld\n",
