@@ -14,8 +14,8 @@
 #include "sockgate/error.h"
 
 /* The statuses the gateway sends; anything else is counted under "other". */
-static const unsigned statuses[] = {101, 200, 201, 204, 206, 304, 400, 401, 403, 404, 405, 411,
-                                    413, 415, 416, 426, 499, 500, 502, 503, 504, 507};
+static const unsigned statuses[] = {101, 200, 201, 204, 206, 304, 400, 401, 403, 404, 405, 409, 411, 412,
+                                    413, 415, 416, 423, 426, 460, 499, 500, 501, 502, 503, 504, 507};
 #define N_STATUS (sizeof statuses / sizeof statuses[0] + 1)
 
 /* Upper bounds of the latency buckets in microseconds (Prometheus renders them in seconds). */
