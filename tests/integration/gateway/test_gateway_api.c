@@ -489,8 +489,21 @@ static void test_metrics(void)
     /* This very request is in flight while the text is made. */
     CHECK(strstr(r->body, "sockgate_http_requests_in_flight 1\n"));
     http_free(r);
-    /* The bytes /metrics sent are counted like any other answer's (they used to be 0). */
-    r = gw_do(&g, "GET", "/metrics", NULL, NULL);
+    /*
+     * The bytes /metrics sent are counted like any other answer's (they used to
+     * be 0). They are counted when libmicrohttpd reports the answer complete,
+     * which may come after the client already has it, and the next request may
+     * land on another worker: ask again until it shows, within a deadline.
+     */
+    deadline = sg_now_ms() + 5000;
+    for (;;) {
+        r = gw_do(&g, "GET", "/metrics", NULL, NULL);
+        if (!strstr(r->body, "sockgate_http_bytes_total{route=\"metrics\",direction=\"out\"} 0\n") ||
+            sg_now_ms() >= deadline)
+            break;
+        http_free(r);
+        usleep(20 * 1000);
+    }
     CHECK(strstr(r->body, "sockgate_http_bytes_total{route=\"metrics\",direction=\"out\"} 0\n") == NULL);
     CHECK(strstr(r->body, "sockgate_http_bytes_total{route=\"metrics\",direction=\"out\"} "));
     http_free(r);
