@@ -401,6 +401,12 @@ void worker_resume(struct MHD_Connection *conn)
     MHD_resume_connection(conn);
 }
 
+int worker_client_gone(struct MHD_Connection *conn)
+{
+    struct wk_conn *c = conn_of(conn);
+    return c && (c->is_hup || c->is_cut);
+}
+
 /* ---- the loop ---- */
 
 static void on_wake(struct wk_watch *w, uint32_t events)

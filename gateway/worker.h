@@ -92,6 +92,13 @@ void worker_suspend(struct MHD_Connection *conn);
 /* Resumes a connection suspended with worker_suspend; on the worker's own thread. */
 void worker_resume(struct MHD_Connection *conn);
 
+/*
+ * Returns 1 when conn's client closed its side or the loop cut the
+ * connection: a response that never ends by itself (a stream) should end
+ * rather than wait, since nobody reads it.
+ */
+int worker_client_gone(struct MHD_Connection *conn);
+
 /* Timeouts (milliseconds) of a request's head and of the silence within its body; 0 turns one off. */
 void worker_set_timeouts(unsigned header_ms, unsigned body_ms);
 
