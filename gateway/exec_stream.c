@@ -37,6 +37,7 @@ static const char *const kind_name[] = {"stdout", "stderr"};
  * Everything runs on the worker's thread that owns the connection.
  */
 struct exec_stream {
+    struct exec_stream *prev, *next; /* this worker's open streams (streams_of_thread) */
     int refs;
     struct request *rq;           /* NULL once the request ended */
     struct MHD_Connection *conn;  /* the response's connection, NULL once released */
@@ -62,6 +63,9 @@ struct exec_stream {
     size_t carry_len[2];
 };
 
+/* The streams of the calling worker: ended when its loop stops (worker_at_stop). */
+static _Thread_local struct exec_stream *streams_of_thread;
+
 enum exec_stream_format exec_stream_format(const char *accept)
 {
     const char *p = accept;
@@ -83,6 +87,12 @@ static void es_drop(struct exec_stream *es)
 {
     if (--es->refs > 0)
         return;
+    if (es->prev)
+        es->prev->next = es->next;
+    else
+        streams_of_thread = es->next;
+    if (es->next)
+        es->next->prev = es->prev;
     upcall_stream_close(es->us);
     worker_timer_cancel(es->wk, &es->heartbeat);
     json_decref(es->argv);
@@ -386,6 +396,34 @@ static void on_heartbeat(struct wk_timer *t)
     worker_timer_arm(es->wk, &es->heartbeat, due);
 }
 
+/*
+ * The worker's loop stops (after the shutdown's grace period): every stream
+ * of this thread ends now, with an error event when its command still runs,
+ * and a stream still waiting for its start is answered 503.
+ */
+static void end_all_streams(void)
+{
+    for (struct exec_stream *es = streams_of_thread; es; es = es->next) {
+        upcall_stream_close(es->us); /* the exec service kills what still runs */
+        es->us = NULL;
+        worker_timer_cancel(es->wk, &es->heartbeat);
+        if (!es->has_started) {
+            es->end_rc = SG_ERR_REFUSED;
+            snprintf(es->end_err, sizeof es->end_err, "the gateway is shutting down");
+            if (es->rq)
+                request_wake(es->rq);
+            continue;
+        }
+        if (!es->is_ended) {
+            es->pend_off = es->pend_len = 0;
+            put_event_json(es, "error", json_pack("{s:s,s:s}", "code", sg_err_code(SG_ERR_REFUSED), "message",
+                                                  "the gateway is shutting down: the command was stopped"));
+            es->is_ended = 1;
+        }
+        es_wake(es);
+    }
+}
+
 /* libmicrohttpd wants more of the body: hand over what is queued, end, or park the connection. */
 static ssize_t es_read(void *cls, uint64_t pos, char *buf, size_t max)
 {
@@ -479,6 +517,11 @@ int exec_stream_start(struct request *rq, enum exec_stream_format fmt, const jso
         return request_fail(rq, SG_ERR_NOMEM, "out of memory");
     }
     es->refs = 1;
+    es->next = streams_of_thread;
+    if (es->next)
+        es->next->prev = es;
+    streams_of_thread = es;
+    worker_at_stop(end_all_streams);
     es->rq = rq;
     es->wk = worker_self();
     es->fmt = fmt;

@@ -99,6 +99,13 @@ void worker_resume(struct MHD_Connection *conn);
  */
 int worker_client_gone(struct MHD_Connection *conn);
 
+/*
+ * Sets the function each worker runs on its own thread when its loop stops,
+ * just before its daemon stops: it must end every response of that thread
+ * that waits parked (one hook for the process; the last call wins). Any thread.
+ */
+void worker_at_stop(void (*fn)(void));
+
 /* Timeouts (milliseconds) of a request's head and of the silence within its body; 0 turns one off. */
 void worker_set_timeouts(unsigned header_ms, unsigned body_ms);
 

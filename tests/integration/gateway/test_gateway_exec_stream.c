@@ -32,6 +32,7 @@
 static struct gw g;
 static char dir[256]; /* the test's own files: gates the commands wait for, TLS keys */
 static unsigned marker_base;
+static const char *https_args[16]; /* the HTTPS gateway's flags, for the last case */
 
 /* ---- processes, by an argument only this test uses ---- */
 
@@ -448,6 +449,8 @@ static void test_keep_alive_comment(void)
 /* ---- a slow reader of a big output ---- */
 
 struct slow {
+    const char *marker;
+    int was_running; /* the command still ran when the reader left */
     uint64_t got;
     long base_kib, peak_kib;
     int64_t until, last_sample;
@@ -472,7 +475,10 @@ static int slow_progress(void *ctx, curl_off_t dt, curl_off_t dn, curl_off_t ut,
         if (kib > sl->peak_kib)
             sl->peak_kib = kib;
     }
-    return now >= sl->until; /* nonzero aborts: the reader leaves */
+    if (now < sl->until)
+        return 0;
+    sl->was_running = proc_with_arg(sl->marker); /* held: 1 GiB at 1 MiB/s is far from done */
+    return 1; /* the reader leaves: libcurl aborts and closes the connection */
 }
 
 static const char *big_body(char *buf, size_t cap, const char *marker)
@@ -513,8 +519,9 @@ static void test_slow_reader_libcurl(void)
     curl_easy_setopt(c, CURLOPT_XFERINFODATA, &sl);
     if (gw_ca_file[0])
         curl_easy_setopt(c, CURLOPT_CAINFO, gw_ca_file);
+    sl.marker = marker;
     rc = curl_easy_perform(c);
-    CHECK(proc_with_arg(marker)); /* held: 1 GiB at 1 MiB/s is far from done */
+    CHECK(sl.was_running); /* held: 1 GiB at 1 MiB/s is far from done */
     curl_easy_cleanup(c);
     curl_slist_free_all(h);
     fprintf(stderr, "slow libcurl reader: %llu bytes read, gateway RSS %ld KiB -> peak %ld KiB\n",
@@ -531,8 +538,8 @@ static void test_slow_reader_curl_no_buffer(void)
     char body[512], marker[32], url[256], cmd[2048];
     long base = sg_proc_rss_kib(g.proc.pid), peak = base;
     pid_t pid;
-    int status;
-    int64_t deadline;
+    int status, was_running = 0;
+    int64_t deadline, started;
     snprintf(marker, sizeof marker, "%u4", marker_base);
     snprintf(url, sizeof url, "%s/api/v1/exec", g.base);
     big_body(body, sizeof body, marker);
@@ -547,17 +554,64 @@ static void test_slow_reader_curl_no_buffer(void)
         _exit(127);
     }
     deadline = sg_now_ms() + 30000;
+    started = sg_now_ms();
     while (waitpid(pid, &status, WNOHANG) == 0) {
         long kib = sg_proc_rss_kib(g.proc.pid);
         if (kib > peak)
             peak = kib;
+        if (sg_now_ms() - started >= 2500 && !was_running)
+            was_running = proc_with_arg(marker); /* held while curl reads (it leaves at 4 s) */
         CHECK(sg_now_ms() < deadline);
         usleep(100000);
     }
     fprintf(stderr, "curl --no-buffer reader: gateway RSS %ld KiB -> peak %ld KiB\n", base, peak);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 28); /* curl's "operation timed out": it left at 4 s */
+    CHECK(was_running);
     CHECK(peak - base < RSS_GROWTH_LIMIT_KIB);
     CHECK(wait_proc(marker, 0, 10000));
+}
+
+/* ---- shutdown ---- */
+
+static int stop_gateway_on_up(struct stream *s, const struct event *e)
+{
+    (void)s;
+    if (strcmp(e->name, "stdout") == 0 && data_of(e) && strstr(data_of(e), "up"))
+        CHECK(kill(g.proc.pid, SIGTERM) == 0);
+    return 0;
+}
+
+/*
+ * SIGTERM while a stream runs: after the grace period the stream ends with an
+ * error event (no exit: the command did not end by itself), the command is
+ * killed, and the gateway exits 0 (libmicrohttpd would abort on a parked
+ * connection). Stops the gateway: the last case.
+ */
+static void test_shutdown_ends_streams(const char *const args[])
+{
+    const char *with_grace[16];
+    char m[32], body[512];
+    struct stream s = {0};
+    size_t n = 0;
+    for (; args[n]; n++)
+        with_grace[n] = args[n];
+    with_grace[n++] = "--grace";
+    with_grace[n++] = "1s";
+    with_grace[n] = NULL;
+    gw_stop(&g);
+    gw_start(&g, with_grace);
+    snprintf(m, sizeof m, "%u5", marker_base);
+    snprintf(body, sizeof body, "{\"argv\":[\"sh\",\"-c\",\"echo up; sleep %s\"],\"timeout_ms\":60000}", m);
+    s.on_event = stop_gateway_on_up;
+    run_stream(&s, "text/event-stream", body); /* the connection closes with the gateway: how is not the point */
+    CHECK_INT_EQ(s.n, 3);
+    CHECK_STR_EQ(s.ev[1].name, "stdout");
+    CHECK_STR_EQ(s.ev[2].name, "error");
+    CHECK(strstr(json_string_value(json_object_get(s.ev[2].data, "message")), "shutting down"));
+    CHECK_INT_EQ(sg_proc_stop(&g.proc, 15000), 0);
+    CHECK(wait_proc(m, 0, 10000));
+    sg_test_rmtree(g.dir);
+    stream_free(&s);
 }
 
 /* ---- HTTPS (issue 20: streams over TLS) ---- */
@@ -571,7 +625,7 @@ static void run_sh(const char *fmt, const char *a)
 
 static void test_over_https(void)
 {
-    char cert[300], key[300];
+    static char cert[300], key[300]; /* kept: https_args points at them */
     const char *args[6];
     run_sh("cd %s && openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=t-ca "
            ">/dev/null 2>&1",
@@ -601,6 +655,7 @@ static void test_over_https(void)
         for (size_t i = 0; args[i]; i++)
             all[n++] = args[i];
         all[n] = NULL;
+        memcpy(https_args, all, sizeof all);
         gw_stop(&g);
         gw_start(&g, all);
     }
@@ -634,7 +689,8 @@ int main(void)
     RUN_TEST(test_slow_reader_curl_no_buffer);
     RUN_TEST(test_keep_alive_comment);
     RUN_TEST(test_over_https);
-    gw_stop(&g);
+    fprintf(stderr, "-- test_shutdown_ends_streams\n");
+    test_shutdown_ends_streams(https_args);
     sg_test_rmtree(dir);
     curl_global_cleanup();
     return TESTS_DONE();
