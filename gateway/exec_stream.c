@@ -217,10 +217,11 @@ static void put_escaped(struct exec_stream *es, const uint8_t *buf, size_t len)
 
 /*
  * Appends one output event for buf[0..len): {"data": text} when is_b64 is 0
- * (buf is valid UTF-8), else {"data_base64": ...}. Returns 0 when it does not
- * fit now (nothing appended).
+ * (buf is valid UTF-8), else {"data_base64": ...}, when the events queued
+ * then stay within limit bytes. Returns 0 when it does not fit now (nothing appended).
  */
-static int put_output(struct exec_stream *es, enum kind kind, const uint8_t *buf, size_t len, int is_b64)
+static int put_output(struct exec_stream *es, enum kind kind, const uint8_t *buf, size_t len, int is_b64,
+                      size_t limit)
 {
     char head[64], *o;
     size_t hlen, blen = is_b64 ? 4 * ((len + 2) / 3) : escaped_len(buf, len);
@@ -229,7 +230,7 @@ static int put_output(struct exec_stream *es, enum kind kind, const uint8_t *buf
         hlen = (size_t)snprintf(head, sizeof head, "event: %s\ndata: {\"%s\":\"", kind_name[kind], key);
     else
         hlen = (size_t)snprintf(head, sizeof head, "{\"type\":\"%s\",\"%s\":\"", kind_name[kind], key);
-    if (queued(es) + hlen + blen + 4 > EXEC_STREAM_OUT_CAP - RESERVE || !out_room(es, hlen + blen + 4))
+    if (queued(es) + hlen + blen + 4 > limit || !out_room(es, hlen + blen + 4))
         return 0;
     out_put(es, head, hlen);
     if (is_b64) {
@@ -256,7 +257,7 @@ static int flush_pending(struct exec_stream *es)
             while (n > 0 && (p[n] & 0xC0) == 0x80) /* never cut a character: back up to its first byte */
                 n--;
         }
-        if (!put_output(es, es->pend_kind, p, n, es->pend_is_b64))
+        if (!put_output(es, es->pend_kind, p, n, es->pend_is_b64, EXEC_STREAM_OUT_CAP - RESERVE))
             return 0;
         es->pend_off += n;
     }
@@ -306,11 +307,11 @@ static void take_output(struct exec_stream *es, enum kind kind, const uint8_t *b
         upcall_stream_pause(es->us);
 }
 
-/* A character still cut when the command ended is not text: it goes as base64. */
+/* A character still cut when the command ended is not text: it goes as base64 (from the reserve: it always fits). */
 static void flush_carries(struct exec_stream *es)
 {
     for (int k = OUT_STDOUT; k <= OUT_STDERR; k++) {
-        if (es->carry_len[k] && put_output(es, (enum kind)k, es->carry[k], es->carry_len[k], 1))
+        if (es->carry_len[k] && put_output(es, (enum kind)k, es->carry[k], es->carry_len[k], 1, EXEC_STREAM_OUT_CAP))
             es->carry_len[k] = 0;
     }
 }
