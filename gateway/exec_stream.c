@@ -173,44 +173,58 @@ static int put_event_json(struct exec_stream *es, const char *name, json_t *obj)
     return ok;
 }
 
+/* Returns 1 when c stands for itself inside a JSON string (the common case, tested first). */
+static inline int is_plain(uint8_t c)
+{
+    return c >= 0x20 && c != '"' && c != '\\' && c != 0x7f;
+}
+
 /* Returns the length of buf[0..len) as the inside of a JSON string. */
 static size_t escaped_len(const uint8_t *buf, size_t len)
 {
     size_t n = 0;
     for (size_t i = 0; i < len; i++) {
         uint8_t c = buf[i];
-        if (c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t' || c == '\b' || c == '\f')
-            n += 2;
-        else if (c < 0x20 || c == 0x7f)
-            n += 6;
-        else
+        if (is_plain(c))
             n += 1;
+        else if (c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t' || c == '\b' || c == '\f')
+            n += 2;
+        else
+            n += 6;
     }
     return n;
 }
 
+/* Writes buf[0..len) escaped at the end of out (room checked by the caller): runs of plain bytes in one copy. */
 static void put_escaped(struct exec_stream *es, const uint8_t *buf, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
     char *o = es->out + es->out_len;
-    for (size_t i = 0; i < len; i++) {
-        uint8_t c = buf[i];
+    size_t i = 0;
+    while (i < len) {
+        size_t j = i;
+        uint8_t c;
+        while (j < len && is_plain(buf[j]))
+            j++;
+        memcpy(o, buf + i, j - i);
+        o += j - i;
+        if (j == len)
+            break;
+        c = buf[j];
+        *o++ = '\\';
         switch (c) {
-        case '"': *o++ = '\\'; *o++ = '"'; break;
-        case '\\': *o++ = '\\'; *o++ = '\\'; break;
-        case '\n': *o++ = '\\'; *o++ = 'n'; break;
-        case '\r': *o++ = '\\'; *o++ = 'r'; break;
-        case '\t': *o++ = '\\'; *o++ = 't'; break;
-        case '\b': *o++ = '\\'; *o++ = 'b'; break;
-        case '\f': *o++ = '\\'; *o++ = 'f'; break;
+        case '"': *o++ = '"'; break;
+        case '\\': *o++ = '\\'; break;
+        case '\n': *o++ = 'n'; break;
+        case '\r': *o++ = 'r'; break;
+        case '\t': *o++ = 't'; break;
+        case '\b': *o++ = 'b'; break;
+        case '\f': *o++ = 'f'; break;
         default:
-            if (c < 0x20 || c == 0x7f) {
-                *o++ = '\\'; *o++ = 'u'; *o++ = '0'; *o++ = '0';
-                *o++ = hex[c >> 4]; *o++ = hex[c & 15];
-            } else {
-                *o++ = (char)c;
-            }
+            *o++ = 'u'; *o++ = '0'; *o++ = '0';
+            *o++ = hex[c >> 4]; *o++ = hex[c & 15];
         }
+        i = j + 1;
     }
     es->out_len = (size_t)(o - es->out);
 }
@@ -224,12 +238,15 @@ static int put_output(struct exec_stream *es, enum kind kind, const uint8_t *buf
                       size_t limit)
 {
     char head[64], *o;
-    size_t hlen, blen = is_b64 ? 4 * ((len + 2) / 3) : escaped_len(buf, len);
+    /* The most the event can take (every byte \u00XX); its exact size is counted only when that does not fit. */
+    size_t hlen, blen = is_b64 ? 4 * ((len + 2) / 3) : 6 * len;
     const char *key = is_b64 ? "data_base64" : "data";
     if (es->fmt == EXEC_STREAM_SSE)
         hlen = (size_t)snprintf(head, sizeof head, "event: %s\ndata: {\"%s\":\"", kind_name[kind], key);
     else
         hlen = (size_t)snprintf(head, sizeof head, "{\"type\":\"%s\",\"%s\":\"", kind_name[kind], key);
+    if (!is_b64 && queued(es) + hlen + blen + 4 > limit)
+        blen = escaped_len(buf, len);
     if (queued(es) + hlen + blen + 4 > limit || !out_room(es, hlen + blen + 4))
         return 0;
     out_put(es, head, hlen);

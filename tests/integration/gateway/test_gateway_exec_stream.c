@@ -378,6 +378,21 @@ static void test_character_cut_by_the_pipe(void)
     stream_free(&s);
 }
 
+/* Quotes, backslashes, control characters and DEL are escaped so the event is still one line of JSON. */
+static void test_escapes(void)
+{
+    struct stream s = {0};
+    char out[64];
+    CHECK_INT_EQ(run_stream(&s, "text/event-stream",
+                            "{\"argv\":[\"head\",\"-c\",\"100\"],"
+                            "\"stdin\":\"q\\\"b\\\\c\\u0001\\t\\u007f\\u00e9\\r\\n\"}"),
+                 CURLE_OK);
+    exit_of(&s);
+    text_of(&s, "stdout", out, sizeof out);
+    CHECK_STR_EQ(out, "q\"b\\c\001\t\177\xc3\xa9\r\n");
+    stream_free(&s);
+}
+
 /* Refused before it starts: the JSON error of the plain route, not a stream. Without Accept: the JSON answer. */
 static void test_refusal_and_plain_json(void)
 {
@@ -682,6 +697,7 @@ int main(void)
     RUN_TEST(test_line_a_second);
     RUN_TEST(test_stderr_and_base64);
     RUN_TEST(test_character_cut_by_the_pipe);
+    RUN_TEST(test_escapes);
     RUN_TEST(test_refusal_and_plain_json);
     RUN_TEST(test_client_leaving_kills);
     RUN_TEST(test_timeout);
