@@ -401,9 +401,23 @@ static void test_refusal_and_plain_json(void)
     json_t *j;
     gw_expect_error(&g, "POST", "/api/v1/exec", sse, "{\"argv\":[\"rm\",\"-rf\",\"x\"]}", 403, "command_not_allowed");
     gw_expect_error(&g, "POST", "/api/v1/exec", sse, "{\"argv\":[]}", 400, "invalid_request");
+    const char *near[] = {"Content-Type: application/json", "Accept: text/event-streams, application/ndjson", NULL};
+    const char *listed[] = {"Content-Type: application/json", "Accept: application/json;q=0.9, TEXT/Event-Stream; q=0.1",
+                            NULL};
+    struct http_resp *r;
     j = gw_expect_json(&g, "POST", "/api/v1/exec", plain, "{\"argv\":[\"echo\",\"plain\"]}", 200);
     CHECK_STR_EQ(json_string_value(json_object_get(j, "stdout")), "plain\n");
     json_decref(j);
+    /* Only the two media types themselves ask for a stream, in any case, wherever they are listed. */
+    j = gw_expect_json(&g, "POST", "/api/v1/exec", near, "{\"argv\":[\"echo\",\"near\"]}", 200);
+    CHECK_STR_EQ(json_string_value(json_object_get(j, "stdout")), "near\n");
+    json_decref(j);
+    r = gw_do(&g, "POST", "/api/v1/exec", listed, "{\"argv\":[\"echo\",\"listed\"]}");
+    CHECK_INT_EQ(r->status, 200);
+    check_header(r, "Content-Type", "text/event-stream; charset=utf-8");
+    CHECK(strstr(r->body, "event: stdout\ndata: {\"data\":\"listed\\n\"}\n\n"));
+    CHECK(strstr(r->body, "event: exit\n"));
+    http_free(r);
 }
 
 /* The client leaves mid-run: the command's group is gone (even a child that ignores SIGTERM). */
