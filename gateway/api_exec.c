@@ -134,8 +134,7 @@ int api_exec(struct request *rq)
     fmt = exec_stream_format(request_header(rq, "Accept"));
     if (fmt != EXEC_STREAM_NONE) {
         /* Output as it is written: no output cap, only the command's time limit. */
-        rc = exec_stream_start(rq, fmt, hdr, req.stdin_text, req.stdin_len,
-                               sg_now_ms() + timeout + EXEC_DEADLINE_MARGIN_MS);
+        rc = exec_stream_start(rq, fmt, hdr, req.stdin_text, req.stdin_len, timeout + EXEC_DEADLINE_MARGIN_MS);
         goto out;
     }
     ec = calloc(1, sizeof *ec);

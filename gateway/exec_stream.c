@@ -50,6 +50,7 @@ struct exec_stream {
     int is_ended;                 /* no event follows what is in out */
     int is_suspended;             /* our content callback parked the connection */
     int end_rc;                   /* why the stream ended before the command started */
+    int64_t run_ms;               /* the stream's deadline once the command started: its time limit and a margin */
     char end_err[384];
     struct wk_timer heartbeat;
     int64_t last_out_ms;
@@ -343,12 +344,13 @@ static int on_frame(struct upcall_stream *us, const json_t *h, const uint8_t *bo
 {
     struct exec_stream *es = arg;
     const char *ev = json_string_value(json_object_get(h, "event"));
-    (void)us;
     if (!ev)
         return 0;
     if (strcmp(ev, "start") == 0) {
         if (!es->has_started) {
             es->has_started = 1;
+            /* The time limit runs from here: the exec service may have queued the command behind others. */
+            upcall_stream_set_deadline(us, sg_now_ms() + es->run_ms);
             put_event_json(es, "start", json_pack("{s:s,s:O}", "id", es->rq ? es->rq->id : "", "argv", es->argv));
             if (es->rq && !es->is_answered)
                 request_wake(es->rq);
@@ -520,7 +522,7 @@ static int es_answer(struct request *rq)
 }
 
 int exec_stream_start(struct request *rq, enum exec_stream_format fmt, const json_t *hdr, const void *body,
-                      size_t body_len, int64_t deadline_ms)
+                      size_t body_len, int64_t run_ms)
 {
     struct exec_stream *es = calloc(1, sizeof *es);
     json_t *req = json_deep_copy(hdr);
@@ -543,12 +545,13 @@ int exec_stream_start(struct request *rq, enum exec_stream_format fmt, const jso
     es->rq = rq;
     es->wk = worker_self();
     es->fmt = fmt;
+    es->run_ms = run_ms;
     es->argv = json_incref(json_object_get(hdr, "argv"));
     es->heartbeat.fire = on_heartbeat;
     es->last_out_ms = sg_now_ms();
     rq->state = es;
     rq->state_free = es_state_free;
-    rc = upcall_stream_open(&rq->gw->backends[BACKEND_EXEC], req, body, body_len, FRAME_MAX, deadline_ms, on_frame,
+    rc = upcall_stream_open(&rq->gw->backends[BACKEND_EXEC], req, body, body_len, FRAME_MAX, sg_now_ms() + run_ms, on_frame,
                             on_end, es, &es->us, err, sizeof err);
     json_decref(req);
     if (rc != SG_OK)

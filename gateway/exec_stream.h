@@ -28,10 +28,11 @@ enum exec_stream_format exec_stream_format(const char *accept);
  * "stream": true is added to a copy) and body_len bytes of stdin to the exec
  * backend and defers rq. Once the backend says the command started, rq gets
  * a 200 whose body is the events; a refusal before that (not allowed, down,
- * busy) is answered as the JSON error it would have been. Returns SG_OK, or
- * the error recorded in rq (request_fail).
+ * busy) is answered as the JSON error it would have been. run_ms bounds the
+ * wait for the start, then again the run from its start (the command's time
+ * limit plus a margin). Returns SG_OK, or the error recorded in rq (request_fail).
  */
 int exec_stream_start(struct request *rq, enum exec_stream_format fmt, const json_t *hdr, const void *body,
-                      size_t body_len, int64_t deadline_ms);
+                      size_t body_len, int64_t run_ms);
 
 #endif

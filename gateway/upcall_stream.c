@@ -245,6 +245,13 @@ void upcall_stream_pause(struct upcall_stream *s)
     s->is_paused = 1;
 }
 
+void upcall_stream_set_deadline(struct upcall_stream *s, int64_t deadline_ms)
+{
+    s->deadline_ms = deadline_ms;
+    if (s->state == ST_OPEN)
+        worker_timer_arm(s->wk, &s->deadline, deadline_ms);
+}
+
 void upcall_stream_resume(struct upcall_stream *s)
 {
     if (!s->is_paused)

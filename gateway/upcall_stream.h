@@ -46,6 +46,9 @@ int upcall_stream_open(struct upstream *up, const json_t *header, const void *bo
  */
 void upcall_stream_pause(struct upcall_stream *s);
 
+/* Moves the deadline of an open stream to deadline_ms (from on_frame too: a backend that queued the request before starting it). */
+void upcall_stream_set_deadline(struct upcall_stream *s, int64_t deadline_ms);
+
 /* Hands frames over again, from the loop's next round (never from inside this call). Idempotent. */
 void upcall_stream_resume(struct upcall_stream *s);
 
