@@ -6,6 +6,7 @@
 #include <openssl/evp.h>
 
 #include "api.h"
+#include "exec_stream.h"
 #include "server.h"
 #include "upcall.h"
 #include "sockgate/error.h"
@@ -112,6 +113,7 @@ int api_exec(struct request *rq)
     struct exec_request req = {NULL, 0, "", 0};
     struct exec_call *ec = NULL;
     int64_t timeout;
+    enum exec_stream_format fmt;
     char err[512] = "";
     int rc = request_json(rq, &in);
 
@@ -125,8 +127,18 @@ int api_exec(struct request *rq)
     timeout = req.timeout_ms ? req.timeout_ms : (int64_t)rq->gw->cfg.timeout_ms;
     hdr = json_pack("{s:s,s:O,s:I,s:s,s:I}", "op", "exec", "argv", req.argv, "timeout_ms", (json_int_t)timeout, "id",
                     rq->id, "total_size", (json_int_t)req.stdin_len);
+    if (!hdr) {
+        rc = request_fail(rq, SG_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    fmt = exec_stream_format(request_header(rq, "Accept"));
+    if (fmt != EXEC_STREAM_NONE) {
+        /* Output as it is written: no output cap, only the command's time limit. */
+        rc = exec_stream_start(rq, fmt, hdr, req.stdin_text, req.stdin_len, timeout + EXEC_DEADLINE_MARGIN_MS);
+        goto out;
+    }
     ec = calloc(1, sizeof *ec);
-    if (!hdr || !ec) {
+    if (!ec) {
         free(ec);
         rc = request_fail(rq, SG_ERR_NOMEM, "out of memory");
         goto out;

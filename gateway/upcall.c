@@ -183,8 +183,7 @@ void upcall_pool_drain(void)
 
 /* ---- connecting ---- */
 
-/* Returns 1 when fd is connected to itself (a loopback port picked as its own source; see sg_connect). */
-static int is_self_connected(int fd)
+int upcall_is_self_connected(int fd)
 {
     struct sockaddr_storage a, b;
     socklen_t la = sizeof a, lb = sizeof b;
@@ -221,13 +220,23 @@ static int connect_start(const struct bal_pick *p, int type, int *fd, int *is_pe
         close(s);
         return SG_ERR_REFUSED;
     }
-    if (is_self_connected(s)) {
+    if (upcall_is_self_connected(s)) {
         snprintf(err, errlen, "connect %s: %s", text, strerror(ECONNREFUSED));
         close(s);
         return SG_ERR_REFUSED;
     }
     *fd = s;
     return SG_OK;
+}
+
+int upcall_connect(struct upstream *up, int *fd, int *is_pending, char *err, size_t errlen)
+{
+    int rc = connect_start(up, SOCK_STREAM, fd, is_pending, err, errlen);
+    if (rc != SG_OK && upstream_reresolve(up))
+        rc = connect_start(up, SOCK_STREAM, fd, is_pending, err, errlen);
+    if (rc == SG_OK)
+        atomic_fetch_add_explicit(&up->n_connects, 1, memory_order_relaxed);
+    return rc;
 }
 
 /* ---- ending ---- */
@@ -601,7 +610,7 @@ static void on_owned(struct upcall *c, uint32_t events)
             return;
         if (getsockopt(w->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0)
             soerr = errno;
-        if (!soerr && is_self_connected(w->fd))
+        if (!soerr && upcall_is_self_connected(w->fd))
             soerr = ECONNREFUSED;
         if (soerr) {
             char why[200];

@@ -56,6 +56,17 @@ const struct upcall_result *upcall_result(const struct upcall *c);
 /* Ends c: cancels it when it is still running (done() never runs), closes or pools its connection, frees it. */
 void upcall_free(struct upcall *c);
 
+/*
+ * Starts a non-blocking TCP connect to up (resolved again once when it
+ * fails): SG_OK with *fd, *is_pending when the connect is still in progress
+ * (wait for EPOLLOUT, then check SO_ERROR and upcall_is_self_connected), or
+ * why in err. For exchanges that keep a connection of their own (upcall_stream.c).
+ */
+int upcall_connect(struct upstream *up, int *fd, int *is_pending, char *err, size_t errlen);
+
+/* Returns 1 when fd is connected to itself (a loopback port picked as its own source; see sg_connect). */
+int upcall_is_self_connected(int fd);
+
 /* Closes the calling worker's idle backend connections (when its loop ends). */
 void upcall_pool_drain(void);
 

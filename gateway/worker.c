@@ -50,6 +50,9 @@ struct wk_conn {
     struct wk_conn *hup_next;
 };
 
+/* Run on each worker's thread when its loop stops, before its daemon does (worker_at_stop). */
+static void (*_Atomic stop_hook)(void);
+
 struct worker {
     int epfd;
     struct wk_watch wake;  /* eventfd: quiesce and stop requests */
@@ -444,6 +447,17 @@ static void free_later_now(struct worker *wk)
     wk->n_later = 0;
 }
 
+void worker_at_stop(void (*fn)(void))
+{
+    atomic_store(&stop_hook, fn);
+}
+
+int worker_client_gone(struct MHD_Connection *conn)
+{
+    struct wk_conn *c = conn_of(conn);
+    return c && (c->is_hup || c->is_cut);
+}
+
 /* ---- the loop ---- */
 
 static void on_wake(struct wk_watch *w, uint32_t events)
@@ -498,6 +512,19 @@ static void *loop(void *arg)
         }
         if (atomic_load(&wk->want_stop))
             break;
+    }
+    {
+        /*
+         * Responses that never end by themselves (streams) may be parked:
+         * libmicrohttpd 0.9.75 aborts the process when a daemon stops with a
+         * suspended connection. The hook ends them, and one more round lets
+         * libmicrohttpd take them back and send their last bytes.
+         */
+        void (*hook)(void) = atomic_load(&stop_hook);
+        if (hook) {
+            hook();
+            MHD_run(wk->daemon);
+        }
     }
     if (!wk->is_quiesced)
         (void)MHD_quiesce_daemon(wk->daemon); /* so MHD_stop_daemon does not close the shared listener */

@@ -107,6 +107,20 @@ void worker_resume(struct MHD_Connection *conn);
  */
 void worker_release_socket(struct MHD_Connection *conn);
 
+/*
+ * Returns 1 when conn's client closed its side or the loop cut the
+ * connection: a response that never ends by itself (a stream) should end
+ * rather than wait, since nobody reads it.
+ */
+int worker_client_gone(struct MHD_Connection *conn);
+
+/*
+ * Sets the function each worker runs on its own thread when its loop stops,
+ * just before its daemon stops: it must end every response of that thread
+ * that waits parked (one hook for the process; the last call wins). Any thread.
+ */
+void worker_at_stop(void (*fn)(void));
+
 /* Timeouts (milliseconds) of a request's head and of the silence within its body; 0 turns one off. */
 void worker_set_timeouts(unsigned header_ms, unsigned body_ms);
 

@@ -3,6 +3,7 @@
 import {
   api, authHeader, describeError, setUnauthorizedHandler, showResult, tokenGet, tokenSet,
 } from './api.js';
+import { execAllowedRefresh, execInit } from './exec.js';
 import { filesInit, filesRefresh } from './files.js';
 import {
   chatInit, chatOnReadiness, chatTokenChanged, chatTokenForgotten,
@@ -278,98 +279,6 @@ function timeInit() {
       ask();
     });
   }
-}
-
-// Output that is not UTF-8 arrives base64-encoded; the page says so instead of showing noise.
-function outputText(body, name) {
-  if (typeof body[name] === 'string') return body[name];
-  const b64 = body[`${name}_base64`];
-  if (typeof b64 === 'string') {
-    const bytes = Math.floor((b64.replace(/=+$/, '').length * 3) / 4);
-    return `(${bytes} bytes of binary output, not shown)`;
-  }
-  return '';
-}
-
-// Lists the commands the gateway's exec backend may run, under the command box.
-async function execAllowedRefresh() {
-  const hint = $('exec-allowed');
-  try {
-    const body = await api('GET', '/api/v1/exec/allowed');
-    if (body && Array.isArray(body.allowed)) {
-      hint.textContent = `Allowed here: ${body.allowed.join(', ')}`;
-    } else {
-      hint.textContent = body && body.why ? `The allowed commands are not known here: ${body.why}.` : '';
-    }
-  } catch {
-    // Without the token (or the route) the panel still works; the list stays unsaid.
-    hint.textContent = '';
-  }
-}
-
-// Copies a stream's text: the clipboard API where the page may use it, else a selection and execCommand.
-async function copyText(button, node) {
-  const text = node.textContent;
-  let ok = false;
-  try {
-    await navigator.clipboard.writeText(text);
-    ok = true;
-  } catch {
-    const range = document.createRange();
-    range.selectNodeContents(node);
-    const selection = window.getSelection();
-    selection.removeAllRanges();
-    selection.addRange(range);
-    ok = document.execCommand('copy');
-  }
-  button.textContent = ok ? 'Copied' : 'Select and copy';
-  setTimeout(() => { button.textContent = 'Copy'; }, 2000);
-}
-
-function execInit() {
-  const form = $('exec-form');
-  const status = $('exec-status');
-  const stdout = $('exec-stdout');
-  const stderr = $('exec-stderr');
-  const result = $('exec-result');
-  for (const button of document.querySelectorAll('[data-copy]')) {
-    button.addEventListener('click', () => copyText(button, $(button.dataset.copy)));
-  }
-  form.addEventListener('submit', async (event) => {
-    event.preventDefault();
-    const command = $('exec-command').value.trim();
-    if (!command) return;
-    const button = form.querySelector('button[type="submit"]');
-    button.disabled = true;
-    showResult(status, `Running ${command}…`, false);
-    result.hidden = true;
-    try {
-      const request = { command };
-      const limit = Number($('exec-timeout').value);
-      if ($('exec-timeout').value !== '' && Number.isInteger(limit) && limit > 0) request.timeout_ms = limit;
-      const body = await api('POST', '/api/v1/exec', request);
-      const parts = [`Exit code ${body.exit_code}`];
-      if (body.signal) parts.push(`killed by signal ${body.signal}`);
-      if (typeof body.duration_ms === 'number') parts.push(`${body.duration_ms} ms`);
-      let isError = body.exit_code !== 0;
-      if (body.timed_out) {
-        parts.unshift('Timed out: the command was stopped at its time limit');
-        isError = true;
-      }
-      if (body.truncated) parts.push('output truncated at the gateway\'s limit');
-      showResult(status, parts.join(' · '), isError);
-      stdout.textContent = outputText(body, 'stdout');
-      stderr.textContent = outputText(body, 'stderr');
-      // An empty stream is not shown: an empty red box reads as an error that is not there.
-      $('exec-stdout-stream').hidden = stdout.textContent === '' && stderr.textContent !== '';
-      $('exec-stderr-stream').hidden = stderr.textContent === '';
-      result.hidden = false;
-    } catch (err) {
-      showResult(status, describeError(err), true);
-    } finally {
-      button.disabled = false;
-    }
-  });
 }
 
 function main() {

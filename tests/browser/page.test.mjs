@@ -25,7 +25,7 @@ const CANCEL_SIZE = 16 * MiB;
 const CANCEL_THROUGHPUT = 512 * 1024;
 // The paths of every WebSocket the page opened (the chat must use one).
 const socketUrls = [];
-const ALLOWED = 'echo,ls,sleep';
+const ALLOWED = 'echo,ls,sleep,sh,seq';
 
 /** Writes `size` random bytes to `file` in 1 MiB pieces and returns their sha256 in hex. */
 function writeRandomFile(file, size) {
@@ -66,6 +66,19 @@ async function eventually(fn, ms, what) {
     if (Date.now() > end) throw new Error(`not true within ${ms} ms: ${typeof what === 'function' ? await what() : what}`);
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
+}
+
+/** Returns true when some process has `arg` as one of its arguments (read from /proc). */
+function processWithArg(arg) {
+  for (const pid of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      if (fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0').includes(arg)) return true;
+    } catch {
+      // The process ended while we looked.
+    }
+  }
+  return false;
 }
 
 async function textOf(locator) {
@@ -194,7 +207,7 @@ async function main() {
     });
 
     await step('exec of an allowed command', async () => {
-      await waitForText(page.locator('#exec-allowed'), /^Allowed here: echo, ls, sleep$/);
+      await waitForText(page.locator('#exec-allowed'), /^Allowed here: echo, ls, sleep, sh, seq$/);
       await page.locator('#exec-command').fill('echo hello from the page');
       await page.getByRole('button', { name: 'Run', exact: true }).click();
       await waitForText(page.locator('#exec-status'), /Exit code 0/);
@@ -213,6 +226,41 @@ async function main() {
       await page.getByRole('button', { name: 'Copy standard output', exact: true }).click();
       await waitForText(page.getByRole('button', { name: 'Copy standard output', exact: true }), /^Copied$/);
       assert.equal(await page.evaluate(() => navigator.clipboard.readText()), 'hello from the page\n');
+    });
+
+    await step('exec output shows before the command ends, and Stop ends it', async () => {
+      // A marker only this run uses, so the process check below cannot see someone else's sleep.
+      const marker = String(4000000 + (process.pid % 100000));
+      await page.locator('#exec-command').fill(`sh -c 'echo first; echo second >&2; exec sleep ${marker}'`);
+      await page.getByRole('button', { name: 'Run', exact: true }).click();
+      await waitForText(page.locator('#exec-stdout'), /^first\n$/);
+      await waitForText(page.locator('#exec-stderr'), /^second\n$/);
+      // The command still runs: no exit code yet, the time runs, Stop is offered.
+      assert.match(await textOf(page.locator('#exec-status')), /^Running /);
+      assert.equal(await page.locator('#exec-stop').isVisible(), true);
+      await eventually(() => processWithArg(marker), 10000, `a process "sleep ${marker}"`);
+      const before = await textOf(page.locator('#exec-elapsed'));
+      await waitForText(page.locator('#exec-elapsed'), /^\d+\.\d s$/);
+      await eventually(async () => (await textOf(page.locator('#exec-elapsed'))) !== before, 10000,
+        'the elapsed time to move');
+      await page.getByRole('button', { name: 'Stop', exact: true }).click();
+      await waitForText(page.locator('#exec-status'), /^Stopped/);
+      assert.equal(await page.locator('#exec-stop').isVisible(), false);
+      // What came before Stop stays on screen; the command itself is gone.
+      assert.equal(await textOf(page.locator('#exec-stdout')), 'first\n');
+      await eventually(() => !processWithArg(marker), 10000, `"sleep ${marker}" to be gone after Stop`);
+    });
+
+    await step('long exec output keeps the last 10,000 lines and says so', async () => {
+      await page.locator('#exec-command').fill('seq 1 30000');
+      await page.getByRole('button', { name: 'Run', exact: true }).click();
+      await waitForText(page.locator('#exec-status'), /Exit code 0/, 30000);
+      const lines = (await textOf(page.locator('#exec-stdout'))).split('\n');
+      assert.equal(lines.length, 10001); // 10,000 lines and the empty rest after the last newline
+      assert.equal(lines[0], '20001');
+      assert.equal(lines[9999], '30000');
+      await waitForText(page.locator('#exec-stdout-dropped'), /^20,000 earlier lines were dropped/);
+      assert.equal(await page.locator('#exec-stdout-dropped').isVisible(), true);
     });
 
     await step('exec output wraps on a phone instead of running off it', async () => {
