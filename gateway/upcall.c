@@ -229,13 +229,23 @@ static int connect_start(const struct bal_pick *p, int type, int *fd, int *is_pe
     return SG_OK;
 }
 
-int upcall_connect(struct upstream *up, int *fd, int *is_pending, char *err, size_t errlen)
+int upcall_connect(struct upstream *up, struct bal_pick *pick, int *fd, int *is_pending, char *err, size_t errlen)
 {
-    int rc = connect_start(up, SOCK_STREAM, fd, is_pending, err, errlen);
-    if (rc != SG_OK && upstream_reresolve(up))
-        rc = connect_start(up, SOCK_STREAM, fd, is_pending, err, errlen);
-    if (rc == SG_OK)
-        atomic_fetch_add_explicit(&up->n_connects, 1, memory_order_relaxed);
+    uint64_t avoid = 0;
+    int rc = SG_ERR_REFUSED, n = balancer_count(up->bal);
+    snprintf(err, errlen, "no address known");
+    /* An address that refuses at once is reported and the next one tried: the request has not left. */
+    for (int i = 0; i < (n > 0 ? n : 1) && i < 64; i++) {
+        if (balancer_pick(up->bal, avoid, pick) != SG_OK)
+            break;
+        rc = connect_start(pick, SOCK_STREAM, fd, is_pending, err, errlen);
+        if (rc == SG_OK) {
+            atomic_fetch_add_explicit(&up->n_connects, 1, memory_order_relaxed);
+            return SG_OK;
+        }
+        balancer_done(up->bal, pick, rc == SG_ERR_REFUSED ? BAL_CONNECT_FAIL : BAL_NEUTRAL);
+        avoid |= UINT64_C(1) << pick->slot;
+    }
     return rc;
 }
 

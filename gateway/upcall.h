@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "balancer.h"
 #include "upstream.h"
 
 struct upcall;
@@ -57,12 +58,14 @@ const struct upcall_result *upcall_result(const struct upcall *c);
 void upcall_free(struct upcall *c);
 
 /*
- * Starts a non-blocking TCP connect to up (resolved again once when it
- * fails): SG_OK with *fd, *is_pending when the connect is still in progress
- * (wait for EPOLLOUT, then check SO_ERROR and upcall_is_self_connected), or
- * why in err. For exchanges that keep a connection of their own (upcall_stream.c).
+ * Starts a non-blocking TCP connect to one of up's addresses (the balancer's
+ * pick; one that refuses at once is reported and the next tried): SG_OK with
+ * *fd, *pick (report its end with balancer_done) and *is_pending when the
+ * connect is still in progress (wait for EPOLLOUT, then check SO_ERROR and
+ * upcall_is_self_connected), or why in err. For exchanges that keep a
+ * connection of their own (upcall_stream.c).
  */
-int upcall_connect(struct upstream *up, int *fd, int *is_pending, char *err, size_t errlen);
+int upcall_connect(struct upstream *up, struct bal_pick *pick, int *fd, int *is_pending, char *err, size_t errlen);
 
 /* Returns 1 when fd is connected to itself (a loopback port picked as its own source; see sg_connect). */
 int upcall_is_self_connected(int fd);

@@ -46,7 +46,18 @@ struct upcall_stream {
     upcall_stream_frame_fn on_frame;
     upcall_stream_end_fn on_end;
     void *arg;
+    struct bal_pick pick;   /* the address connected to, reported to the balancer once */
+    int has_pick;
 };
+
+/* Tells the balancer once how the call on s's address went. */
+static void report(struct upcall_stream *s, enum bal_outcome how)
+{
+    if (!s->has_pick)
+        return;
+    s->has_pick = 0;
+    balancer_done(s->up->bal, &s->pick, how);
+}
 
 /* Stops every source of events of s; its socket stays open until close. */
 static void detach(struct upcall_stream *s)
@@ -67,8 +78,11 @@ static void end(struct upcall_stream *s, int rc, const char *what)
         snprintf(err, sizeof err, "%s backend at %s: %s", backend_name(s->up->id), s->up->name, what);
     if (rc == SG_ERR_REFUSED || rc == SG_ERR_TIMEOUT || rc == SG_ERR_CLOSED || rc == SG_ERR_PROTO)
         upstream_failed(s->up, rc);
-    if (rc == SG_ERR_REFUSED || rc == SG_ERR_TIMEOUT)
-        upstream_reresolve(s->up); /* it may have come back elsewhere */
+    /* A slow command is no fault of its address; a refused connect or a broken answer is. */
+    report(s, rc == SG_OK || rc == SG_ERR_TIMEOUT ? BAL_NEUTRAL
+              : rc == SG_ERR_REFUSED ? BAL_CONNECT_FAIL
+              : rc == SG_ERR_PROTO ? BAL_PROTO
+              : rc == SG_ERR_CLOSED ? BAL_BROKE : BAL_NEUTRAL);
     s->on_end(s, rc, err, s->arg);
 }
 
@@ -267,6 +281,7 @@ void upcall_stream_close(struct upcall_stream *s)
     if (!s)
         return;
     detach(s);
+    report(s, BAL_NEUTRAL); /* closed by its owner before it ended */
     if (s->watch.fd >= 0) {
         worker_unwatch(s->wk, &s->watch);
         close(s->watch.fd);
@@ -328,7 +343,7 @@ int upcall_stream_open(struct upstream *up, const json_t *header, const void *bo
         memcpy(s->out + hdr_len, body, body_len);
     s->out_len = hdr_len + body_len;
 
-    rc = upcall_connect(up, &fd, &is_pending, err, errlen);
+    rc = upcall_connect(up, &s->pick, &fd, &is_pending, err, errlen);
     if (rc != SG_OK) {
         char why[256];
         snprintf(why, sizeof why, "%s", err);
@@ -336,6 +351,7 @@ int upcall_stream_open(struct upstream *up, const json_t *header, const void *bo
         upstream_failed(up, rc);
         goto out;
     }
+    s->has_pick = 1;
     s->watch.fd = fd;
     if (worker_watch(wk, &s->watch, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET) != 0) {
         snprintf(err, errlen, "cannot watch a backend connection: %s", strerror(errno));
