@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "api.h"
+#include "api_call.h"
 #include "errors.h"
 #include "files.h"
 #include "server.h"
@@ -131,18 +132,20 @@ int files_conditions(struct request *rq, json_t **out)
     return *out ? SG_OK : request_fail(rq, SG_ERR_NOMEM, "out of memory");
 }
 
-/* Sends one small operation on rq->param and returns the answer header; errors are recorded in rq. */
-static int file_op(struct request *rq, const char *op, json_t **resp, char **body, size_t *body_len, size_t max)
+/*
+ * Starts one small operation on rq->param on the loop and defers rq until
+ * its answer: resume reads it with file_op_answer. Errors are recorded in rq.
+ */
+static int file_op(struct request *rq, const char *op, size_t max, int (*resume)(struct request *rq))
 {
     struct upstream *up = &rq->gw->backends[BACKEND_FILE];
-    char err[384] = "";
     json_t *hdr = json_pack("{s:s,s:s,s:s}", "op", op, "filename", rq->param, "id", rq->id);
-    int rc;
+    int rc, is_delete = strcmp(op, "delete") == 0;
     if (!hdr)
         return request_fail(rq, SG_ERR_INVALID_NAME, "%s", validate_name_not_utf8(rq->param));
     if (strcmp(op, "list") == 0)
         json_object_del(hdr, "filename");
-    if (strcmp(op, "delete") == 0) {
+    if (is_delete) {
         json_t *cond = NULL;
         rc = files_conditions(rq, &cond);
         if (rc != SG_OK) {
@@ -153,14 +156,21 @@ static int file_op(struct request *rq, const char *op, json_t **resp, char **bod
             json_object_update(hdr, cond);
         json_decref(cond);
     }
-    rc = upstream_call(up, hdr, NULL, 0, resp, body, body_len, max, request_deadline(rq), err, sizeof err);
+    /* Only reads are sent again on a fresh connection: a delete may have happened before the old one died. */
+    rc = api_call_frame(rq, up, hdr, max, !is_delete, resume);
     json_decref(hdr);
-    if (rc != SG_OK) {
-        json_decref(*resp);
-        *resp = NULL;
-        return request_fail(rq, rc, "%s", err);
+    return rc;
+}
+
+/* Returns the answer of rq's file_op (borrowed), or NULL with the failure recorded in rq. */
+static const struct upcall_result *file_op_answer(struct request *rq)
+{
+    const struct upcall_result *res = api_call_result(rq);
+    if (res->rc != SG_OK) {
+        request_fail(rq, res->rc, "%s", res->err);
+        return NULL;
     }
-    return SG_OK;
+    return res;
 }
 
 static int meta_from(struct request *rq, const json_t *h, struct file_meta *m)
@@ -175,16 +185,6 @@ static int meta_from(struct request *rq, const json_t *h, struct file_meta *m)
     m->mtime = mtime;
     snprintf(m->sha256, sizeof m->sha256, "%s", sha);
     return SG_OK;
-}
-
-static int stat_file(struct request *rq, struct file_meta *m)
-{
-    json_t *resp = NULL;
-    int rc = file_op(rq, "stat", &resp, NULL, NULL, 0);
-    if (rc == SG_OK)
-        rc = meta_from(rq, resp, m);
-    json_decref(resp);
-    return rc;
 }
 
 /* Adds the headers every answer about a file carries. */
@@ -391,27 +391,18 @@ static int answer_conditions(struct request *rq, const struct file_meta *m, cons
     return 1;
 }
 
-int api_files_get(struct request *rq)
+/* Starts the download of rq->param (of [off, off+len) when partial) and queues its answer. */
+static int start_download(struct request *rq, int partial, uint64_t off, uint64_t len)
 {
     struct upstream *up = &rq->gw->backends[BACKEND_FILE];
     struct file_meta m = {0};
     struct get_state *st = NULL;
     struct MHD_Response *resp;
     json_t *hdr = NULL, *ans = NULL;
-    char err[384] = "", etag[80], cr[96];
-    uint64_t off = 0, len = 0, size = 0;
-    int partial = 0, rc;
+    char err[384] = "", cr[96];
+    uint64_t size = 0;
+    int rc;
 
-    /* Only a conditional or ranged GET needs the size and sha256 before the download starts. */
-    if (request_header(rq, "Range") || request_header(rq, "If-None-Match") ||
-        request_header(rq, "If-Modified-Since")) {
-        rc = stat_file(rq, &m);
-        if (rc != SG_OK)
-            return rc;
-        snprintf(etag, sizeof etag, "\"%s\"", m.sha256);
-        if (answer_conditions(rq, &m, etag, &partial, &off, &len))
-            return rq->has_responded ? SG_OK : SG_ERR_NOMEM;
-    }
     hdr = json_pack("{s:s,s:s,s:s}", "op", "download", "filename", rq->param, "id", rq->id);
     if (!hdr)
         return request_fail(rq, SG_ERR_INVALID_NAME, "%s", validate_name_not_utf8(rq->param));
@@ -465,12 +456,46 @@ int api_files_get(struct request *rq)
     return respond(rq, partial ? 206 : 200, resp);
 }
 
-int api_files_head(struct request *rq)
+/* A conditional or ranged GET's stat is in: 304, 416, or the download of what was asked. */
+static int get_after_stat(struct request *rq)
 {
+    const struct upcall_result *res = file_op_answer(rq);
+    struct file_meta m = {0};
+    uint64_t off = 0, len = 0;
+    char etag[80];
+    int partial = 0, rc;
+
+    if (!res)
+        return rq->err;
+    rc = meta_from(rq, res->header, &m);
+    api_call_end(rq);
+    if (rc != SG_OK)
+        return rc;
+    snprintf(etag, sizeof etag, "\"%s\"", m.sha256);
+    if (answer_conditions(rq, &m, etag, &partial, &off, &len))
+        return rq->has_responded ? SG_OK : request_fail(rq, SG_ERR_NOMEM, "out of memory");
+    return start_download(rq, partial, off, len);
+}
+
+int api_files_get(struct request *rq)
+{
+    /* Only a conditional or ranged GET needs the size and sha256 before the download starts. */
+    if (request_header(rq, "Range") || request_header(rq, "If-None-Match") ||
+        request_header(rq, "If-Modified-Since"))
+        return file_op(rq, "stat", 0, get_after_stat);
+    return start_download(rq, 0, 0, 0);
+}
+
+static int head_answer(struct request *rq)
+{
+    const struct upcall_result *res = file_op_answer(rq);
     struct file_meta m = {0};
     struct MHD_Response *resp;
     char etag[80];
-    int rc = stat_file(rq, &m);
+    int rc;
+    if (!res)
+        return rq->err;
+    rc = meta_from(rq, res->header, &m);
     if (rc != SG_OK)
         return rc;
     /* HEAD answers what GET would, 304 included (RFC 9110 9.3.2). */
@@ -487,37 +512,40 @@ int api_files_head(struct request *rq)
     return respond(rq, 200, resp);
 }
 
+int api_files_head(struct request *rq)
+{
+    return file_op(rq, "stat", 0, head_answer);
+}
+
+static int delete_answer(struct request *rq)
+{
+    return file_op_answer(rq) ? respond_empty(rq, 204) : rq->err;
+}
+
 int api_files_delete(struct request *rq)
 {
-    json_t *resp = NULL;
-    int rc;
     if (request_header(rq, "If-None-Match"))
         return request_fail(rq, SG_ERR_INVALID, "DELETE takes If-Match, not If-None-Match");
-    rc = file_op(rq, "delete", &resp, NULL, NULL, 0);
-    json_decref(resp);
-    return rc == SG_OK ? respond_empty(rq, 204) : rc;
+    return file_op(rq, "delete", 0, delete_answer);
+}
+
+static int list_answer(struct request *rq)
+{
+    const struct upcall_result *res = file_op_answer(rq);
+    json_t *list;
+    json_error_t jerr;
+    if (!res)
+        return rq->err;
+    list = res->body_len > 0 ? json_loadb(res->body, res->body_len, 0, &jerr) : json_array();
+    if (!json_is_array(list)) {
+        json_decref(list);
+        return request_fail(rq, upstream_failed(&rq->gw->backends[BACKEND_FILE], SG_ERR_PROTO),
+                            "the file backend's list is not a JSON array");
+    }
+    return respond_json(rq, 200, json_pack("{s:o}", "files", list));
 }
 
 int api_files_list(struct request *rq)
 {
-    json_t *resp = NULL, *list = NULL;
-    char *body = NULL;
-    size_t len = 0;
-    json_error_t jerr;
-    int rc = file_op(rq, "list", &resp, &body, &len, LIST_MAX_BODY);
-
-    json_decref(resp);
-    if (rc != SG_OK)
-        goto out;
-    list = len > 0 ? json_loadb(body, len, 0, &jerr) : json_array();
-    if (!json_is_array(list)) {
-        json_decref(list);
-        rc = request_fail(rq, upstream_failed(&rq->gw->backends[BACKEND_FILE], SG_ERR_PROTO),
-                          "the file backend's list is not a JSON array");
-        goto out;
-    }
-    rc = respond_json(rq, 200, json_pack("{s:o}", "files", list));
-out:
-    free(body);
-    return rc;
+    return file_op(rq, "list", LIST_MAX_BODY, list_answer);
 }
