@@ -1,16 +1,21 @@
 /* api_files.c - list, stat (HEAD), download (GET with Range and ETag) and delete through the file backend. */
+#include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/socket.h>
 
 #include "api.h"
 #include "api_call.h"
 #include "errors.h"
 #include "files.h"
 #include "server.h"
+#include "upcall.h"
 #include "validate.h"
+#include "worker.h"
 #include "sockgate/error.h"
 #include "sockgate/frame.h"
 #include "sockgate/log.h"
@@ -41,11 +46,23 @@ struct file_meta {
     char sha256[72];
 };
 
-/* A download in progress: the backend connection and how much of its body is still to come. */
+/*
+ * A download in progress, read by libmicrohttpd's content callback straight
+ * from the backend socket: the call (its connection), the body bytes that
+ * came with the answer's header, how much of the body is still to come, and
+ * whether the connection waits (suspended) for the backend.
+ */
 struct get_state {
     struct request *rq;
-    struct upstream_conn *c;
-    uint64_t left;
+    struct upcall *call;
+    size_t pre_off;      /* next unserved byte of the call's res->body */
+    uint64_t left;       /* body bytes not yet handed to libmicrohttpd */
+    int is_partial;
+    uint64_t off, len;   /* the range asked for, when is_partial */
+    int is_waiting;      /* suspended until the backend socket is readable */
+    int is_stalled;      /* the backend sent nothing for the call's timeout */
+    int64_t stall_ms;    /* how long the backend may stay silent mid-body */
+    struct wk_timer stall;
 };
 
 void files_url_encode(const char *name, char *out, size_t outlen)
@@ -268,31 +285,82 @@ static int parse_range(const char *h, uint64_t size, uint64_t *off, uint64_t *le
     return 1;
 }
 
+/* The body went wrong after the status line: all that is left is to cut the response short. */
+static ssize_t download_broke(struct get_state *st, int rc, const char *why)
+{
+    sg_warn("request %s: the file backend broke off the download with %llu bytes to go: %s", st->rq->id,
+            (unsigned long long)st->left, why);
+    upstream_failed(&st->rq->gw->backends[BACKEND_FILE], rc);
+    return MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+/*
+ * libmicrohttpd wants more of the body (its buffer is sent). Reads the
+ * backend socket without waiting: what is there goes straight into buf; with
+ * nothing there the connection is suspended until the socket's next edge, so
+ * a slow client leaves the bytes in the kernel and the backend slows down.
+ */
 static ssize_t read_download(void *cls, uint64_t pos, char *buf, size_t max)
 {
     struct get_state *st = cls;
-    size_t got = 0;
-    int rc;
+    const struct upcall_result *res = upcall_result(st->call);
+    size_t want = st->left < max ? (size_t)st->left : max;
+    ssize_t n;
     (void)pos;
-    if (st->left == 0 || !st->c)
+    if (st->left == 0)
         return MHD_CONTENT_READER_END_OF_STREAM;
-    rc = upstream_read_body(st->c, buf, st->left < max ? (size_t)st->left : max, &got, request_deadline(st->rq));
-    if (rc != SG_OK) {
-        /* The status line is long gone: all that is left is to cut the response short. */
-        sg_warn("request %s: the file backend broke off the download with %llu bytes to go: %s", st->rq->id,
-                (unsigned long long)st->left, sg_strerror(rc));
-        upstream_failed(st->c->up, rc);
-        upstream_release(st->c, 0);
-        st->c = NULL;
-        return MHD_CONTENT_READER_END_WITH_ERROR;
+    if (st->is_stalled)
+        return download_broke(st, SG_ERR_TIMEOUT, "it sent nothing before the deadline");
+    if (st->pre_off < res->body_len) { /* what came with the header goes first */
+        size_t k = res->body_len - st->pre_off;
+        if (k > want)
+            k = want;
+        memcpy(buf, res->body + st->pre_off, k);
+        st->pre_off += k;
+        n = (ssize_t)k;
+    } else {
+        do
+            n = recv(upcall_fd(st->call), buf, want, MSG_DONTWAIT);
+        while (n < 0 && errno == EINTR);
+        if (n == 0)
+            return download_broke(st, SG_ERR_CLOSED, "it closed the connection");
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            st->is_waiting = 1;
+            worker_timer_arm(worker_self(), &st->stall, sg_now_ms() + st->stall_ms);
+            worker_suspend(st->rq->conn);
+            return 0;
+        }
+        if (n < 0)
+            return download_broke(st, SG_ERR_CLOSED, strerror(errno));
     }
-    st->left -= got;
-    st->rq->bytes_out += got;
-    if (st->left == 0) {
-        upstream_release(st->c, 1);
-        st->c = NULL;
-    }
-    return (ssize_t)got;
+    st->left -= (uint64_t)n;
+    st->rq->bytes_out += (uint64_t)n;
+    /* Exactly the body and nothing past it: the connection is at a frame boundary, fit for the pool. */
+    if (st->left == 0 && st->pre_off >= res->body_len)
+        upcall_body_read_whole(st->call);
+    return n;
+}
+
+/* The backend socket has news (bytes, a hang-up): a download waiting for it goes on. */
+static void download_ready(void *arg, uint32_t events)
+{
+    struct get_state *st = arg;
+    (void)events;
+    if (!st->is_waiting)
+        return; /* libmicrohttpd will read it when it wants more */
+    st->is_waiting = 0;
+    worker_timer_cancel(worker_self(), &st->stall);
+    worker_resume(st->rq->conn);
+}
+
+static void download_stalled(struct wk_timer *t)
+{
+    struct get_state *st = (struct get_state *)((char *)t - offsetof(struct get_state, stall));
+    if (!st->is_waiting)
+        return;
+    st->is_waiting = 0;
+    st->is_stalled = 1;
+    worker_resume(st->rq->conn);
 }
 
 static ssize_t read_nothing(void *cls, uint64_t pos, char *buf, size_t max)
@@ -308,7 +376,8 @@ static void get_free(struct request *rq, int is_complete)
 {
     struct get_state *st = rq->state;
     (void)is_complete;
-    upstream_release(st->c, 0); /* still held: the client left before the end */
+    worker_timer_cancel(worker_self(), &st->stall);
+    upcall_free(st->call); /* pooled only when the body was read exactly; else closed */
     free(st);
     rq->state = NULL;
 }
@@ -391,16 +460,52 @@ static int answer_conditions(struct request *rq, const struct file_meta *m, cons
     return 1;
 }
 
-/* Starts the download of rq->param (of [off, off+len) when partial) and queues its answer. */
+/* The download's answer header is in: the error, or a response whose body streams from the backend. */
+static int download_answer(struct request *rq)
+{
+    struct get_state *st = rq->state;
+    const struct upcall_result *res = upcall_result(st->call);
+    struct file_meta m = {0};
+    struct MHD_Response *resp;
+    char cr[96];
+    uint64_t size = res->body_size;
+    int rc;
+
+    if (res->rc != SG_OK)
+        return request_fail(rq, res->rc, "%s", res->err);
+    rc = meta_from(rq, res->header, &m);
+    if (rc != SG_OK)
+        return rc;
+    st->left = size;
+    if (size == 0 && res->body_len == 0)
+        upcall_body_read_whole(st->call);
+    upcall_on_ready(st->call, download_ready, st);
+    resp = MHD_create_response_from_callback(size, download_block(size), read_download, st, NULL);
+    if (!resp)
+        return request_fail(rq, SG_ERR_NOMEM, "out of memory");
+    add_file_headers(resp, rq->param, &m);
+    if (st->is_partial) {
+        snprintf(cr, sizeof cr, "bytes %llu-%llu/%llu", (unsigned long long)st->off,
+                 (unsigned long long)(st->off + size - 1), (unsigned long long)m.size);
+        MHD_add_response_header(resp, "Content-Range", cr);
+    }
+    return respond(rq, st->is_partial ? 206 : 200, resp);
+}
+
+static void download_started(struct upcall *c, const struct upcall_result *res, void *arg)
+{
+    (void)c;
+    (void)res;
+    request_wake(arg);
+}
+
+/* Asks the file backend for rq->param (of [off, off+len) when partial) on the loop, and defers rq until it answers. */
 static int start_download(struct request *rq, int partial, uint64_t off, uint64_t len)
 {
     struct upstream *up = &rq->gw->backends[BACKEND_FILE];
-    struct file_meta m = {0};
     struct get_state *st = NULL;
-    struct MHD_Response *resp;
-    json_t *hdr = NULL, *ans = NULL;
-    char err[384] = "", cr[96];
-    uint64_t size = 0;
+    json_t *hdr = NULL;
+    char err[384] = "";
     int rc;
 
     hdr = json_pack("{s:s,s:s,s:s}", "op", "download", "filename", rq->param, "id", rq->id);
@@ -416,44 +521,19 @@ static int start_download(struct request *rq, int partial, uint64_t off, uint64_
         return request_fail(rq, SG_ERR_NOMEM, "out of memory");
     }
     st->rq = rq;
+    st->is_partial = partial;
+    st->off = off;
+    st->len = len;
+    st->stall.fire = download_stalled;
+    st->stall_ms = rq->gw->cfg.timeout_ms;
     rq->state = st;
     rq->state_free = get_free;
-    rc = upstream_begin(up, hdr, &st->c, request_deadline(rq), err, sizeof err);
+    rc = upcall_frame_head(up, hdr, 1, request_deadline(rq), download_started, rq, &st->call, err, sizeof err);
     json_decref(hdr);
     if (rc != SG_OK)
         return request_fail(rq, rc, "%s", err);
-    rc = upstream_read_header(st->c, &ans, &size, request_deadline(rq), err, sizeof err);
-    if (rc != SG_OK) {
-        upstream_release(st->c, 0);
-        st->c = NULL;
-        return request_fail(rq, upstream_failed(up, rc), "file backend at %s: %s", up->name, err);
-    }
-    rc = upstream_answer_error(up, ans, err, sizeof err);
-    if (rc != SG_OK || (rc = meta_from(rq, ans, &m)) != SG_OK) {
-        json_decref(ans);
-        if (upstream_skip_body(st->c, size, request_deadline(rq)) == SG_OK)
-            upstream_release(st->c, 1);
-        else
-            upstream_release(st->c, 0);
-        st->c = NULL;
-        return request_fail(rq, rc, "%s", err);
-    }
-    json_decref(ans);
-    st->left = size;
-    if (size == 0) {
-        upstream_release(st->c, 1);
-        st->c = NULL;
-    }
-    resp = MHD_create_response_from_callback(size, download_block(size), read_download, st, NULL);
-    if (!resp)
-        return request_fail(rq, SG_ERR_NOMEM, "out of memory");
-    add_file_headers(resp, rq->param, &m);
-    if (partial) {
-        snprintf(cr, sizeof cr, "bytes %llu-%llu/%llu", (unsigned long long)off,
-                 (unsigned long long)(off + size - 1), (unsigned long long)m.size);
-        MHD_add_response_header(resp, "Content-Range", cr);
-    }
-    return respond(rq, partial ? 206 : 200, resp);
+    request_defer(rq, download_answer);
+    return SG_OK;
 }
 
 /* A conditional or ranged GET's stat is in: 304, 416, or the download of what was asked. */

@@ -89,6 +89,9 @@ struct upcall {
     upcall_done_fn done;
     void *arg;
     struct upcall_result res;
+    int is_head_only;       /* upcall_frame_head: end at the answer's header */
+    upcall_ready_fn ready;  /* after a head-only call: who reads the body */
+    void *ready_arg;
 };
 
 /* ---- the per-worker pool ---- */
@@ -399,6 +402,24 @@ static int take_frame(struct upcall *c, const uint8_t *buf, size_t len)
                 fail(c, SG_ERR_PROTO, why);
                 return -1;
             }
+            if (c->is_head_only) {
+                char msg[300];
+                int rc = upstream_answer_error(c->up, c->res.header, msg, sizeof msg);
+                free(c->res.body);
+                c->res.body = malloc(len + 1); /* body bytes that came with the header */
+                if (!c->res.body) {
+                    finish(c, SG_ERR_NOMEM, "out of memory");
+                    return -1;
+                }
+                memcpy(c->res.body, buf, len);
+                c->res.body[len] = '\0';
+                c->res.body_len = len;
+                c->res.body_size = size;
+                if (rc != SG_OK)
+                    snprintf(c->res.err, sizeof c->res.err, "%s", msg);
+                finish(c, rc, NULL);
+                return -1;
+            }
             if (size > c->max_body) {
                 snprintf(why, sizeof why, "answered with a %llu-byte body, over the gateway's limit of %zu bytes",
                          (unsigned long long)size, c->max_body);
@@ -487,8 +508,11 @@ static int pump_in(struct upcall *c)
 static void on_owned(struct upcall *c, uint32_t events)
 {
     struct wk_watch *w = &c->bc->watch;
-    if (c->state == ST_DONE)
+    if (c->state == ST_DONE) {
+        if (c->ready)
+            c->ready(c->ready_arg, events); /* a head-only call's body, streamed by its caller */
         return; /* the answer is in; the connection waits for upcall_free */
+    }
     if (c->state == ST_CONNECTING) {
         int soerr = 0;
         socklen_t len = sizeof soerr;
@@ -719,4 +743,30 @@ int upcall_datagram(struct upstream *up, const void *req, size_t len, size_t cap
     }
     *out = c;
     return SG_OK;
+}
+
+int upcall_frame_head(struct upstream *up, const json_t *header, int is_replayable, int64_t deadline_ms,
+                      upcall_done_fn done, void *arg, struct upcall **out, char *err, size_t errlen)
+{
+    /* Nothing can be sent before the call exists: it is marked before the first answer byte is read. */
+    int rc = upcall_frame(up, header, NULL, 0, 0, is_replayable, deadline_ms, done, arg, out, err, errlen);
+    if (rc == SG_OK)
+        (*out)->is_head_only = 1;
+    return rc;
+}
+
+int upcall_fd(const struct upcall *c)
+{
+    return c->bc ? c->bc->watch.fd : -1;
+}
+
+void upcall_on_ready(struct upcall *c, upcall_ready_fn ready, void *arg)
+{
+    c->ready = ready;
+    c->ready_arg = arg;
+}
+
+void upcall_body_read_whole(struct upcall *c)
+{
+    c->is_reusable = c->state == ST_DONE && c->out_off == c->out_len;
 }

@@ -17,6 +17,7 @@ struct upcall_result {
     json_t *header;   /* framed: the answer's header (also on a backend error frame) */
     char *body;       /* framed: the answer's body, NUL-terminated (NULL when empty); raw: the reply */
     size_t body_len;
+    uint64_t body_size; /* upcall_frame_head: the answer's whole body size, as its header announced */
 };
 
 /* Runs on the loop's thread when the exchange ended; the upcall stays the caller's until upcall_free. */
@@ -49,6 +50,29 @@ int upcall_raw(struct upstream *up, const void *req, size_t len, size_t piece, i
 int upcall_datagram(struct upstream *up, const void *req, size_t len, size_t cap, int retry_ms,
                     int64_t deadline_ms, upcall_done_fn done, void *arg, struct upcall **out, char *err,
                     size_t errlen);
+
+/*
+ * Like upcall_frame, but the exchange ends as soon as the answer's header is
+ * in (checked the same way, a backend error frame included): its body stays
+ * on the connection for the caller to stream (upcall_fd, upcall_on_ready).
+ * res->body_size is the body's size; res->body holds the body_len bytes of it
+ * (or past it) that came with the header. The connection is pooled at
+ * upcall_free only after upcall_body_read_whole.
+ */
+int upcall_frame_head(struct upstream *up, const json_t *header, int is_replayable, int64_t deadline_ms,
+                      upcall_done_fn done, void *arg, struct upcall **out, char *err, size_t errlen);
+
+/* Readiness of an ended call's connection (EPOLLIN, EPOLLRDHUP...), on the loop's thread. */
+typedef void (*upcall_ready_fn)(void *arg, uint32_t events);
+
+/* After upcall_frame_head ended: the connection's descriptor (non-blocking; the caller reads, never closes). */
+int upcall_fd(const struct upcall *c);
+
+/* After upcall_frame_head ended: ready(arg, events) runs on each readiness edge of its connection (edge-triggered). */
+void upcall_on_ready(struct upcall *c, upcall_ready_fn ready, void *arg);
+
+/* Says the caller read the answer's body exactly, nothing past it: the connection may go back to the pool. */
+void upcall_body_read_whole(struct upcall *c);
 
 /* Returns c's result (valid once done() ran, until upcall_free). */
 const struct upcall_result *upcall_result(const struct upcall *c);
