@@ -5,6 +5,7 @@
 #include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "upstream.h"
 
@@ -73,6 +74,39 @@ void upcall_on_ready(struct upcall *c, upcall_ready_fn ready, void *arg);
 
 /* Says the caller read the answer's body exactly, nothing past it: the connection may go back to the pool. */
 void upcall_body_read_whole(struct upcall *c);
+
+/* The caller's body may go on: c's connection can take more (on the loop's thread; it may send or end c). */
+typedef void (*upcall_writable_fn)(struct upcall *c, void *arg);
+
+/*
+ * Starts a framed exchange whose body_size-byte body the caller sends
+ * itself, block by block, without ever blocking the loop (uploads): header
+ * must announce the size (total_size). upcall_send and upcall_sendfile take
+ * what the connection takes now; writable(c, arg) runs when it can take more.
+ * The answer is read as in upcall_frame (its body up to nothing: uploads are
+ * answered by a header) and done() runs with it, possibly before the whole
+ * body went out (a backend that refuses it answers early and closes). The
+ * deadline (as a duration from now) bounds the connect, each wait of a
+ * write the backend does not take, and the answer after the body; never
+ * the client's pauses between blocks. Never replayed.
+ */
+int upcall_frame_feed(struct upstream *up, const json_t *header, uint64_t body_size, int64_t deadline_ms,
+                      upcall_writable_fn writable, upcall_done_fn done, void *arg, struct upcall **out, char *err,
+                      size_t errlen);
+
+/*
+ * Sends at most len body bytes of buf now, never more than the header
+ * announced. Returns the bytes sent (0: not connected yet or the socket is
+ * full: writable() says when to try again), or -1 when c ended (done() ran,
+ * or runs, with why).
+ */
+ssize_t upcall_send(struct upcall *c, const void *buf, size_t len);
+
+/* Like upcall_send, from file fd at *off (sendfile, no copy), advancing *off. */
+ssize_t upcall_sendfile(struct upcall *c, int fd, uint64_t *off, size_t len);
+
+/* Returns the body bytes c still owes its backend. */
+uint64_t upcall_body_owed(const struct upcall *c);
 
 /* Returns c's result (valid once done() ran, until upcall_free). */
 const struct upcall_result *upcall_result(const struct upcall *c);
