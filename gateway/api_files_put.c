@@ -53,6 +53,7 @@ struct put_state {
     int is_done;             /* the exchange ended (put_done ran) */
     int is_spooled;
     struct spool sp;
+    struct spool_send *ss;   /* a spooled body on its way to the backend */
     json_t *conditions;      /* If-None-Match / If-Match as frame fields (files_conditions), or NULL */
 };
 
@@ -62,6 +63,7 @@ static void put_free(struct request *rq, int is_complete)
     (void)is_complete;
     /* Still running: the body broke off. Closing makes the backend drop its partial file. */
     upcall_free(st->call);
+    spool_send_free(st->ss);
     json_decref(st->hdr);
     spool_close(&st->sp);
     json_decref(st->conditions);
@@ -224,18 +226,36 @@ static int put_answer(struct request *rq)
     return result ? files_respond_created(rq, result) : request_fail(rq, SG_ERR_NOMEM, "out of memory");
 }
 
-int api_files_put_finish(struct request *rq)
+/* The spooled body's upload ended: where the file is, or why not. */
+static int spooled_answer(struct request *rq)
 {
     struct put_state *st = rq->state;
     json_t *result = NULL;
+    int rc = spool_send_result(st->ss, &result);
+    spool_send_free(st->ss);
+    st->ss = NULL;
+    spool_close(&st->sp);
+    return rc == SG_OK ? files_respond_created(rq, result) : rc;
+}
+
+static void spooled_sent(void *arg)
+{
+    request_wake(arg);
+}
+
+int api_files_put_finish(struct request *rq)
+{
+    struct put_state *st = rq->state;
     int rc;
 
     if (st->is_spooled) {
-        rc = spool_upload(rq, &st->sp, 0, st->sp.size, rq->param, st->conditions, &result);
-        spool_close(&st->sp);
+        rc = spool_send_start(rq, &st->sp, 0, st->sp.size, rq->param, st->conditions, spooled_sent, rq, &st->ss);
         if (rc != SG_OK)
             return rc;
-        return files_respond_created(rq, result);
+        if (spool_send_is_done(st->ss))
+            return spooled_answer(rq);
+        request_defer(rq, spooled_answer);
+        return SG_OK;
     }
     if (st->taken != st->expected) {
         /* Fewer bytes than announced: the backend would take the next request's bytes for the rest. */
