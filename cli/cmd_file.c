@@ -684,7 +684,7 @@ static int print_listing(const char *body)
     }
     json_array_foreach(arr, i, e)
     {
-        time_t mtime = (time_t)json_integer_value(json_object_get(e, "mtime"));
+        time_t mtime = (time_t)(json_integer_value(json_object_get(e, "mtime_ms")) / 1000);
         const char *name = json_string_value(json_object_get(e, "name"));
         const char *sha = json_string_value(json_object_get(e, "sha256"));
         char when[32] = "?";

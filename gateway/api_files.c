@@ -192,14 +192,14 @@ static const struct upcall_result *file_op_answer(struct request *rq)
 
 static int meta_from(struct request *rq, const json_t *h, struct file_meta *m)
 {
-    int64_t size = 0, mtime = 0;
+    int64_t size = 0, mtime_ms = 0;
     const char *sha = sg_header_str(h, "sha256");
     if (sg_header_int(h, "size", 0, INT64_MAX, &size) != SG_OK || !sha || strlen(sha) >= sizeof m->sha256)
         return request_fail(rq, SG_ERR_PROTO, "the file backend's answer lacks size or sha256");
-    if (sg_header_int(h, "mtime", 0, INT64_MAX, &mtime) != SG_OK)
-        mtime = 0;
+    if (sg_header_int(h, "mtime_ms", 0, INT64_MAX, &mtime_ms) != SG_OK)
+        mtime_ms = 0;
     m->size = (uint64_t)size;
-    m->mtime = mtime;
+    m->mtime = mtime_ms / 1000; /* HTTP dates have whole seconds */
     snprintf(m->sha256, sizeof m->sha256, "%s", sha);
     return SG_OK;
 }

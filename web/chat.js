@@ -153,7 +153,7 @@ function peerList(body) {
   const raw = body && (Array.isArray(body.peers) ? body.peers : Array.isArray(body) ? body : []);
   return raw.map((p) => (typeof p === 'string'
     ? { addr: p, last: null }
-    : { addr: String(p.addr || p.address || p.peer || p.from || ''), last: p.last_seen || p.last || null }))
+    : { addr: String(p.addr || p.address || p.peer || p.from || ''), last: p.last_seen_ms || null }))
     .filter((p) => p.addr);
 }
 
@@ -217,7 +217,7 @@ function receive(event) {
     if (seen.has(seq)) return;
     seen.add(seq);
   }
-  addMessage(peer, { text, time: msg.time, seq, mine: isOut });
+  addMessage(peer, { text, timeMs: msg.time_ms, seq, mine: isOut });
 }
 
 function ensureThread(addr, last) {
@@ -237,14 +237,15 @@ function ensureThread(addr, last) {
 }
 
 // The chat service stamps messages in Unix milliseconds; plain seconds are accepted as well.
-function formatTime(t) {
-  const date = typeof t === 'number' ? new Date(t < 1e11 ? t * 1000 : t) : new Date(String(t));
+// Every time the API gives is Unix milliseconds, in a field whose name ends in _ms.
+function formatTime(ms) {
+  const date = new Date(Number(ms));
   return Number.isNaN(date.getTime()) ? '' : date.toLocaleTimeString();
 }
 
 function addMessage(addr, msg) {
   const thread = ensureThread(addr, null);
-  const when = msg.time ? formatTime(msg.time) : new Date().toLocaleTimeString();
+  const when = msg.timeMs ? formatTime(msg.timeMs) : new Date().toLocaleTimeString();
   thread.list.append(el('li', { class: msg.mine ? 'chat-msg mine' : 'chat-msg', 'data-seq': msg.seq || undefined },
     // The thread's heading already names the peer; only the replies sent to it are marked.
     msg.mine ? el('span', { class: 'chat-who', text: 'reply' }) : null,
@@ -266,7 +267,7 @@ async function sendReply() {
   try {
     await api('POST', '/api/v1/chat/reply', { to, text });
     // A live stream brings the reply back as an "out" message; without one it is shown here.
-    if (phase !== 'live') addMessage(to, { text, time: null, seq: null, mine: true });
+    if (phase !== 'live') addMessage(to, { text, timeMs: null, seq: null, mine: true });
     textInput.value = '';
     replyStatus.textContent = `Sent to ${to}.`;
   } catch (err) {

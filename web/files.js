@@ -227,16 +227,16 @@ export async function filesRefresh() {
     : `${files.length} file${files.length === 1 ? '' : 's'}, ${formatBytes(total)} in all.`;
 }
 
-function formatDate(mtime) {
-  const seconds = Number(mtime);
-  if (!Number.isFinite(seconds) || seconds <= 0) return '';
-  const date = new Date(seconds * 1000);
+function formatDate(mtimeMs) {
+  const ms = Number(mtimeMs);
+  if (!Number.isFinite(ms) || ms <= 0) return '';
+  const date = new Date(ms);
   return date.toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' });
 }
 
-function isoDate(mtime) {
-  const seconds = Number(mtime);
-  return Number.isFinite(seconds) && seconds > 0 ? new Date(seconds * 1000).toISOString() : undefined;
+function isoDate(mtimeMs) {
+  const ms = Number(mtimeMs);
+  return Number.isFinite(ms) && ms > 0 ? new Date(ms).toISOString() : undefined;
 }
 
 function fileRow(file) {
@@ -255,7 +255,7 @@ function fileRow(file) {
       el('span', { class: 'file-name', text: name }),
       el('span', { class: 'file-meta' },
         el('span', { text: formatBytes(Number(file.size)) }),
-        el('time', { datetime: isoDate(file.mtime), text: formatDate(file.mtime) }))),
+        el('time', { datetime: isoDate(file.mtime_ms), text: formatDate(file.mtime_ms) }))),
     actions);
   if (file.sha256) row.title = `sha256 ${file.sha256}`;
   remove.addEventListener('click', () => askDelete(row, actions, name));

@@ -122,8 +122,8 @@ json_t *peers_to_json(const struct chat_peers *p)
     if (!arr)
         return NULL;
     for (const struct chat_peer *e = p->newest; e; e = e->next) {
-        json_t *o = json_pack("{s:s, s:I, s:I, s:I}", "addr", e->addr, "first_seen", (json_int_t)e->first_seen,
-                              "last_seen", (json_int_t)e->last_seen, "messages", (json_int_t)e->messages);
+        json_t *o = json_pack("{s:s, s:I, s:I, s:I}", "addr", e->addr, "first_seen_ms", (json_int_t)e->first_seen,
+                              "last_seen_ms", (json_int_t)e->last_seen, "messages", (json_int_t)e->messages);
         if (!o || json_array_append_new(arr, o) != 0) {
             json_decref(arr);
             return NULL;

@@ -53,7 +53,7 @@ int chat_record(struct chat_server *srv, int is_in, const char *peer, const char
     struct chat_history *h = &srv->history;
     /* "seq" first so a frame reads in the order docs/internals/chat.md shows; history_append fills it. */
     json_t *msg = json_pack("{s:I, s:s, s:s, s:I, s:s%}", "seq", (json_int_t)0, "kind", is_in ? "in" : "out",
-                            is_in ? "from" : "to", peer, "time", (json_int_t)time_ms, "text", text, len);
+                            is_in ? "from" : "to", peer, "time_ms", (json_int_t)time_ms, "text", text, len);
     int rc;
 
     if (!msg)

@@ -116,8 +116,9 @@ static int body_append(struct body *b, const char *s, size_t n)
 /* Appends one entry's JSON object (with a leading comma after the first). */
 static int body_entry(struct body *b, const struct entry *e, const char *sha, int first)
 {
-    json_t *o = json_pack("{s:s, s:I, s:I, s:s}", "name", e->name, "size", (json_int_t)e->sb.st_size, "mtime",
-                          (json_int_t)e->sb.st_mtim.tv_sec, "sha256", sha);
+    json_t *o = json_pack("{s:s, s:I, s:I, s:s}", "name", e->name, "size", (json_int_t)e->sb.st_size, "mtime_ms",
+                          (json_int_t)((int64_t)e->sb.st_mtim.tv_sec * 1000 + e->sb.st_mtim.tv_nsec / 1000000),
+                          "sha256", sha);
     char *text = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     int rc = text ? SG_OK : SG_ERR_NOMEM;
     if (rc == SG_OK && !first)

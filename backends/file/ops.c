@@ -110,8 +110,8 @@ int file_op_download(struct file_conn *c, const json_t *req, uint64_t body_size)
         goto out;
     }
     resp = json_pack("{s:s, s:I, s:I, s:I, s:s, s:I}", "name", name, "total_size", (json_int_t)count, "size",
-                     (json_int_t)size, "offset", (json_int_t)offset, "sha256", sha, "mtime",
-                     (json_int_t)sb.st_mtim.tv_sec);
+                     (json_int_t)size, "offset", (json_int_t)offset, "sha256", sha, "mtime_ms",
+                     (json_int_t)((int64_t)sb.st_mtim.tv_sec * 1000 + sb.st_mtim.tv_nsec / 1000000));
     outcome = file_conn_reply(c, resp);
     if (outcome != FILE_NEXT) {
         rc = SG_ERR_CLOSED;
@@ -152,7 +152,8 @@ int file_op_stat(struct file_conn *c, const json_t *req, uint64_t body_size)
         goto out;
     }
     outcome = file_conn_reply(c, json_pack("{s:s, s:I, s:I, s:s}", "name", name, "size", (json_int_t)sb.st_size,
-                                           "mtime", (json_int_t)sb.st_mtim.tv_sec, "sha256", sha));
+                                           "mtime_ms", (json_int_t)((int64_t)sb.st_mtim.tv_sec * 1000 + sb.st_mtim.tv_nsec / 1000000),
+                                           "sha256", sha));
 out:
     file_conn_log(c, "stat", name, 0, rc, start);
     return outcome;

@@ -66,7 +66,7 @@ static void test_message_and_reply(void)
 
     ct_udp_send(u, srv.port, text, strlen(text));
     m = expect_message(&sub, "in", addr, text);
-    t = json_integer_value(json_object_get(m, "time"));
+    t = json_integer_value(json_object_get(m, "time_ms"));
     CHECK(t > now_ms - 3600 * 1000 && t < now_ms + 3600 * 1000); /* Unix milliseconds, not seconds or ns */
     json_decref(m);
 
@@ -202,8 +202,8 @@ static void test_peers(void)
     first = json_array_get(list, 1);
     CHECK_STR_EQ(json_string_value(json_object_get(first, "addr")), a);
     CHECK_INT_EQ(json_integer_value(json_object_get(first, "messages")), 2);
-    CHECK(json_integer_value(json_object_get(first, "last_seen")) >=
-          json_integer_value(json_object_get(first, "first_seen")));
+    CHECK(json_integer_value(json_object_get(first, "last_seen_ms")) >=
+          json_integer_value(json_object_get(first, "first_seen_ms")));
     json_decref(list);
     json_decref(h);
     free(body);

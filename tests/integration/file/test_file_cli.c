@@ -280,7 +280,7 @@ static void test_get_refuses_wrong_hash(void)
     char laddr[64], dst[400], *err;
     pthread_t t;
     l.header = json_pack("{s:s, s:i, s:i, s:i, s:s, s:i}", "name", "x", "total_size", 9, "size", 9, "offset", 0,
-                         "sha256", "0000000000000000000000000000000000000000000000000000000000000000", "mtime", 1);
+                         "sha256", "0000000000000000000000000000000000000000000000000000000000000000", "mtime_ms", 1000);
     liar_start(&l, &t);
     snprintf(laddr, sizeof laddr, "127.0.0.1:%u", (unsigned)l.port);
     snprintf(dst, sizeof dst, "%s/lied-to", work);
@@ -294,7 +294,7 @@ static void test_get_refuses_wrong_hash(void)
     /* A body cut short: no file either. */
     l = (struct liar){.body = "only part", .body_len = 9};
     l.header = json_pack("{s:s, s:i, s:i, s:i, s:s, s:i}", "name", "x", "total_size", 100, "size", 100, "offset", 0,
-                         "sha256", "0000000000000000000000000000000000000000000000000000000000000000", "mtime", 1);
+                         "sha256", "0000000000000000000000000000000000000000000000000000000000000000", "mtime_ms", 1000);
     /* sg_frame_send sends body_len bytes although the header promises 100: the liar then closes. */
     liar_start(&l, &t);
     snprintf(laddr, sizeof laddr, "127.0.0.1:%u", (unsigned)l.port);
@@ -313,7 +313,7 @@ static void test_get_refuses_wrong_hash(void)
 static json_t *zero_sha_header(json_int_t size)
 {
     return json_pack("{s:s, s:I, s:I, s:i, s:s, s:i}", "name", "x", "total_size", size, "size", size, "offset", 0,
-                     "sha256", "0000000000000000000000000000000000000000000000000000000000000000", "mtime", 1);
+                     "sha256", "0000000000000000000000000000000000000000000000000000000000000000", "mtime_ms", 1000);
 }
 
 /* Runs get against a liar sending body (len bytes) under a header promising size; checks the failure leaves nothing. */
@@ -367,7 +367,7 @@ static void test_get_slow_server(void)
     fc_sha256(data, len, sha);
     l.body = data;
     l.header = json_pack("{s:s, s:I, s:I, s:i, s:s, s:i}", "name", "x", "total_size", (json_int_t)len, "size",
-                         (json_int_t)len, "offset", 0, "sha256", sha, "mtime", 1);
+                         (json_int_t)len, "offset", 0, "sha256", sha, "mtime_ms", 1000);
     liar_start(&l, &t);
     snprintf(laddr, sizeof laddr, "127.0.0.1:%u", (unsigned)l.port);
     snprintf(dst, sizeof dst, "%s/slow", work);
@@ -390,7 +390,7 @@ static void test_get_interrupted_leaves_nothing(void)
     pid_t pid;
     int status;
     l.header = json_pack("{s:s, s:i, s:i, s:i, s:s, s:i}", "name", "x", "total_size", 1000000, "size", 1000000,
-                         "offset", 0, "sha256", "00", "mtime", 1);
+                         "offset", 0, "sha256", "00", "mtime_ms", 1000);
     liar_start(&l, &t);
     snprintf(laddr, sizeof laddr, "127.0.0.1:%u", (unsigned)l.port);
     snprintf(dst, sizeof dst, "%s/interrupted", work);

@@ -103,7 +103,7 @@ static void roundtrip(size_t size, uint64_t seed)
     CHECK_INT_EQ(fc_int(&r, "total_size"), size);
     CHECK_INT_EQ(fc_int(&r, "size"), size);
     CHECK_INT_EQ(fc_int(&r, "offset"), 0);
-    CHECK(fc_int(&r, "mtime") > 1000000000);
+    CHECK(fc_int(&r, "mtime_ms") > 1000000000000LL);
     CHECK_STR_EQ(fc_str(&r, "sha256"), want);
     CHECK_INT_EQ(r.len, size);
     CHECK_STR_EQ(r.sha256, want);
@@ -216,7 +216,7 @@ static void test_list_stat_delete(void)
             found = 1;
             CHECK_STR_EQ(json_string_value(json_object_get(e, "sha256")), shas[k]);
             CHECK(json_integer_value(json_object_get(e, "size")) > 0);
-            CHECK(json_integer_value(json_object_get(e, "mtime")) > 1000000000);
+            CHECK(json_integer_value(json_object_get(e, "mtime_ms")) > 1000000000000LL);
         }
         CHECK(found);
     }
@@ -228,7 +228,7 @@ static void test_list_stat_delete(void)
     CHECK_STR_EQ(fc_str(&r, "name"), "alpha.txt");
     CHECK_STR_EQ(fc_str(&r, "sha256"), shas[1]);
     CHECK_INT_EQ(fc_int(&r, "size"), strlen("content 1000"));
-    CHECK(fc_int(&r, "mtime") > 1000000000);
+    CHECK(fc_int(&r, "mtime_ms") > 1000000000000LL);
     fc_resp_free(&r);
 
     fc_request(c, json_pack("{s:s, s:s}", "op", "delete", "filename", "alpha.txt"), NULL, 0, &r);

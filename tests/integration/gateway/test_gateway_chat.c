@@ -216,7 +216,7 @@ static json_t *sse_message(struct sse *s, long long *seq)
     *seq = json_integer_value(json_object_get(j, "seq"));
     CHECK(*seq > 0);
     CHECK_INT_EQ(atoll(ev.id), *seq);
-    CHECK(json_integer_value(json_object_get(j, "time")) > 0);
+    CHECK(json_integer_value(json_object_get(j, "time_ms")) > 1000000000000LL);
     sse_event_free(&ev);
     return j;
 }
