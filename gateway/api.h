@@ -34,6 +34,18 @@ int api_files_post_begin(struct request *rq);
 int api_files_post_body(struct request *rq, const char *data, size_t len);
 int api_files_post_finish(struct request *rq);
 
+/* api_uploads.c: tus 1.0 discovery, an upload's state (HEAD) and termination (DELETE). */
+int api_uploads_options(struct request *rq);
+int api_uploads_head(struct request *rq);
+int api_uploads_delete(struct request *rq);
+
+/* api_uploads_write.c: tus 1.0 creation (POST, with or without a first body) and PATCH, streamed to the backend. */
+int api_uploads_create_begin(struct request *rq);
+int api_uploads_write_body(struct request *rq, const char *data, size_t len);
+int api_uploads_create_finish(struct request *rq);
+int api_uploads_patch_begin(struct request *rq);
+int api_uploads_patch_finish(struct request *rq);
+
 /* api_chat.c: the chat backend's messages as Server-Sent Events, replies to peers, the peer list. */
 int api_chat_events(struct request *rq);
 int api_chat_reply(struct request *rq);

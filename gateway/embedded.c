@@ -179,6 +179,8 @@ static int create(struct gateway *gw, struct embedded *e, enum backend_id id, co
         c.listen = e->listen[id];
         if (gw->cfg.file_root && *gw->cfg.file_root)
             c.root = gw->cfg.file_root;
+        if (gw->cfg.upload_expiry_s > 0)
+            c.session_expiry_s = gw->cfg.upload_expiry_s;
         *ops = &file_service_ops;
         return file_server_create(&c, srv, err, errlen);
     }

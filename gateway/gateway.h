@@ -38,6 +38,7 @@ struct gw_config {
     unsigned header_timeout_ms;               /* a request head must be in within this (0: no limit) */
     unsigned body_timeout_ms;                 /* longest silence inside a request body (0: no limit) */
     unsigned grace_ms;                        /* how long SIGTERM waits for requests in flight */
+    unsigned upload_expiry_s;                 /* an unfinished tus upload unchanged this long is removed (embedded file) */
     enum sg_log_format log_format;
     const char *sandbox;                      /* the embedded exec's --sandbox: strict, best-effort or off */
     const char *sandbox_read[GW_MAX_SANDBOX_DIRS];  /* extra directories its commands may read */

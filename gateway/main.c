@@ -34,6 +34,7 @@ static const char usage[] =
     "                [--cors-origin ORIGIN]... [--allow-host NAME]... [--max-upload SIZE]\n"
     "                [--max-json SIZE] [--threads N] [--max-conns N] [--timeout DURATION] [--grace DURATION]\n"
     "                [--header-timeout DURATION] [--body-timeout DURATION] [--spool-dir DIR]\n"
+    "                [--upload-expiry DURATION]\n"
     "                [--tls-cert FILE --tls-key FILE] [--log-format text|json] [--print-routes]";
 static const char about[] =
     "The HTTP/JSON gateway in front of the sockgate backends. Every backend whose address is not\n"
@@ -47,7 +48,7 @@ struct flags {
     const char *listen, *embedded_listen, *addr[BACKEND__COUNT], *emb_listen[BACKEND__COUNT], *file_root, *allow;
     const char *web_root, *token, *spool_dir, *tls_cert, *tls_key;
     const char *max_upload, *max_json, *threads, *max_conns, *timeout, *grace, *log_format, *print_routes;
-    const char *header_timeout, *body_timeout;
+    const char *header_timeout, *body_timeout, *upload_expiry;
     struct gw_config *cfg;
 };
 
@@ -166,7 +167,7 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
     snprintf(cores, sizeof cores, "%ld", n_cores < 1 ? 1 : n_cores > 256 ? 256 : n_cores);
     struct flags f = {.listen = GW_DEFAULT_LISTEN, .max_upload = "16G",
                       .max_json = "1M", .threads = cores, .max_conns = "16384", .timeout = "10s", .grace = "10s",
-                      .header_timeout = "20s", .body_timeout = "30s", .log_format = "text", .cfg = cfg};
+                      .header_timeout = "20s", .body_timeout = "30s", .upload_expiry = "24h", .log_format = "text", .cfg = cfg};
     const struct sg_option opts[] = {
         {"listen", "SOCKGATE_LISTEN", "HOST:PORT", "HTTP address (port 0 picks a free one)", &f.listen, NULL, NULL},
         {"embedded-listen", "SOCKGATE_EMBEDDED_LISTEN", "HOST:PORT",
@@ -235,6 +236,10 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
         {"body-timeout-ms", "SOCKGATE_BODY_TIMEOUT_MS", "MS", "milliseconds", &f.body_timeout, NULL, NULL},
         {"grace", "SOCKGATE_GRACE", "DURATION", "how long SIGTERM waits for requests in flight", &f.grace, NULL, NULL},
         {"grace-ms", "SOCKGATE_GRACE_MS", "MS", "milliseconds", &f.grace, NULL, NULL},
+        {"upload-expiry", "SOCKGATE_UPLOAD_EXPIRY", "DURATION",
+         "an unfinished resumable (tus) upload unchanged this long is removed and its storage freed (embedded file "
+         "backend; a remote one has its own --session-expiry)",
+         &f.upload_expiry, NULL, NULL},
         {"spool-dir", "SOCKGATE_SPOOL_DIR", "DIR", "where multipart and chunked uploads wait (default $TMPDIR)",
          &f.spool_dir, NULL, NULL},
         {"tls-cert", "SOCKGATE_TLS_CERT", "FILE", "serve HTTPS with this PEM certificate chain (with --tls-key; "
@@ -305,6 +310,10 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
     if (sg_flag_duration("sockgate", "body-timeout", f.body_timeout, 0, 3600000, 0, &v))
         return 2;
     cfg->body_timeout_ms = (unsigned)v;
+    /* The file backend counts whole seconds: a shorter duration waits one. */
+    if (sg_flag_duration("sockgate", "upload-expiry", f.upload_expiry, 1000, UINT64_C(366) * 86400000, 1000, &v))
+        return 2;
+    cfg->upload_expiry_s = (unsigned)((v + 999) / 1000);
     if (sg_log_format_parse(f.log_format, &cfg->log_format) != SG_OK) {
         fprintf(stderr, "sockgate: --log-format must be text or json, not '%s'\n", f.log_format);
         return 2;

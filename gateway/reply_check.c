@@ -23,6 +23,12 @@ static const struct promise promises[] = {
     {"subscribe", "subscribed:t first_seq:i last_seq:i"},
     {"reply", "sent:t to:s"},
     {"peers", "count:i"},
+    /* Upload sessions (tus): a finished one also promises the stored file (checked below). */
+    {"session_create", "session:s offset:i finished:b"},
+    {"session_append", "session:s offset:i finished:b"},
+    {"session_finish", "session:s offset:i finished:b"},
+    {"session_stat", "session:s filename:s offset:i expires_ms:i created_ms:i defer_length:b"},
+    {"session_abort", "session:s aborted:t"},
 };
 
 static int fail(char *err, size_t errlen, const char *fmt, const char *a, const char *b)
@@ -105,6 +111,9 @@ int reply_check(const char *service, const char *op, const char *id, const json_
         strcmp(json_string_value(json_object_get(resp, "service")), service) != 0)
         return fail(err, errlen, "is the %s service, not %s", json_string_value(json_object_get(resp, "service")),
                     service);
+    if (strncmp(op, "session_", 8) == 0 && json_is_true(json_object_get(resp, "finished")) &&
+        check_fields(resp, "name:s size:i sha256:h", op, err, errlen) != SG_OK)
+        return SG_ERR_PROTO;
     if (strcmp(op, "exec") == 0 &&
         (uint64_t)json_integer_value(json_object_get(resp, "stdout_size")) +
                 (uint64_t)json_integer_value(json_object_get(resp, "stderr_size")) !=

@@ -175,9 +175,15 @@ static void add_common_headers(struct request *rq, struct MHD_Response *resp)
         MHD_add_response_header(resp, "Vary", "Origin");
     if (rq->cors_origin) {
         MHD_add_response_header(resp, "Access-Control-Allow-Origin", rq->cors_origin);
+        /* tus-js-client in a browser reads the Upload-* and Tus-* headers: unexposed, they read as absent. */
         MHD_add_response_header(resp, "Access-Control-Expose-Headers",
-                                "X-Request-Id, ETag, Content-Range, Content-Disposition, Content-Length, Location");
+                                "X-Request-Id, ETag, Content-Range, Content-Disposition, Content-Length, Location, "
+                                "Upload-Offset, Upload-Length, Upload-Metadata, Upload-Expires, Upload-Defer-Length, "
+                                "Tus-Resumable, Tus-Version, Tus-Extension, Tus-Max-Size, Tus-Checksum-Algorithm");
     }
+    /* tus 1.0: every answer under the tus endpoint but OPTIONS's names the protocol version (errors included). */
+    if (strncmp(rq->url, UPLOADS_PREFIX, strlen(UPLOADS_PREFIX)) == 0 && strcmp(rq->method, "OPTIONS") != 0)
+        MHD_add_response_header(resp, "Tus-Resumable", "1.0.0");
 }
 
 int respond(struct request *rq, unsigned status, struct MHD_Response *resp)
@@ -219,8 +225,7 @@ int respond_json(struct request *rq, unsigned status, json_t *body)
     return respond(rq, status, resp);
 }
 
-/* Queues an error with extra headers (name/value pairs, NULL-terminated). */
-static int respond_error_with(struct request *rq, int err, const char *message, const char *const *headers)
+int respond_error_with(struct request *rq, int err, const char *message, const char *const *headers)
 {
     struct MHD_Response *resp;
     unsigned status;
@@ -330,29 +335,55 @@ static int check_query(struct request *rq)
     return request_fail(rq, SG_ERR_INVALID, "unknown query parameter \"%s\" (%s)", u.name, known);
 }
 
-/* Answers OPTIONS: the methods of the path, and the CORS preflight headers for an allowed origin. */
+static void answer_outcome(struct request *rq, int rc);
+
+struct MHD_Response *options_response(struct request *rq)
+{
+    char allow[128], param[1024];
+    int is_known = 0;
+    struct MHD_Response *resp;
+    /* No route has the empty method: the matcher lists every method of the path instead. */
+    router_match("", rq->url, param, sizeof param, &is_known, allow, sizeof allow);
+    resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    if (!resp)
+        return NULL;
+    MHD_add_response_header(resp, "Allow", allow);
+    if (rq->cors_origin && request_header(rq, "Access-Control-Request-Method")) {
+        MHD_add_response_header(resp, "Access-Control-Allow-Methods", allow);
+        MHD_add_response_header(resp, "Access-Control-Allow-Headers",
+                                "Authorization, Content-Type, X-Request-Id, Range, If-Range, If-None-Match, If-Modified-Since, "
+                                "Last-Event-ID, Tus-Resumable, Upload-Length, Upload-Defer-Length, Upload-Metadata, "
+                                "Upload-Offset, Upload-Checksum, Upload-Concat, X-HTTP-Method-Override");
+        MHD_add_response_header(resp, "Access-Control-Max-Age", "600");
+    }
+    return resp;
+}
+
+/*
+ * Answers OPTIONS: the methods of the path, and the CORS preflight headers for
+ * an allowed origin; a path with an OPTIONS route of its own (tus's discovery)
+ * is answered by that route, which adds its headers to options_response().
+ */
 static void answer_options(struct request *rq)
 {
     char allow[128], param[1024];
     int is_known = 0;
     struct MHD_Response *resp;
     const struct route *r = router_match("OPTIONS", rq->url, param, sizeof param, &is_known, allow, sizeof allow);
-    if (r || !is_known) {
+    if (r) {
+        rq->route = r;
+        rq->slot = (unsigned)(r - router_routes);
+        snprintf(rq->param, sizeof rq->param, "%s", param);
+        answer_outcome(rq, r->finish(rq));
+        return;
+    }
+    if (!is_known) {
         respond_error(rq, SG_ERR_NOT_FOUND, "no such path");
         return;
     }
-    resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
-    if (!resp)
-        return;
-    MHD_add_response_header(resp, "Allow", allow);
-    if (rq->cors_origin && request_header(rq, "Access-Control-Request-Method")) {
-        MHD_add_response_header(resp, "Access-Control-Allow-Methods", allow);
-        MHD_add_response_header(resp, "Access-Control-Allow-Headers",
-                                "Authorization, Content-Type, X-Request-Id, Range, If-Range, If-None-Match, If-Modified-Since, "
-                                "Last-Event-ID");
-        MHD_add_response_header(resp, "Access-Control-Max-Age", "600");
-    }
-    respond(rq, 204, resp);
+    resp = options_response(rq);
+    if (resp)
+        respond(rq, 204, resp);
 }
 
 /* Returns 1 when Content-Type names JSON (application/json or any +json), ignoring parameters. */
@@ -375,6 +406,8 @@ static int check_body_headers(struct request *rq)
     uint64_t len = 0;
     if (cl && sg_parse_u64(cl, 0, UINT64_MAX, 0, &len) != SG_OK)
         return request_fail(rq, SG_ERR_INVALID, "Content-Length '%s' is not a number", cl);
+    if (!cl && !te && (rq->route->flags & ROUTE_BODY_OPTIONAL))
+        return SG_OK; /* no body at all (tus creation without upload) */
     if (!cl && !(te && strcasestr(te, "chunked")))
         return request_fail(rq, GW_ERR_LENGTH_REQUIRED,
                             "%s %s needs a body with a Content-Length header or chunked transfer encoding",
@@ -531,8 +564,6 @@ static void request_body(struct request *rq, const char *data, size_t len)
     if (rc != SG_OK && rq->err == SG_OK)
         request_fail(rq, rc, "%s", sg_strerror(rc));
 }
-
-static void answer_outcome(struct request *rq, int rc);
 
 /* The last call: the whole body is in. Answers with the first error, or runs the handler. */
 static void request_finish(struct request *rq)

@@ -13,6 +13,10 @@ struct route;
 
 #define REQUEST_ID_MAX 64
 
+/* Where tus 1.0 lives (api_uploads*.c): every answer under it but OPTIONS's carries Tus-Resumable. */
+#define UPLOADS_PREFIX "/api/v1/uploads/"
+
+
 /*
  * One HTTP request, from its headers to the completion callback. It lives in
  * libmicrohttpd's *req_cls, is touched only by the worker thread whose loop
@@ -124,6 +128,16 @@ int respond_json(struct request *rq, unsigned status, json_t *body);
 
 /* Queues the error body of err with its status; message NULL means rq->errmsg or the generic sentence. */
 int respond_error(struct request *rq, int err, const char *message);
+
+/* Queues an error with extra headers (name/value pairs, NULL-terminated); message as for respond_error. */
+int respond_error_with(struct request *rq, int err, const char *message, const char *const *headers);
+
+/*
+ * Returns a new empty response carrying the path's Allow header and, for a
+ * CORS preflight from an allowed origin, the Access-Control-Allow-* headers
+ * (an OPTIONS route adds its own headers, then respond()s it). NULL: no memory.
+ */
+struct MHD_Response *options_response(struct request *rq);
 
 /* Queues an empty response (204, 304) with status. */
 int respond_empty(struct request *rq, unsigned status);

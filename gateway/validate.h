@@ -74,4 +74,29 @@ const char *validate_name_not_utf8(const char *name);
  */
 size_t validate_unescape(char *s, int *has_bad_escape);
 
+/* The longest Upload-Metadata taken: what the file backend keeps of it (docs/protocol.md). */
+#define TUS_MAX_METADATA 16384
+
+/*
+ * Decodes len bytes of standard base64 (padding optional, as tus clients
+ * differ) into out (cap bytes). Returns the decoded length, or -1 when the
+ * text is not base64 or does not fit.
+ */
+long validate_base64_decode(const char *in, size_t len, unsigned char *out, size_t cap);
+
+/*
+ * Reads a tus Upload-Checksum value, "sha1|sha256|md5 <base64 digest>", into
+ * alg and the digest in lower-case hex. SG_OK, or SG_ERR_INVALID with why in err.
+ */
+int validate_tus_checksum(const char *header, char alg[8], char hex[65], char *err, size_t errlen);
+
+/*
+ * Checks a tus Upload-Metadata value (comma-separated "key" or "key base64",
+ * keys unique, at most TUS_MAX_METADATA bytes) and decodes its required
+ * filename into name (namelen bytes, NUL-terminated, no NUL inside). The
+ * name is not checked against the file service's rules here. SG_OK, or
+ * SG_ERR_INVALID / SG_ERR_INVALID_NAME with why in err.
+ */
+int validate_tus_metadata(const char *metadata, char *name, size_t namelen, char *err, size_t errlen);
+
 #endif

@@ -1,8 +1,12 @@
-// The files panel: uploads with progress and cancel, the stored list, download and delete.
+// The files panel: uploads with progress and cancel (big files resumable over tus), the stored
+// list, download and delete.
 
 import {
   api, ApiError, authHeader, describeError, el, errorFromBody, formatBytes, reportUnauthorized,
 } from './api.js';
+import {
+  Cancelled, forgetPending, pendingKeyFor, pendingUploads, terminate, TusUpload, TUS_MIN_SIZE,
+} from './tus.js';
 
 // How far back the speed shown for an upload looks, so it follows changes without jittering.
 const SPEED_WINDOW_MS = 2000;
@@ -30,6 +34,7 @@ export function filesInit(announceFn) {
   });
   document.getElementById('file-refresh').addEventListener('click', () => filesRefresh());
   document.getElementById('uploads-clear').addEventListener('click', clearFinished);
+  showPending();
 
   // Drop anywhere on the panel; elsewhere a dropped file must not replace the page.
   let depth = 0;
@@ -70,9 +75,54 @@ function hasFiles(event) {
 
 function uploadAll(fileList) {
   for (const file of Array.from(fileList || [])) {
-    if (isStored(file.name)) askReplace(file);
-    else startUpload(file);
+    // A file this browser was sending before a reload continues where the server is: no question.
+    const pendingKey = file.size >= TUS_MIN_SIZE ? pendingKeyFor(file) : '';
+    if (pendingKey) {
+      const row = Array.from(uploadsNode.children).find((item) => item.dataset.pendingKey === pendingKey);
+      if (row) row.remove();
+      startUpload(file);
+    } else if (isStored(file.name)) {
+      askReplace(file);
+    } else {
+      startUpload(file);
+    }
   }
+}
+
+// After a reload: the uploads this browser had not finished, each with a way to resume or drop it.
+// A page cannot reopen a file by itself, so resuming means choosing the same file again.
+function showPending() {
+  for (const p of pendingUploads()) {
+    const discard = el('button', {
+      type: 'button', class: 'secondary', text: 'Discard', 'aria-label': `Discard the unfinished upload of ${p.name}`,
+    });
+    const state = el('span', {
+      class: 'upload-state', role: 'status',
+      text: `Unfinished: choose ${p.name} again to resume`,
+    });
+    const item = el('li', { class: 'upload', 'data-name': p.name, 'data-state': 'paused', 'data-pending-key': p.key },
+      el('div', { class: 'upload-head' }, el('span', { class: 'upload-name', text: p.name }), discard),
+      el('progress', { max: 100, value: p.size > 0 ? Math.floor((Number(p.sent) / p.size) * 100) : 0,
+        'aria-label': `Upload of ${p.name}` }),
+      el('div', { class: 'upload-meta' },
+        el('span', { class: 'upload-numbers', text: `${formatBytes(Number(p.sent) || 0)} of ${formatBytes(p.size)}` }),
+        state));
+    discard.addEventListener('click', async () => {
+      discard.disabled = true;
+      forgetPending(p.key);
+      try {
+        await terminate(p.url);
+        item.remove();
+        announce(`${p.name}: unfinished upload discarded`);
+      } catch (err) {
+        state.textContent = describeError(err);
+        state.classList.add('is-error');
+      }
+      updateClearButton();
+    });
+    uploadsNode.append(item);
+  }
+  updateClearButton();
 }
 
 function isStored(name) {
@@ -115,26 +165,32 @@ function markDeleted(name) {
 
 function clearFinished() {
   for (const item of Array.from(uploadsNode.children)) {
-    if (item.dataset.state !== 'running') item.remove();
+    if (item.dataset.state !== 'running' && item.dataset.state !== 'paused') item.remove();
   }
   updateClearButton();
 }
 
 function updateClearButton() {
-  const finished = Array.from(uploadsNode.children).some((item) => item.dataset.state !== 'running');
+  const finished = Array.from(uploadsNode.children)
+    .some((item) => item.dataset.state !== 'running' && item.dataset.state !== 'paused');
   document.getElementById('uploads-clear').hidden = !finished;
 }
 
-// One upload: a row with its own bar, numbers and cancel button, driven by XMLHttpRequest
-// because fetch has no upload progress events in Chromium without streaming bodies over HTTP/2.
+// One upload: a row with its own bar, numbers and cancel button. A big file goes up with tus
+// (resumable), a small one with one PUT.
 function startUpload(file) {
-  const xhr = new XMLHttpRequest();
+  if (file.size >= TUS_MIN_SIZE) startTusUpload(file);
+  else startPutUpload(file);
+}
+
+// The row of one upload and what updates it: progress(sent) and finish(state, text, isError).
+function uploadRow(file, onCancel) {
   const bar = el('progress', { max: 100, value: 0, 'aria-label': `Upload of ${file.name}` });
   const numbers = el('span', { class: 'upload-numbers', text: `0 B of ${formatBytes(file.size)}` });
   const state = el('span', { class: 'upload-state', role: 'status', text: 'Starting' });
   const cancel = el('button', {
     type: 'button', class: 'secondary', text: 'Cancel', 'aria-label': `Cancel upload of ${file.name}`,
-    onclick: () => xhr.abort(),
+    onclick: onCancel,
   });
   const item = el('li', { class: 'upload', 'data-name': file.name, 'data-state': 'running' },
     el('div', { class: 'upload-head' }, el('span', { class: 'upload-name', text: file.name }), cancel),
@@ -159,33 +215,49 @@ function startUpload(file) {
     filesRefresh();
   };
 
-  xhr.upload.addEventListener('progress', (event) => {
-    const total = event.lengthComputable ? event.total : file.size;
+  const progress = (loaded, total = file.size) => {
     const now = performance.now();
-    samples.push({ t: now, loaded: event.loaded });
+    // A resumed upload restarts from the server's offset: the speed window starts again there.
+    if (loaded < samples[samples.length - 1].loaded) samples.splice(0, samples.length);
+    samples.push({ t: now, loaded });
     while (samples.length > 2 && now - samples[1].t > SPEED_WINDOW_MS) samples.shift();
     const first = samples[0];
     const seconds = (now - first.t) / 1000;
-    const speed = seconds > 0 ? (event.loaded - first.loaded) / seconds : 0;
-    const percent = total > 0 ? Math.floor((event.loaded / total) * 100) : 100;
+    const speed = seconds > 0 ? (loaded - first.loaded) / seconds : 0;
+    const percent = total > 0 ? Math.floor((loaded / total) * 100) : 100;
     bar.value = percent;
     // Bytes the browser reports sent, in the markup for tests and user styles to read.
-    item.dataset.sent = String(event.loaded);
-    numbers.textContent = `${formatBytes(event.loaded)} of ${formatBytes(total)} · ${formatBytes(speed)}/s`;
-    state.textContent = event.loaded >= total ? 'Sent, waiting for the gateway' : `${percent}%`;
-  });
+    item.dataset.sent = String(loaded);
+    numbers.textContent = `${formatBytes(loaded)} of ${formatBytes(total)} · ${formatBytes(speed)}/s`;
+    state.textContent = loaded >= total ? 'Sent, waiting for the gateway' : `${percent}%`;
+    state.classList.remove('is-error');
+  };
+  const done = (sha256) => {
+    bar.value = 100;
+    const detail = sha256 ? ` · sha256 ${String(sha256).slice(0, 12)}…` : '';
+    numbers.textContent = `${formatBytes(file.size)}${detail}`;
+    finish('done', 'Uploaded 100%', false);
+  };
+  return { item, state, progress, finish, done };
+}
+
+// A small file: one PUT through XMLHttpRequest, because fetch has no upload progress events in
+// Chromium without streaming bodies over HTTP/2.
+function startPutUpload(file) {
+  const xhr = new XMLHttpRequest();
+  const { state, progress, finish, done } = uploadRow(file, () => xhr.abort());
+
+  xhr.upload.addEventListener('progress', (event) => progress(event.loaded, event.lengthComputable ? event.total : file.size));
   xhr.addEventListener('load', () => {
     if (xhr.status === 200 || xhr.status === 201) {
-      bar.value = 100;
-      let detail = '';
+      let sha256 = '';
       try {
         const body = JSON.parse(xhr.responseText);
-        if (body && body.sha256) detail = ` · sha256 ${String(body.sha256).slice(0, 12)}…`;
+        if (body && body.sha256) sha256 = body.sha256;
       } catch {
         // The upload succeeded; a body we cannot read only loses the checksum shown.
       }
-      numbers.textContent = `${formatBytes(file.size)}${detail}`;
-      finish('done', 'Uploaded 100%', false);
+      done(sha256);
       return;
     }
     if (xhr.status === 401) reportUnauthorized();
@@ -201,6 +273,53 @@ function startUpload(file) {
   xhr.setRequestHeader('Content-Type', 'application/octet-stream');
   state.textContent = '0%';
   xhr.send(file);
+}
+
+// A big file: tus PATCHes of a few MiB; a dropped connection resumes from the server's offset.
+function startTusUpload(file) {
+  let cancelling = null;
+  const upload = new TusUpload(file, {
+    onProgress: (sent) => progress(sent),
+    onRetry: (delayMs, err) => {
+      item.dataset.retries = String(Number(item.dataset.retries || 0) + 1);
+      state.textContent = `${describeError(err)}; resuming in ${Math.ceil(delayMs / 1000)} s`;
+      state.classList.add('is-error');
+    },
+    onResume: (offset) => {
+      item.dataset.resumedAt = String(offset);
+      announce(`${file.name}: resuming at ${formatBytes(offset)}`);
+    },
+  });
+  const { item, state, progress, finish, done } = uploadRow(file, () => {
+    cancelling = upload.cancel();
+  });
+  item.dataset.resumable = 'tus';
+  state.textContent = '0%';
+  upload.start().then(async () => {
+    // A PATCH answers 204 with no body: the stored file's sha256 comes from its ETag.
+    let sha256 = '';
+    try {
+      const headers = {};
+      const auth = authHeader();
+      if (auth) headers.Authorization = auth;
+      const head = await fetch(`/api/v1/files/${encodeURIComponent(file.name)}`, { method: 'HEAD', headers, cache: 'no-store' });
+      sha256 = (head.headers.get('ETag') || '').replace(/"/g, '');
+    } catch {
+      // Stored all the same; only the checksum shown is lost.
+    }
+    done(sha256);
+  }, async (err) => {
+    if (err instanceof Cancelled) {
+      try {
+        await cancelling;
+        finish('cancelled', 'Cancelled: nothing was kept', false);
+      } catch (termErr) {
+        finish('failed', `Cancelled, but the server kept the unfinished upload: ${describeError(termErr)}`, true);
+      }
+      return;
+    }
+    finish('failed', describeError(err), true);
+  });
 }
 
 /** Reloads the list of stored files; overlapping calls keep only the newest answer. */

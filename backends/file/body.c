@@ -54,7 +54,8 @@ void file_body_start(struct file_body *b)
     b->has_hasher = 0;
     memset(&b->bufs, 0, sizeof b->bufs);
     if (b->size > BODY_PIPELINE)
-        sg_iobuf_alloc(&b->bufs, 2 * (size_t)BODY_BUF, b->size);
+        /* A session's append is a piece of a whole file: its pages are chosen for the file's size. */
+        sg_iobuf_alloc(&b->bufs, 2 * (size_t)BODY_BUF, b->whole_size > b->size ? b->whole_size : b->size);
     b->has_hasher = b->bufs.data && (b->hash[0] || b->hash[1]) &&
                     hasher_start(&b->hasher, b->hash[0], b->hash[1]) == SG_OK;
 }

@@ -14,7 +14,7 @@
 #include "sockgate/iobuf.h"
 
 /*
- * One body being received. The caller sets c, fd, size and hash[] and calls
+ * One body being received. The caller sets c, fd, size (whole_size) and hash[] and calls
  * file_body_start; file_body_receive writes every body byte to fd (at its
  * current position) and feeds it into each non-NULL hash[i], in order;
  * file_body_end must follow whatever happened. got counts the bytes written.
@@ -23,6 +23,7 @@ struct file_body {
     struct file_conn *c;
     int fd;                  /* borrowed: where the bytes go */
     uint64_t size;           /* the frame's body size */
+    uint64_t whole_size;     /* the transfer this body is a piece of (an upload session's length), 0: size */
     uint64_t got;            /* bytes received and written so far */
     struct sg_hash *hash[2]; /* borrowed; either may be NULL */
     int write_errno;         /* the errno of a failed write (file_body_receive returned FILE_BODY_WRITE_FAILED) */

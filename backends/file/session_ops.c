@@ -174,7 +174,8 @@ static void describe(struct sreq *r, json_t *h, uint64_t offset)
     json_object_set_new(h, "offset", json_integer((json_int_t)offset));
     if (r->rec.has_length)
         json_object_set_new(h, "length", json_integer((json_int_t)r->rec.length));
-    json_object_set_new(h, "expires", json_integer((json_int_t)file_session_expires(r->ss, &r->sb)));
+    /* Unix milliseconds, as every time the services give (docs/protocol.md, "Times"). */
+    json_object_set_new(h, "expires_ms", json_integer((json_int_t)file_session_expires(r->ss, &r->sb) * 1000));
 }
 
 /*
@@ -276,7 +277,8 @@ static int append_body(struct sreq *r, uint64_t offset, uint64_t size, const str
 {
     struct file_session_live *l = r->live;
     struct sg_hash check = {0}, checkpoint = {0};
-    struct file_body body = {.c = r->c, .fd = r->fd, .size = size};
+    struct file_body body = {.c = r->c, .fd = r->fd, .size = size,
+                             .whole_size = r->rec.has_length ? r->rec.length : r->c->srv->max_size};
     int rc, has_checkpoint = 0;
     char why[256];
 
@@ -652,8 +654,8 @@ int file_op_session_stat(struct file_conn *c, const json_t *req, uint64_t body_s
                          r.id);
         goto out;
     }
-    h = json_pack("{s:s, s:b, s:I}", "filename", r.rec.filename, "defer_length", !r.rec.has_length, "created",
-                  (json_int_t)r.rec.created);
+    h = json_pack("{s:s, s:b, s:I}", "filename", r.rec.filename, "defer_length", !r.rec.has_length, "created_ms",
+                  (json_int_t)r.rec.created * 1000);
     if (h) {
         describe(&r, h, (uint64_t)r.sb.st_size);
         if (r.rec.metadata)

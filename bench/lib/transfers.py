@@ -113,6 +113,46 @@ def upload_gw(ctx):
                      _curl_check(size, True, verify))
 
 
+def _stored_sha256(ctx, name):
+    """The sha256 the gateway's HEAD gives for a stored file (its ETag), or None."""
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", ctx.state["files_gw"].port, timeout=60)
+    try:
+        conn.request("HEAD", "/api/v1/files/" + name)
+        resp = conn.getresponse()
+        return (resp.getheader("ETag") or "").strip('"') if resp.status == 200 else None
+    finally:
+        conn.close()
+
+
+def _tus_client(ctx, fid, side, mode, name):
+    """One upload with bench/tus_upload.py (tus PATCHes of 8 MiB, or one PUT): the same client both ways."""
+    src, size, sha = ctx.state["src"]
+    gw = ctx.state["files_gw"]
+    argv = ["python3", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tus_upload.py"),
+            mode, "127.0.0.1:%d" % gw.port, src, name, "--chunk", "8M"]
+
+    def check(out, _elapsed):
+        try:
+            nbytes, seconds = out.split()
+            nbytes, seconds = int(nbytes), float(seconds)
+        except ValueError as e:
+            raise BenchError("tus_upload.py printed %r" % out) from e
+        stored = _stored_sha256(ctx, name)
+        if nbytes != size or stored != sha:
+            raise BenchError("%s stored sha256 %s for %d bytes, not %s" % (mode, stored, nbytes, sha))
+        return nbytes, seconds
+    return _transfer(ctx, fid, side, argv, lambda: [gw.pid], "mem_gw", check)
+
+
+def upload_tus(ctx):
+    return _tus_client(ctx, "upload_tus", "sg", "tus", "tus-" + NAME)
+
+
+def upload_tus_put(ctx):
+    return _tus_client(ctx, "upload_tus", "peer", "put", "put-" + NAME)
+
+
 def _nginx_put(ctx, fid):
     src, size, _ = ctx.state["src"]
     url = "http://127.0.0.1:%d/dav/%s" % (ctx.servers["nginx"].port, NAME)
@@ -277,6 +317,9 @@ GROUPS = [
     Group("files", [
         Figure("upload_gw", "1 GiB upload MiB/s, tmpfs: PUT via gateway", "MiB/s", "curl -T, PUT /api/v1/files",
                "nginx WebDAV PUT", "ratio", 1.0, upload_gw, lambda c: _nginx_put(c, "upload_gw"), source="issue 6"),
+        Figure("upload_tus", "1 GiB upload MiB/s, tmpfs: tus PATCHes of 8 MiB via gateway", "MiB/s",
+               "bench/tus_upload.py tus: POST, then 8 MiB PATCHes", "one PUT via gateway, same client", "ratio", 0.9,
+               upload_tus, upload_tus_put, source="issue 18"),
         Figure("upload_cli", "1 GiB upload MiB/s, tmpfs: put via cli", "MiB/s", "sockgate-cli put (sockgate-file)",
                "nginx WebDAV PUT", "ratio", 1.0, upload_cli, lambda c: _nginx_put(c, "upload_cli"),
                source="issue 5"),

@@ -7,3 +7,8 @@ if(TARGET sg_exec AND TARGET sg_file)
   target_include_directories(fuzz_gateway_request PRIVATE ${PROJECT_SOURCE_DIR}/gateway)
   target_compile_definitions(fuzz_gateway_request PRIVATE SG_HAVE_EXEC)
 endif()
+
+# tus's Upload-Metadata and Upload-Checksum (gateway/validate_tus.c, pure), and its base64 decoder.
+sg_add_fuzzer(fuzz_tus_headers ${CMAKE_CURRENT_LIST_DIR}/fuzz_tus_headers.c sgproto)
+target_sources(fuzz_tus_headers PRIVATE ${PROJECT_SOURCE_DIR}/gateway/validate_tus.c)
+target_include_directories(fuzz_tus_headers PRIVATE ${PROJECT_SOURCE_DIR}/gateway)
