@@ -8,7 +8,7 @@ FUZZ_SECONDS ?= 60
 CMAKE_FLAGS ?= -DSOCKGATE_WERROR=ON
 
 # Debian packages the build and tests need; only the missing ones are installed.
-DEPS = build-essential cmake pkg-config libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev \
+DEPS = build-essential cmake pkg-config libmicrohttpd-dev libjansson-dev libwslay-dev libcurl4-openssl-dev \
        libssl-dev openssl clang libclang-rt-14-dev python3 curl procps
 
 # What `make run` builds: the programs a user runs (tests and load generators go to build/tests, build/bench).

@@ -51,6 +51,10 @@ int api_chat_events(struct request *rq);
 int api_chat_reply(struct request *rq);
 int api_chat_peers(struct request *rq);
 
+/* api_ws_echo.c, api_ws_chat.c: WebSockets to the echo backend (a byte stream) and to the chat (JSON events). */
+int api_ws_echo(struct request *rq);
+int api_ws_chat(struct request *rq);
+
 /* session.c: the token as an HttpOnly cookie (set and cleared), for the chat's EventSource. */
 int api_session_create(struct request *rq);
 int api_session_delete(struct request *rq);

@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "api.h"
+#include "balancer.h"
 #include "server.h"
 #include "upcall.h"
 #include "sockgate/error.h"
@@ -154,10 +155,16 @@ static int readyz_answer(struct request *rq)
             json_object_set_new(state, "error", json_string(p->err));
         if (state && id == BACKEND_EXEC && rq->gw->exec_sandbox.is_known)
             json_object_set_new(state, "sandbox", sandbox_json(&rq->gw->exec_sandbox));
+        /* Every replica the name resolves to, with its health as the balancer sees it from real calls. */
+        if (state && up->bal)
+            json_object_set_new(state, "addresses", balancer_report(up->bal));
         json_object_set_new(backends, backend_name(id), state);
         if (p->rc != SG_OK)
             is_ready = 0;
     }
+    /* Draining (after SIGTERM): still serving, but load balancers must send new clients elsewhere. */
+    if (atomic_load(&rq->gw->is_draining))
+        is_ready = 0;
     /* Without the token only the verdict: backend addresses and errors are for those who hold it. */
     if (!request_is_authorized(rq)) {
         json_decref(backends);
@@ -165,6 +172,8 @@ static int readyz_answer(struct request *rq)
     } else {
         body = json_pack("{s:b,s:o}", "ready", is_ready, "backends", backends);
     }
+    if (body && atomic_load(&rq->gw->is_draining))
+        json_object_set_new(body, "draining", json_true());
     return respond_json(rq, is_ready ? 200 : 503, body);
 }
 

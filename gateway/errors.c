@@ -46,6 +46,7 @@ static const struct mapping gw_map[GW_ERR__END - GW_ERR_METHOD] = {
     [GW_ERR_HOST - GW_ERR_METHOD] = {400, "host_not_allowed"},
     [GW_ERR_CROSS_ORIGIN - GW_ERR_METHOD] = {403, "cross_origin_refused"},
     [GW_ERR_NOT_IMPLEMENTED - GW_ERR_METHOD] = {501, "not_implemented"},
+    [GW_ERR_UPGRADE_REQUIRED - GW_ERR_METHOD] = {426, "upgrade_required"},
 };
 
 static const char *const gw_sentences[GW_ERR__END - GW_ERR_METHOD] = {
@@ -56,6 +57,7 @@ static const char *const gw_sentences[GW_ERR__END - GW_ERR_METHOD] = {
     "this gateway does not answer to that host name",
     "a write from another origin's page is refused",
     "this request uses an HTTP feature the gateway does not implement",
+    "this path speaks WebSocket only: open it with a WebSocket handshake",
 };
 
 void http_error(int err, unsigned *status, const char **code)

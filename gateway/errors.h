@@ -18,6 +18,7 @@ enum gw_err {
     GW_ERR_HOST,                       /* 400: a Host name this gateway does not answer to */
     GW_ERR_CROSS_ORIGIN,               /* 403: a write from another origin's page */
     GW_ERR_NOT_IMPLEMENTED,            /* 501: a Transfer-Encoding other than plain chunked */
+    GW_ERR_UPGRADE_REQUIRED,           /* 426: a WebSocket route asked without a WebSocket handshake */
     GW_ERR__END
 };
 

@@ -2,6 +2,7 @@
 #ifndef SOCKGATE_GATEWAY_H
 #define SOCKGATE_GATEWAY_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -38,7 +39,14 @@ struct gw_config {
     unsigned header_timeout_ms;               /* a request head must be in within this (0: no limit) */
     unsigned body_timeout_ms;                 /* longest silence inside a request body (0: no limit) */
     unsigned grace_ms;                        /* how long SIGTERM waits for requests in flight */
+    uint64_t ws_max_message;                  /* bytes of one WebSocket message from a client (more: close 1009) */
+    unsigned ws_ping_ms;                      /* a WebSocket is pinged this often (0: never) */
+    unsigned ws_pong_ms;                      /* a ping unanswered this long drops the WebSocket */
+    unsigned ws_idle_ms;                      /* a WebSocket without a message either way this long is closed (0: never) */
     unsigned upload_expiry_s;                 /* an unfinished tus upload unchanged this long is removed (embedded file) */
+    unsigned drain_ms;                        /* how long SIGTERM keeps serving with /readyz at 503 first */
+    unsigned resolve_interval_ms;             /* backend names are looked up again this often (balancer.h) */
+    unsigned eject_ms;                        /* first back-off of an ejected backend address */
     enum sg_log_format log_format;
     const char *sandbox;                      /* the embedded exec's --sandbox: strict, best-effort or off */
     const char *sandbox_read[GW_MAX_SANDBOX_DIRS];  /* extra directories its commands may read */
@@ -67,6 +75,7 @@ struct gateway {
     unsigned char token_sha256[32]; /* the token is compared by digest, in constant time */
     int has_token;
     struct gw_sandbox_report exec_sandbox;
+    atomic_int is_draining; /* set at SIGTERM: /readyz answers 503 while the routes still serve */
 };
 
 #endif

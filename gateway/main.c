@@ -8,10 +8,12 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/sha.h>
 
+#include "balancer.h"
 #include "embedded.h"
 #include "gateway.h"
 #include "metrics.h"
@@ -34,7 +36,9 @@ static const char usage[] =
     "                [--cors-origin ORIGIN]... [--allow-host NAME]... [--max-upload SIZE]\n"
     "                [--max-json SIZE] [--threads N] [--max-conns N] [--timeout DURATION] [--grace DURATION]\n"
     "                [--header-timeout DURATION] [--body-timeout DURATION] [--spool-dir DIR]\n"
-    "                [--upload-expiry DURATION]\n"
+    "                [--ws-max-message SIZE] [--ws-ping DURATION] [--ws-pong-timeout DURATION]\n"
+    "                [--ws-idle-timeout DURATION] [--upload-expiry DURATION]\n"
+    "                [--drain DURATION] [--resolve-interval DURATION] [--eject DURATION]\n"
     "                [--tls-cert FILE --tls-key FILE] [--log-format text|json] [--print-routes]";
 static const char about[] =
     "The HTTP/JSON gateway in front of the sockgate backends. Every backend whose address is not\n"
@@ -47,8 +51,9 @@ static const char about[] =
 struct flags {
     const char *listen, *embedded_listen, *addr[BACKEND__COUNT], *emb_listen[BACKEND__COUNT], *file_root, *allow;
     const char *web_root, *token, *spool_dir, *tls_cert, *tls_key;
-    const char *max_upload, *max_json, *threads, *max_conns, *timeout, *grace, *log_format, *print_routes;
+    const char *max_upload, *max_json, *threads, *max_conns, *timeout, *grace, *drain, *resolve_interval, *eject, *log_format, *print_routes;
     const char *header_timeout, *body_timeout, *upload_expiry;
+    const char *ws_max_message, *ws_ping, *ws_pong, *ws_idle;
     struct gw_config *cfg;
 };
 
@@ -167,18 +172,20 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
     snprintf(cores, sizeof cores, "%ld", n_cores < 1 ? 1 : n_cores > 256 ? 256 : n_cores);
     struct flags f = {.listen = GW_DEFAULT_LISTEN, .max_upload = "16G",
                       .max_json = "1M", .threads = cores, .max_conns = "16384", .timeout = "10s", .grace = "10s",
-                      .header_timeout = "20s", .body_timeout = "30s", .upload_expiry = "24h", .log_format = "text", .cfg = cfg};
+                      .drain = "0", .resolve_interval = "5s", .eject = "2s",
+                      .header_timeout = "20s", .body_timeout = "30s", .upload_expiry = "24h", .log_format = "text", .cfg = cfg,
+                      .ws_max_message = "1M", .ws_ping = "30s", .ws_pong = "10s", .ws_idle = "1h"};
     const struct sg_option opts[] = {
         {"listen", "SOCKGATE_LISTEN", "HOST:PORT", "HTTP address (port 0 picks a free one)", &f.listen, NULL, NULL},
         {"embedded-listen", "SOCKGATE_EMBEDDED_LISTEN", "HOST:PORT",
          "open every embedded backend to the tutorial's clients at once: echo on PORT, time PORT+1, exec PORT+2, "
          "file PORT+3, chat PORT+4 (no authentication; --BACKEND-listen sets one)",
          &f.embedded_listen, NULL, NULL},
-        {"echo", "SOCKGATE_ECHO", "ADDR", "echo backend (TCP HOST:PORT or unix:PATH); embedded when not given", &f.addr[BACKEND_ECHO], NULL, NULL},
-        {"time", "SOCKGATE_TIME", "ADDR", "time backend (UDP HOST:PORT or unix:PATH); embedded when not given", &f.addr[BACKEND_TIME], NULL, NULL},
-        {"exec", "SOCKGATE_EXEC", "ADDR", "exec backend (TCP HOST:PORT or unix:PATH); embedded when not given", &f.addr[BACKEND_EXEC], NULL, NULL},
-        {"file", "SOCKGATE_FILE", "ADDR", "file backend (TCP HOST:PORT or unix:PATH); embedded when not given", &f.addr[BACKEND_FILE], NULL, NULL},
-        {"chat", "SOCKGATE_CHAT", "ADDR", "chat backend (TCP HOST:PORT or unix:PATH); embedded when not given", &f.addr[BACKEND_CHAT], NULL, NULL},
+        {"echo", "SOCKGATE_ECHO", "ADDR", "echo backend (TCP HOST:PORT or unix:PATH; a name with several addresses or a comma list is balanced); embedded when not given", &f.addr[BACKEND_ECHO], NULL, NULL},
+        {"time", "SOCKGATE_TIME", "ADDR", "time backend (UDP HOST:PORT or unix:PATH; a name with several addresses or a comma list is balanced); embedded when not given", &f.addr[BACKEND_TIME], NULL, NULL},
+        {"exec", "SOCKGATE_EXEC", "ADDR", "exec backend (TCP HOST:PORT or unix:PATH; a name with several addresses or a comma list is balanced); embedded when not given", &f.addr[BACKEND_EXEC], NULL, NULL},
+        {"file", "SOCKGATE_FILE", "ADDR", "file backend (TCP HOST:PORT or unix:PATH; a name with several addresses or a comma list is balanced); embedded when not given", &f.addr[BACKEND_FILE], NULL, NULL},
+        {"chat", "SOCKGATE_CHAT", "ADDR", "chat backend (TCP HOST:PORT or unix:PATH; a name with several addresses or a comma list is balanced); embedded when not given", &f.addr[BACKEND_CHAT], NULL, NULL},
         {"echo-listen", "SOCKGATE_EMBEDDED_ECHO_LISTEN", "HOST:PORT",
          "serve the embedded echo backend on this TCP+UDP address, for the tutorial's clients, instead of a private UNIX socket (no authentication)",
          &f.emb_listen[BACKEND_ECHO], NULL, NULL},
@@ -236,10 +243,33 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
         {"body-timeout-ms", "SOCKGATE_BODY_TIMEOUT_MS", "MS", "milliseconds", &f.body_timeout, NULL, NULL},
         {"grace", "SOCKGATE_GRACE", "DURATION", "how long SIGTERM waits for requests in flight", &f.grace, NULL, NULL},
         {"grace-ms", "SOCKGATE_GRACE_MS", "MS", "milliseconds", &f.grace, NULL, NULL},
+        {"ws-max-message", "SOCKGATE_WS_MAX_MESSAGE", "SIZE",
+         "largest WebSocket message a client may send (a larger one closes the socket with 1009)", &f.ws_max_message,
+         NULL, NULL},
+        {"ws-ping", "SOCKGATE_WS_PING", "DURATION", "ping every WebSocket this often (0: never)", &f.ws_ping, NULL,
+         NULL},
+        {"ws-pong-timeout", "SOCKGATE_WS_PONG_TIMEOUT", "DURATION",
+         "drop a WebSocket whose pong is this late", &f.ws_pong, NULL, NULL},
+        {"ws-idle-timeout", "SOCKGATE_WS_IDLE_TIMEOUT", "DURATION",
+         "close a WebSocket after this long without a message either way (0: never)", &f.ws_idle, NULL, NULL},
         {"upload-expiry", "SOCKGATE_UPLOAD_EXPIRY", "DURATION",
          "an unfinished resumable (tus) upload unchanged this long is removed and its storage freed (embedded file "
          "backend; a remote one has its own --session-expiry)",
          &f.upload_expiry, NULL, NULL},
+        {"drain", "SOCKGATE_DRAIN", "DURATION",
+         "on SIGTERM, /readyz answers 503 at once while everything is still served this long (so load balancers "
+         "notice), then the grace period starts (default 0)",
+         &f.drain, NULL, NULL},
+        {"drain-ms", "SOCKGATE_DRAIN_MS", "MS", "milliseconds", &f.drain, NULL, NULL},
+        {"resolve-interval", "SOCKGATE_RESOLVE_INTERVAL", "DURATION",
+         "look backend names up again this often (every A and AAAA record is a replica; at once after a failed "
+         "connect too)",
+         &f.resolve_interval, NULL, NULL},
+        {"resolve-interval-ms", "SOCKGATE_RESOLVE_INTERVAL_MS", "MS", "milliseconds", &f.resolve_interval, NULL, NULL},
+        {"eject", "SOCKGATE_EJECT", "DURATION",
+         "how long a backend address that failed is left out before a probe (doubles per ejection, up to 30s)",
+         &f.eject, NULL, NULL},
+        {"eject-ms", "SOCKGATE_EJECT_MS", "MS", "milliseconds", &f.eject, NULL, NULL},
         {"spool-dir", "SOCKGATE_SPOOL_DIR", "DIR", "where multipart and chunked uploads wait (default $TMPDIR)",
          &f.spool_dir, NULL, NULL},
         {"tls-cert", "SOCKGATE_TLS_CERT", "FILE", "serve HTTPS with this PEM certificate chain (with --tls-key; "
@@ -298,6 +328,15 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
     if (sg_flag_duration("sockgate", "grace", f.grace, 0, 3600000, 0, &v))
         return 2;
     cfg->grace_ms = (unsigned)v;
+    if (sg_flag_duration("sockgate", "drain", f.drain, 0, 3600000, 0, &v))
+        return 2;
+    cfg->drain_ms = (unsigned)v;
+    if (sg_flag_duration("sockgate", "resolve-interval", f.resolve_interval, 100, 3600000, 0, &v))
+        return 2;
+    cfg->resolve_interval_ms = (unsigned)v;
+    if (sg_flag_duration("sockgate", "eject", f.eject, 10, 30000, 0, &v))
+        return 2;
+    cfg->eject_ms = (unsigned)v;
     if (!cfg->sandbox)
         cfg->sandbox = "best-effort";
     if (strcmp(cfg->sandbox, "strict") && strcmp(cfg->sandbox, "best-effort") && strcmp(cfg->sandbox, "off")) {
@@ -310,6 +349,17 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
     if (sg_flag_duration("sockgate", "body-timeout", f.body_timeout, 0, 3600000, 0, &v))
         return 2;
     cfg->body_timeout_ms = (unsigned)v;
+    if (sg_flag_size("sockgate", "ws-max-message", f.ws_max_message, 1, 256u << 20, &cfg->ws_max_message))
+        return 2;
+    if (sg_flag_duration("sockgate", "ws-ping", f.ws_ping, 0, 3600000, 0, &v))
+        return 2;
+    cfg->ws_ping_ms = (unsigned)v;
+    if (sg_flag_duration("sockgate", "ws-pong-timeout", f.ws_pong, 10, 3600000, 0, &v))
+        return 2;
+    cfg->ws_pong_ms = (unsigned)v;
+    if (sg_flag_duration("sockgate", "ws-idle-timeout", f.ws_idle, 0, 7 * 24 * 3600000u, 0, &v))
+        return 2;
+    cfg->ws_idle_ms = (unsigned)v;
     /* The file backend counts whole seconds: a shorter duration waits one. */
     if (sg_flag_duration("sockgate", "upload-expiry", f.upload_expiry, 1000, UINT64_C(366) * 86400000, 1000, &v))
         return 2;
@@ -358,6 +408,7 @@ static void fit_descriptor_limit(struct gw_config *cfg)
 /* Points every backend given by address at it; the others wait for embedded_start(). */
 static int setup_backends(struct gateway *gw)
 {
+    balancer_configure((int)gw->cfg.resolve_interval_ms, (int)gw->cfg.eject_ms);
     for (int id = 0; id < BACKEND__COUNT; id++) {
         char err[256];
         upstream_init(&gw->backends[id], id, id == BACKEND_TIME ? SOCK_DGRAM : SOCK_STREAM,
@@ -410,6 +461,14 @@ static void print_addresses(struct gateway *gw, int listen_fd)
 }
 
 static int stop_pipe[2] = {-1, -1};
+
+/* Sleeps ms milliseconds, whatever signals arrive (they are blocked here and taken by the signal thread). */
+static void usleep_ms(unsigned ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
 
 /* Runs on the signal thread at SIGHUP: a renewed certificate is served to new connections. */
 static void on_reload(void *arg)
@@ -500,6 +559,12 @@ int main(int argc, char **argv)
     print_addresses(&gw, server_listen_fd(srv));
     while (read(stop_pipe[0], &c, 1) < 0 && errno == EINTR)
         ;
+    /* Draining: /readyz says 503 from now on while every route still serves, so load balancers move away first. */
+    atomic_store(&gw.is_draining, 1);
+    if (gw.cfg.drain_ms) {
+        sg_info("draining: /readyz answers 503, still serving for %u ms", gw.cfg.drain_ms);
+        usleep_ms(gw.cfg.drain_ms);
+    }
     server_stop(srv, gw.cfg.grace_ms);
     embedded_stop(&emb);
     status = 0;

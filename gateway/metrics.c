@@ -1,5 +1,6 @@
 /* metrics.c - request counters by route and status, latency histograms, backend errors, Prometheus text. */
 #include "metrics.h"
+#include "balancer.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
@@ -13,8 +14,8 @@
 #include "sockgate/error.h"
 
 /* The statuses the gateway sends; anything else is counted under "other". */
-static const unsigned statuses[] = {200, 201, 204, 206, 304, 400, 401, 403, 404, 405, 411,
-                                    413, 415, 416, 499, 500, 502, 503, 504, 507};
+static const unsigned statuses[] = {101, 200, 201, 204, 206, 304, 400, 401, 403, 404, 405, 409, 411, 412,
+                                    413, 415, 416, 423, 426, 460, 499, 500, 501, 502, 503, 504, 507};
 #define N_STATUS (sizeof statuses / sizeof statuses[0] + 1)
 
 /* Upper bounds of the latency buckets in microseconds (Prometheus renders them in seconds). */
@@ -34,6 +35,8 @@ static size_t n_slots;
 static atomic_long in_flight;
 static atomic_long uploads;
 static atomic_ullong timeouts[METRIC__TIMEOUTS];
+static atomic_long ws_open;
+static atomic_ullong ws_sessions, ws_messages[2], ws_bytes[2];
 
 int metrics_init(size_t n)
 {
@@ -85,6 +88,19 @@ void metrics_in_flight(int delta)
 long metrics_in_flight_now(void)
 {
     return atomic_load_explicit(&in_flight, memory_order_relaxed);
+}
+
+void metrics_ws_open(int delta)
+{
+    atomic_fetch_add_explicit(&ws_open, delta, memory_order_relaxed);
+    if (delta > 0)
+        atomic_fetch_add_explicit(&ws_sessions, 1, memory_order_relaxed);
+}
+
+void metrics_ws_message(int is_out, uint64_t bytes)
+{
+    atomic_fetch_add_explicit(&ws_messages[is_out != 0], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&ws_bytes[is_out != 0], bytes, memory_order_relaxed);
 }
 
 void metrics_uploads(int delta)
@@ -166,6 +182,24 @@ static void render_backends(FILE *f, struct gateway *gw)
     for (int i = 0; i < BACKEND__COUNT; i++)
         fprintf(f, "sockgate_backend_connects_total{backend=\"%s\"} %llu\n", backend_name(i),
                 load(&gw->backends[i].n_connects));
+    {
+        static const struct {
+            const char *name, *help, *type;
+            int which;
+        } per_addr[] = {
+            {"sockgate_backend_address_calls_total", "Calls given to one address of a backend (a replica).", "counter", BAL_M_CALLS},
+            {"sockgate_backend_address_failures_total", "Calls to one address that failed to connect, hung up or broke the protocol.", "counter", BAL_M_FAILURES},
+            {"sockgate_backend_address_ejections_total", "Times one address was left out after failures (outlier detection).", "counter", BAL_M_EJECTIONS},
+            {"sockgate_backend_address_healthy", "1 when the address takes calls, 0 while ejected or leaving.", "gauge", BAL_M_HEALTHY},
+        };
+        for (size_t m = 0; m < sizeof per_addr / sizeof per_addr[0]; m++) {
+            fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", per_addr[m].name, per_addr[m].help, per_addr[m].name,
+                    per_addr[m].type);
+            for (int i = 0; i < BACKEND__COUNT; i++)
+                if (gw->backends[i].bal)
+                    balancer_metrics(gw->backends[i].bal, f, per_addr[m].name, per_addr[m].which);
+        }
+    }
     fprintf(f, "# HELP sockgate_backend_configured 1 when the backend is embedded or given by address.\n"
                "# TYPE sockgate_backend_configured gauge\n");
     for (int i = 0; i < BACKEND__COUNT; i++)
@@ -191,6 +225,26 @@ char *metrics_render(struct gateway *gw, size_t *len)
                "# TYPE sockgate_uploads_in_flight gauge\n"
                "sockgate_uploads_in_flight %ld\n",
             atomic_load_explicit(&uploads, memory_order_relaxed));
+    fprintf(f, "# HELP sockgate_websockets_open WebSockets (GET /api/v1/ws/...) open now.\n"
+               "# TYPE sockgate_websockets_open gauge\n"
+               "sockgate_websockets_open %ld\n"
+               "# HELP sockgate_websockets_total WebSockets opened since start.\n"
+               "# TYPE sockgate_websockets_total counter\n"
+               "sockgate_websockets_total %llu\n",
+            atomic_load_explicit(&ws_open, memory_order_relaxed),
+            (unsigned long long)atomic_load_explicit(&ws_sessions, memory_order_relaxed));
+    fprintf(f, "# HELP sockgate_websocket_messages_total WebSocket data messages, in from clients and out to them.\n"
+               "# TYPE sockgate_websocket_messages_total counter\n"
+               "sockgate_websocket_messages_total{direction=\"in\"} %llu\n"
+               "sockgate_websocket_messages_total{direction=\"out\"} %llu\n"
+               "# HELP sockgate_websocket_bytes_total Payload bytes of WebSocket data messages, in and out.\n"
+               "# TYPE sockgate_websocket_bytes_total counter\n"
+               "sockgate_websocket_bytes_total{direction=\"in\"} %llu\n"
+               "sockgate_websocket_bytes_total{direction=\"out\"} %llu\n",
+            (unsigned long long)atomic_load_explicit(&ws_messages[0], memory_order_relaxed),
+            (unsigned long long)atomic_load_explicit(&ws_messages[1], memory_order_relaxed),
+            (unsigned long long)atomic_load_explicit(&ws_bytes[0], memory_order_relaxed),
+            (unsigned long long)atomic_load_explicit(&ws_bytes[1], memory_order_relaxed));
     fprintf(f, "# HELP sockgate_chat_streams_open Chat event streams (GET /api/v1/chat/events) open now.\n"
                "# TYPE sockgate_chat_streams_open gauge\n"
                "sockgate_chat_streams_open %ld\n",

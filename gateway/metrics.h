@@ -22,6 +22,12 @@ void metrics_in_flight(int delta);
 /* Returns the requests in flight now. */
 long metrics_in_flight_now(void);
 
+/* Adds delta (+1 or -1) to the WebSockets open (+1 also counts one more opened). */
+void metrics_ws_open(int delta);
+
+/* Counts one WebSocket data message of bytes payload, from a client (is_out 0) or to one. */
+void metrics_ws_message(int is_out, uint64_t bytes);
+
 /* Adds delta (+1 or -1) to the uploads in flight. */
 void metrics_uploads(int delta);
 

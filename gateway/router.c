@@ -30,6 +30,8 @@ const struct route router_routes[] = {
     {"GET", "/api/v1/chat/events", "chat_events", ROUTE_AUTH | ROUTE_COOKIE_AUTH, NULL, NULL, api_chat_events},
     {"POST", "/api/v1/chat/reply", "chat_reply", ROUTE_AUTH | ROUTE_JSON_BODY, NULL, NULL, api_chat_reply},
     {"GET", "/api/v1/chat/peers", "chat_peers", ROUTE_AUTH, NULL, NULL, api_chat_peers},
+    {"GET", "/api/v1/ws/echo", "ws_echo", ROUTE_AUTH | ROUTE_COOKIE_AUTH | ROUTE_WEBSOCKET, NULL, NULL, api_ws_echo},
+    {"GET", "/api/v1/ws/chat", "ws_chat", ROUTE_AUTH | ROUTE_COOKIE_AUTH | ROUTE_WEBSOCKET, NULL, NULL, api_ws_chat},
     {"POST", "/api/v1/session", "session_create", ROUTE_AUTH, NULL, NULL, api_session_create},
     /* Clearing the cookie proves nothing and grants nothing, so it needs no token. */
     {"DELETE", "/api/v1/session", "session_delete", 0, NULL, NULL, api_session_delete},

@@ -14,6 +14,8 @@ enum route_flags {
     ROUTE_COOKIE_AUTH = 8, /* with ROUTE_AUTH: the session cookie will do instead of the header (EventSource) */
     ROUTE_FILE_NAME = 16,  /* {name} is a stored file's name: checked before anything else, body included */
     ROUTE_BODY_OPTIONAL = 32, /* with ROUTE_STREAM_BODY: no Content-Length and no Transfer-Encoding means no body, not 411 */
+    ROUTE_WEBSOCKET = 64,  /* a WebSocket: Origin checked as for a write; with ROUTE_AUTH the token may come as
+                              the "bearer.TOKEN" subprotocol (ws.h) */
 };
 
 /*

@@ -35,6 +35,7 @@
 #include "sockgate/opts.h"
 #include "validate.h"
 #include "worker.h"
+#include "ws.h"
 
 /*
  * Per-connection memory of libmicrohttpd: headers and the read buffer that
@@ -287,6 +288,8 @@ static int is_authorized(struct request *rq)
 {
     const char *auth = request_header(rq, "Authorization");
     unsigned char digest[SHA256_DIGEST_LENGTH];
+    if (!auth && (rq->route->flags & ROUTE_WEBSOCKET) && ws_protocol_has_token(rq))
+        return 1;
     if (!auth && (rq->route->flags & ROUTE_COOKIE_AUTH))
         return session_is_valid(rq);
     if (!auth || strncasecmp(auth, "Bearer ", 7) != 0)
@@ -469,6 +472,22 @@ static int is_welcome(struct request *rq)
 }
 
 /*
+ * A WebSocket is not bound by the same-origin policy: any page may open one,
+ * with the user's cookie. So its Origin is checked as a write's is, before
+ * the upgrade (a foreign page gets 403, never a socket). Returns 1 to go on.
+ */
+static int is_welcome_socket(struct request *rq)
+{
+    const char *host = rq->authority[0] ? rq->authority : request_header(rq, "Host");
+    char why[384];
+    int rc = origin_check_write("WebSocket", host, request_header(rq, "Origin"), rq->cors_origin, why, sizeof why);
+    if (rc == SG_OK)
+        return 1;
+    respond_error(rq, rc, why);
+    return 0;
+}
+
+/*
  * Step one: the headers are in, none of the body. Runs at the first call when
  * a body follows (so a refusal spares reading it), else at the last. Answers
  * at once whatever can be decided now.
@@ -501,6 +520,8 @@ static void request_begin(struct request *rq)
         return;
     }
     rq->slot = (unsigned)(rq->route - router_routes);
+    if ((rq->route->flags & ROUTE_WEBSOCKET) && !is_welcome_socket(rq))
+        return;
     if ((rq->route->flags & ROUTE_AUTH) && rq->gw->has_token && !is_authorized(rq)) {
         respond_error(rq, SG_ERR_UNAUTHORIZED,
                       (rq->route->flags & ROUTE_COOKIE_AUTH)
@@ -804,7 +825,7 @@ static struct MHD_Daemon *daemon_start(struct gateway *gw, struct worker *wk, in
      * chat's pump thread wakes the loop itself (worker_kick); the channel
      * would cost an eventfd write and read per deferred request.
      */
-    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE | MHD_USE_ERROR_LOG;
     struct MHD_OptionItem tls_options[4];
     flags |= tls_daemon_options(tls_options); /* HTTPS when a certificate is configured (tls.c) */
     return MHD_start_daemon(flags, 0, NULL, NULL, on_request, gw, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,

@@ -15,6 +15,7 @@
 #include "sockgate/error.h"
 #include "sockgate/frame.h"
 #include "sockgate/log.h"
+#include "balancer.h"
 #include "reply_check.h"
 #include "worker.h"
 
@@ -54,16 +55,21 @@ struct bconn {
     struct wk_watch watch;
     struct worker *wk;
     struct upcall *owner; /* NULL while pooled */
+    int slot;             /* the balancer's address it goes to (its pool), and that slot's generation */
+    uint32_t gen;
     int is_dead;
     int64_t idle_since;
     struct bconn *next;
 };
 
-/* This worker's idle connections per backend (the loop's thread only, so no lock). */
+/* This worker's idle connections per backend and address (the loop's thread only, so no lock). */
 static _Thread_local struct {
     struct bconn *head;
     unsigned n;
-} pool[BACKEND__COUNT];
+} pool[BACKEND__COUNT][BAL_MAX_ADDRS];
+
+/* Other addresses one call may move to after failures (beyond a stale pooled connection's replacement). */
+#define MAX_MOVES 3
 
 struct upcall {
     struct upstream *up;
@@ -79,6 +85,10 @@ struct upcall {
     int is_replayable;  /* a failure before any answer byte may be retried on a fresh connection */
     int has_retried;
     int is_reusable;    /* the exchange ended exactly on a frame boundary */
+    struct bal_pick pick; /* the address this attempt went to */
+    int has_pick;       /* pick is outstanding at the balancer */
+    uint64_t avoid;     /* slots this call already failed on */
+    int moves;          /* times it moved to another address */
     uint8_t *out;       /* the request as sent: frame header and body, or raw bytes */
     size_t out_len, out_off;
     size_t piece;       /* raw: how far writing may run ahead of what came back */
@@ -139,25 +149,27 @@ static struct bconn *bconn_new(struct worker *wk, int fd)
 static void pool_put(struct upstream *up, struct bconn *b)
 {
     b->owner = NULL;
-    if (b->is_dead || pool[up->id].n >= pool_max[up->id]) {
+    if (b->is_dead || b->slot < 0 || pool[up->id][b->slot].n >= pool_max[up->id] ||
+        !balancer_is_current(up->bal, b->slot, b->gen)) {
         bconn_close(b);
         return;
     }
     b->idle_since = sg_now_ms();
-    b->next = pool[up->id].head;
-    pool[up->id].head = b;
-    pool[up->id].n++;
+    b->next = pool[up->id][b->slot].head;
+    pool[up->id][b->slot].head = b;
+    pool[up->id][b->slot].n++;
 }
 
-/* Returns a live idle connection of up (no sign of input while idle, not too old), or NULL. */
-static struct bconn *pool_take(struct upstream *up)
+/* Returns a live idle connection of up to the picked address (no sign of input while idle, not too old), or NULL. */
+static struct bconn *pool_take(struct upstream *up, const struct bal_pick *p)
 {
     struct bconn *b;
-    while ((b = pool[up->id].head)) {
-        pool[up->id].head = b->next;
-        pool[up->id].n--;
+    while ((b = pool[up->id][p->slot].head)) {
+        pool[up->id][p->slot].head = b->next;
+        pool[up->id][p->slot].n--;
         b->next = NULL;
-        if (!b->is_dead && sg_now_ms() - b->idle_since <= POOL_MAX_IDLE_MS)
+        /* A connection of the slot's previous address (gen changed) never carries a call meant for the new one. */
+        if (!b->is_dead && b->gen == p->gen && sg_now_ms() - b->idle_since <= POOL_MAX_IDLE_MS)
             return b;
         bconn_close(b);
     }
@@ -166,15 +178,16 @@ static struct bconn *pool_take(struct upstream *up)
 
 void upcall_pool_drain(void)
 {
-    for (int i = 0; i < BACKEND__COUNT; i++) {
-        struct bconn *b, *next;
-        for (b = pool[i].head; b; b = next) {
-            next = b->next;
-            bconn_close(b);
+    for (int i = 0; i < BACKEND__COUNT; i++)
+        for (int s = 0; s < BAL_MAX_ADDRS; s++) {
+            struct bconn *b, *next;
+            for (b = pool[i][s].head; b; b = next) {
+                next = b->next;
+                bconn_close(b);
+            }
+            pool[i][s].head = NULL;
+            pool[i][s].n = 0;
         }
-        pool[i].head = NULL;
-        pool[i].n = 0;
-    }
 }
 
 /* ---- connecting ---- */
@@ -189,15 +202,14 @@ static int is_self_connected(int fd)
     return la == lb && memcmp(&a, &b, la) == 0;
 }
 
-/* Starts a non-blocking connect to up's address; SG_OK with *fd (connected or in progress), or why in err. */
-static int connect_start(struct upstream *up, int type, int *fd, int *is_pending, char *err, size_t errlen)
+/* Starts a non-blocking connect to the picked address; SG_OK with *fd (connected or in progress), or why in err. */
+static int connect_start(const struct bal_pick *p, int type, int *fd, int *is_pending, char *err, size_t errlen)
 {
-    struct sg_addr addr;
-    char text[SG_ADDR_STRLEN];
+    const struct sg_addr addr = p->addr;
+    const char *text = p->text;
     int s;
     *fd = -1;
     *is_pending = 0;
-    upstream_addr(up, &addr, text, sizeof text);
     s = socket(addr.ss.ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (s < 0) {
         snprintf(err, errlen, "socket: %s", strerror(errno));
@@ -239,18 +251,43 @@ static void detach(struct upcall *c)
     }
 }
 
+/* What a transport error rc says about the address the attempt went to (for outlier detection). */
+static enum bal_outcome outcome_of(const struct upcall *c, int rc)
+{
+    switch (rc) {
+    case SG_OK: return BAL_OK;
+    case SG_ERR_REFUSED: return BAL_CONNECT_FAIL;
+    case SG_ERR_PROTO: return BAL_PROTO;
+    case SG_ERR_CLOSED: return BAL_BROKE;
+    case SG_ERR_TIMEOUT:
+        /* A slow command is the command's business; an unanswered datagram or connect is the address's. */
+        return c->state == ST_CONNECTING ? BAL_CONNECT_FAIL : c->kind == KIND_DGRAM ? BAL_BROKE : BAL_NEUTRAL;
+    default: return BAL_NEUTRAL;
+    }
+}
+
+/* Ends the attempt's claim on its address, telling the balancer how it went. */
+static void release_pick(struct upcall *c, enum bal_outcome how)
+{
+    if (c->has_pick) {
+        balancer_done(c->up->bal, &c->pick, how);
+        c->has_pick = 0;
+    }
+}
+
 /* Ends the exchange with rc (why in what, counted as a backend failure unless rc is a backend's own error). */
 static void finish(struct upcall *c, int rc, const char *what)
 {
     if (c->state == ST_DONE)
         return;
+    /* An answer (what NULL), error frames included, shows the address works. */
+    release_pick(c, what ? outcome_of(c, rc) : BAL_OK);
     c->state = ST_DONE;
     detach(c);
     c->res.rc = rc;
     if (rc != SG_OK && what)
-        snprintf(c->res.err, sizeof c->res.err, "%s backend at %s: %s", backend_name(c->up->id), c->up->name, what);
-    if (rc == SG_ERR_REFUSED || rc == SG_ERR_TIMEOUT)
-        upstream_reresolve(c->up); /* it may have come back elsewhere */
+        snprintf(c->res.err, sizeof c->res.err, "%s backend at %.100s (%.60s): %.200s", backend_name(c->up->id), c->up->name,
+                 c->pick.text, what);
     c->done(c, &c->res, c->arg);
 }
 
@@ -270,6 +307,7 @@ void upcall_free(struct upcall *c)
     if (!c)
         return;
     detach(c);
+    release_pick(c, BAL_NEUTRAL); /* cancelled: says nothing about the address */
     if (c->bc) {
         if (c->state == ST_DONE && c->is_reusable)
             pool_put(c->up, c->bc);
@@ -300,24 +338,45 @@ static void send_eagerly(struct upcall *c)
         c->out_off += (size_t)w;
 }
 
-/* Puts c on a connection: a pooled one unless fresh_only, else a new connect. SG_OK or why in err. */
+/*
+ * Puts c on a connection to an address the balancer picks (none of those in
+ * c->avoid): a pooled one unless fresh_only, else a new connect. A connect
+ * refused at once moves to another address. SG_OK or why in err.
+ */
 static int attach(struct upcall *c, int fresh_only, char *err, size_t errlen)
 {
-    struct bconn *b = fresh_only ? NULL : pool_take(c->up);
+    struct bconn *b = NULL;
     int fd = -1, is_pending = 0, rc;
+    for (;;) {
+        if (balancer_pick(c->up->bal, c->avoid, &c->pick) != SG_OK) {
+            if (!err[0])
+                snprintf(err, errlen, "no address of %s left to try", c->up->name);
+            return SG_ERR_REFUSED;
+        }
+        c->has_pick = 1;
+        b = fresh_only ? NULL : pool_take(c->up, &c->pick);
+        if (b)
+            break;
+        rc = connect_start(&c->pick, SOCK_STREAM, &fd, &is_pending, err, errlen);
+        if (rc == SG_OK)
+            break;
+        release_pick(c, rc == SG_ERR_REFUSED ? BAL_CONNECT_FAIL : BAL_NEUTRAL);
+        if (rc != SG_ERR_REFUSED || c->moves >= MAX_MOVES)
+            return rc;
+        c->avoid |= UINT64_C(1) << c->pick.slot; /* never reached it: another address, whatever the request */
+        c->moves++;
+    }
     c->is_reused = b != NULL;
     if (!b) {
-        rc = connect_start(c->up, SOCK_STREAM, &fd, &is_pending, err, errlen);
-        if (rc != SG_OK && upstream_reresolve(c->up))
-            rc = connect_start(c->up, SOCK_STREAM, &fd, &is_pending, err, errlen);
-        if (rc != SG_OK)
-            return rc;
         atomic_fetch_add_explicit(&c->up->n_connects, 1, memory_order_relaxed);
         b = bconn_new(c->wk, fd);
         if (!b) {
+            release_pick(c, BAL_NEUTRAL);
             snprintf(err, errlen, "cannot watch a backend connection: %s", strerror(errno));
             return SG_ERR_SYS;
         }
+        b->slot = c->pick.slot;
+        b->gen = c->pick.gen;
     }
     b->owner = c;
     c->bc = b;
@@ -336,6 +395,49 @@ static int attach(struct upcall *c, int fresh_only, char *err, size_t errlen)
     return SG_OK;
 }
 
+/* Forgets what the failed attempt sent and received, so the request goes again from its first byte. */
+static void reset_attempt(struct upcall *c)
+{
+    detach(c);
+    if (c->bc) {
+        bconn_close(c->bc);
+        c->bc = NULL;
+    }
+    c->out_off = 0;
+    c->got = 0;
+    c->is_reusable = 0;
+    if (c->kind == KIND_FRAME) {
+        sg_frame_decoder_free(&c->dec);
+        sg_frame_decoder_init(&c->dec, 0);
+        json_decref(c->res.header);
+        c->res.header = NULL;
+        free(c->res.body);
+        c->res.body = NULL;
+        c->res.body_len = 0;
+    }
+}
+
+/*
+ * Moves c to another address after its attempt failed with rc: returns 1
+ * when it goes on there, 0 when there is no other address (or no time, or
+ * the moves are used up) and the caller fails it.
+ */
+static int move_on(struct upcall *c, int rc)
+{
+    char err[256] = "";
+    if (c->moves >= MAX_MOVES || sg_now_ms() >= c->deadline_ms)
+        return 0;
+    release_pick(c, outcome_of(c, rc));
+    c->avoid |= UINT64_C(1) << c->pick.slot;
+    c->moves++;
+    reset_attempt(c);
+    if (attach(c, 0, err, sizeof err) == SG_OK)
+        return 1;
+    c->state = ST_EXCHANGING; /* not connecting any more: the failure below is the last attempt's */
+    fail(c, SG_ERR_REFUSED, err);
+    return 1;
+}
+
 /*
  * The connection broke before the exchange ended. A pooled connection the
  * backend closed while it sat idle is replaced once when repeating cannot do
@@ -344,18 +446,21 @@ static int attach(struct upcall *c, int fresh_only, char *err, size_t errlen)
  */
 static void broke(struct upcall *c, int rc, const char *what)
 {
-    char err[256];
-    if (c->is_reused && !c->has_retried && c->got == 0 && (c->is_replayable || c->out_off < c->out_len)) {
-        detach(c);
-        bconn_close(c->bc);
-        c->bc = NULL;
+    char err[256] = "";
+    int never_arrived = c->got == 0 && c->out_off < c->out_len; /* the backend cannot have acted on half a request */
+    if (c->is_reused && !c->has_retried && c->got == 0 && (c->is_replayable || never_arrived)) {
+        /* Most likely closed while idle (a restart, a drain): says nothing bad about the address. */
+        release_pick(c, BAL_NEUTRAL);
+        reset_attempt(c);
         c->has_retried = 1;
-        c->out_off = 0;
         if (attach(c, 1, err, sizeof err) == SG_OK)
             return;
         fail(c, SG_ERR_REFUSED, err);
         return;
     }
+    /* Another address when repeating cannot do anything twice: nothing arrived whole, or the request only reads. */
+    if ((never_arrived || c->is_replayable) && move_on(c, rc))
+        return;
     fail(c, rc, what);
 }
 
@@ -530,7 +635,9 @@ static void on_owned(struct upcall *c, uint32_t events)
             soerr = ECONNREFUSED;
         if (soerr) {
             char why[200];
-            snprintf(why, sizeof why, "connect %s: %s", c->up->addr_text, strerror(soerr));
+            if (move_on(c, SG_ERR_REFUSED)) /* never reached: another address, whatever the request */
+                return;
+            snprintf(why, sizeof why, "connect %s: %s", c->pick.text, strerror(soerr));
             fail(c, SG_ERR_REFUSED, why);
             return;
         }
@@ -550,8 +657,11 @@ static void on_owned(struct upcall *c, uint32_t events)
 static void on_deadline(struct wk_timer *t)
 {
     struct upcall *c = (struct upcall *)((char *)t - offsetof(struct upcall, deadline));
-    if (c->state == ST_CONNECTING)
+    if (c->state == ST_CONNECTING) {
+        if (move_on(c, SG_ERR_TIMEOUT))
+            return;
         fail(c, SG_ERR_TIMEOUT, "connect timed out");
+    }
     else
         fail(c, SG_ERR_TIMEOUT, c->got == 0 ? "no answer before the deadline" : "stalled in the middle of an answer");
 }
@@ -645,6 +755,7 @@ static int start_failed(struct upcall *c, struct upstream *up, int rc, char *err
         snprintf(why, sizeof why, "%s", err);
         snprintf(err, errlen, "%s backend at %s: %s", backend_name(up->id), up->name, why);
         upstream_failed(up, rc);
+        release_pick(c, rc == SG_ERR_REFUSED ? BAL_CONNECT_FAIL : BAL_NEUTRAL);
         upcall_free(c);
     }
     return rc;
@@ -736,7 +847,12 @@ int upcall_datagram(struct upstream *up, const void *req, size_t len, size_t cap
     c->out_len = len;
     c->body_cap = cap;
     c->retry_ms = retry_ms;
-    rc = connect_start(up, SOCK_DGRAM, &c->watch.fd, &is_pending, err, errlen);
+    if (balancer_pick(up->bal, 0, &c->pick) != SG_OK) {
+        snprintf(err, errlen, "no address known");
+        return start_failed(c, up, SG_ERR_REFUSED, err, errlen);
+    }
+    c->has_pick = 1;
+    rc = connect_start(&c->pick, SOCK_DGRAM, &c->watch.fd, &is_pending, err, errlen);
     if (rc != SG_OK)
         return start_failed(c, up, rc, err, errlen);
     if (worker_watch(c->wk, &c->watch, EPOLLIN | EPOLLET) != 0) {

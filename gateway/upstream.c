@@ -13,6 +13,7 @@
 #include "sockgate/error.h"
 #include "sockgate/log.h"
 #include "sockgate/frame.h"
+#include "balancer.h"
 #include "reply_check.h"
 
 /* Read-ahead for frame headers; a larger header is read into a buffer of its own. */
@@ -46,9 +47,14 @@ void upstream_init(struct upstream *up, enum backend_id id, int type, int timeou
 
 int upstream_set_addr(struct upstream *up, const char *addr_text, int is_embedded, char *err, size_t errlen)
 {
-    int rc = sg_addr_parse(addr_text, &up->addr, err, errlen);
+    struct bal_pick first;
+    int rc = balancer_create(backend_name(up->id), addr_text, up->type, &up->bal, err, errlen);
     if (rc != SG_OK)
         return rc;
+    if (balancer_pick(up->bal, 0, &first) == SG_OK) { /* kept for upstream_addr's callers of old */
+        up->addr = first.addr;
+        balancer_done(up->bal, &first, BAL_NEUTRAL);
+    }
     snprintf(up->name, sizeof up->name, "%s", addr_text);
     sg_addr_format((const struct sockaddr *)&up->addr.ss, up->addr.len, up->addr_text, sizeof up->addr_text);
     up->resolved_ms = sg_now_ms();
@@ -59,6 +65,14 @@ int upstream_set_addr(struct upstream *up, const char *addr_text, int is_embedde
 
 void upstream_addr(struct upstream *up, struct sg_addr *addr, char *text, size_t textlen)
 {
+    struct bal_pick p;
+    if (up->bal && balancer_pick(up->bal, 0, &p) == SG_OK) {
+        balancer_done(up->bal, &p, BAL_NEUTRAL);
+        *addr = p.addr;
+        if (text)
+            snprintf(text, textlen, "%s", p.text);
+        return;
+    }
     pthread_mutex_lock(&up->lock);
     *addr = up->addr;
     if (text)
@@ -68,32 +82,8 @@ void upstream_addr(struct upstream *up, struct sg_addr *addr, char *text, size_t
 
 int upstream_reresolve(struct upstream *up)
 {
-    struct sg_addr fresh;
-    char err[256];
-    int changed = 0;
-    int64_t now = sg_now_ms();
-
-    pthread_mutex_lock(&up->lock);
-    if (up->is_embedded || now - up->resolved_ms < 1000) {
-        pthread_mutex_unlock(&up->lock);
-        return 0;
-    }
-    up->resolved_ms = now;
-    pthread_mutex_unlock(&up->lock);
-    /* Outside the lock: a lookup may take a while and other calls must go on. */
-    if (sg_addr_parse(up->name, &fresh, err, sizeof err) != SG_OK)
-        return 0;
-    pthread_mutex_lock(&up->lock);
-    if (fresh.len != up->addr.len || memcmp(&fresh.ss, &up->addr.ss, fresh.len) != 0) {
-        char text[SG_ADDR_STRLEN];
-        sg_addr_format((const struct sockaddr *)&fresh.ss, fresh.len, text, sizeof text);
-        sg_info("%s backend %s moved from %s to %s", backend_name(up->id), up->name, up->addr_text, text);
-        up->addr = fresh;
-        snprintf(up->addr_text, sizeof up->addr_text, "%s", text);
-        changed = 1;
-    }
-    pthread_mutex_unlock(&up->lock);
-    return changed;
+    (void)up; /* the balancer's resolver thread looks names up, on a schedule and at once after a failure */
+    return 0;
 }
 
 static void conn_close(struct upstream_conn *c)
@@ -113,6 +103,8 @@ void upstream_free(struct upstream *up)
     }
     up->idle = NULL;
     up->n_idle = 0;
+    balancer_free(up->bal);
+    up->bal = NULL;
     pthread_mutex_destroy(&up->lock);
 }
 
@@ -159,8 +151,8 @@ static int io_error(int rc)
 static int is_healthy(const struct upstream_conn *c)
 {
     struct pollfd p = {.fd = c->fd, .events = POLLIN | POLLRDHUP};
-    if (sg_now_ms() - c->idle_since > MAX_IDLE_MS)
-        return 0;
+    if (sg_now_ms() - c->idle_since > MAX_IDLE_MS || !balancer_is_current(c->up->bal, c->slot, c->gen))
+        return 0; /* too old, or its address was ejected or is gone */
     /* Readable while idle means EOF, an error, or bytes nobody asked for: unusable in every case. */
     return poll(&p, 1, 0) == 0;
 }
@@ -170,6 +162,7 @@ static int acquire(struct upstream *up, struct upstream_conn **out, int is_fresh
 {
     struct upstream_conn *c = NULL;
     struct sg_addr addr;
+    struct bal_pick pick;
     char why[200] = "";
     int64_t left;
     int rc, fd = -1;
@@ -203,15 +196,25 @@ static int acquire(struct upstream *up, struct upstream_conn **out, int is_fresh
     left = deadline_ms < 0 ? CONNECT_MAX_MS : deadline_ms - sg_now_ms();
     if (left <= 0)
         return fail(up, SG_ERR_TIMEOUT, err, errlen, "no time left to connect");
-    upstream_addr(up, &addr, NULL, 0);
-    rc = sg_connect(&addr, up->type, left > CONNECT_MAX_MS ? CONNECT_MAX_MS : (int)left, &fd, why, sizeof why);
-    if (rc != SG_OK && upstream_reresolve(up)) {
+    /* The balancer picks the address; one refused at once moves the connect to another (nothing was sent). */
+    for (uint64_t avoid = 0;;) {
+        if (balancer_pick(up->bal, avoid, &pick) != SG_OK) {
+            rc = SG_ERR_REFUSED;
+            if (!why[0])
+                snprintf(why, sizeof why, "no address left to try");
+            break;
+        }
+        rc = sg_connect(&pick.addr, up->type, left > CONNECT_MAX_MS ? CONNECT_MAX_MS : (int)left, &fd, why,
+                        sizeof why);
+        balancer_done(up->bal, &pick, rc == SG_OK ? BAL_OK : rc == SG_ERR_SYS ? BAL_NEUTRAL : BAL_CONNECT_FAIL);
+        if (rc == SG_OK || rc == SG_ERR_SYS)
+            break;
+        avoid |= UINT64_C(1) << pick.slot;
         left = deadline_ms < 0 ? CONNECT_MAX_MS : deadline_ms - sg_now_ms();
-        upstream_addr(up, &addr, NULL, 0);
-        if (left > 0)
-            rc = sg_connect(&addr, up->type, left > CONNECT_MAX_MS ? CONNECT_MAX_MS : (int)left, &fd, why,
-                            sizeof why);
+        if (left <= 0)
+            break;
     }
+    (void)addr;
     if (rc != SG_OK)
         return fail(up, rc == SG_ERR_SYS ? SG_ERR_REFUSED : rc, err, errlen, why);
     atomic_fetch_add_explicit(&up->n_connects, 1, memory_order_relaxed);
@@ -223,6 +226,8 @@ static int acquire(struct upstream *up, struct upstream_conn **out, int is_fresh
     }
     c->up = up;
     c->fd = fd;
+    c->slot = pick.slot;
+    c->gen = pick.gen;
     *out = c;
     return SG_OK;
 }
@@ -661,7 +666,7 @@ int upstream_exchange_raw(struct upstream *up, const void *req, void *reply, siz
 int upstream_datagram(struct upstream *up, const void *req, size_t len, void *reply, size_t cap, size_t *got,
                       int retry_ms, int64_t deadline_ms, char *err, size_t errlen)
 {
-    struct sg_addr addr;
+    struct bal_pick pick;
     char why[200] = "";
     int fd = -1, rc;
 
@@ -671,10 +676,13 @@ int upstream_datagram(struct upstream *up, const void *req, size_t len, void *re
                  backend_name(up->id));
         return SG_ERR_REFUSED;
     }
-    upstream_addr(up, &addr, NULL, 0);
-    rc = sg_connect(&addr, SOCK_DGRAM, CONNECT_MAX_MS, &fd, why, sizeof why);
-    if (rc != SG_OK)
+    if (balancer_pick(up->bal, 0, &pick) != SG_OK)
+        return fail(up, SG_ERR_REFUSED, err, errlen, "no address known");
+    rc = sg_connect(&pick.addr, SOCK_DGRAM, CONNECT_MAX_MS, &fd, why, sizeof why);
+    if (rc != SG_OK) {
+        balancer_done(up->bal, &pick, BAL_CONNECT_FAIL);
         return fail(up, rc == SG_ERR_SYS ? SG_ERR_REFUSED : rc, err, errlen, why);
+    }
     for (;;) {
         int64_t wait_until = sg_now_ms() + retry_ms;
         ssize_t n;
@@ -709,8 +717,7 @@ int upstream_datagram(struct upstream *up, const void *req, size_t len, void *re
     }
 out:
     close(fd);
-    /* A time backend that stopped answering may have come back elsewhere: look its name up again. */
-    if (rc == SG_ERR_TIMEOUT || rc == SG_ERR_REFUSED)
-        upstream_reresolve(up);
+    /* Unanswered or refused: the balancer ejects the address and looks the name up again. */
+    balancer_done(up->bal, &pick, rc == SG_OK ? BAL_OK : rc == SG_ERR_REFUSED ? BAL_CONNECT_FAIL : BAL_BROKE);
     return rc;
 }

@@ -36,17 +36,22 @@ struct upstream_conn {
     int is_answered;    /* an answer header was read since the last request went out */
     char req_op[16];    /* the op and id of the request awaiting its answer ("" once answered) */
     char req_id[72];
+    int slot;           /* the balancer's address it goes to, and that slot's generation (balancer.h) */
+    uint32_t gen;
     struct upstream_conn *next;
 };
 
-/* One backend: its address, whether it is configured at all, and its idle connections. */
+struct balancer;
+
+/* One backend: its addresses (the balancer), whether it is configured at all, and its idle connections. */
 struct upstream {
     enum backend_id id;
     int type;          /* SOCK_STREAM or SOCK_DGRAM */
     int is_configured; /* 0: neither embedded nor given by address */
     int is_embedded;
     char name[256];    /* the address as configured ("echo:9001"); constant once set */
-    struct sg_addr addr;            /* resolved from name; guarded by lock (re-resolved on failures) */
+    struct balancer *bal;           /* every address name resolves to and their health (balancer.h) */
+    struct sg_addr addr;            /* the first address name resolved to at start; guarded by lock */
     char addr_text[SG_ADDR_STRLEN]; /* addr as text; guarded by lock */
     int64_t resolved_ms;            /* when name was last resolved; guarded by lock */
     int timeout_ms;    /* default deadline of one call */
@@ -63,13 +68,13 @@ void upstream_init(struct upstream *up, enum backend_id id, int type, int timeou
 /* Points up at addr_text ("HOST:PORT"); returns SG_OK or writes why into err. */
 int upstream_set_addr(struct upstream *up, const char *addr_text, int is_embedded, char *err, size_t errlen);
 
-/* Copies the backend's current resolved address (and its text, when text is not NULL). */
+/* Copies an address of the backend the balancer would pick now (and its text, when text is not NULL). */
 void upstream_addr(struct upstream *up, struct sg_addr *addr, char *text, size_t textlen);
 
 /*
- * Resolves the configured name again (at most once a second), so a backend
- * that comes back at a new address (a recreated container) is found without
- * restarting the gateway. Returns 1 when the address changed.
+ * Kept for callers of old: returns 0. The balancer's resolver thread looks
+ * the name up every --resolve-interval-ms and at once after a connect fails
+ * (balancer.h), so nothing on a worker's loop blocks in getaddrinfo.
  */
 int upstream_reresolve(struct upstream *up);
 

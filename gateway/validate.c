@@ -68,6 +68,7 @@ static const struct {
 } route_queries[] = {
     {"time", {"format", NULL}},
     {"chat_events", {"after", NULL}},
+    {"ws_chat", {"after", NULL}},
 };
 
 int validate_query_name(const char *route, const char *name)

@@ -18,6 +18,7 @@
 #include "http_strict.h"
 #include "metrics.h"
 #include "upcall.h"
+#include "ws.h"
 #include "sockgate/error.h"
 #include "sockgate/log.h"
 #include "sockgate/net.h"
@@ -45,6 +46,7 @@ struct wk_conn {
     int is_hup;            /* the client closed its side */
     int is_suspended;      /* suspended by worker_suspend */
     int is_cut;            /* we shut the socket down: libmicrohttpd will close it */
+    int is_released;       /* the socket went to an upgraded connection's owner (worker_release_socket) */
     struct wk_conn *hup_next;
 };
 
@@ -61,6 +63,8 @@ struct worker {
     struct wk_timer **heap;
     size_t n_heap, cap_heap;
     struct wk_conn *hups; /* connections whose client closed, checked after each libmicrohttpd round */
+    void **later;         /* freed after the round (worker_free_later) */
+    size_t n_later, cap_later;
 };
 
 static _Thread_local struct worker *self;
@@ -326,7 +330,8 @@ void worker_on_connection(void *cls, struct MHD_Connection *conn, void **socket_
         return;
     *socket_context = NULL;
     worker_timer_cancel(wk, &c->timer);
-    worker_unwatch(wk, &c->watch);
+    if (!c->is_released)
+        worker_unwatch(wk, &c->watch);
     if (c->is_hup)
         hups_remove(wk, c);
     free(c);
@@ -401,6 +406,44 @@ void worker_resume(struct MHD_Connection *conn)
     MHD_resume_connection(conn);
 }
 
+void worker_release_socket(struct MHD_Connection *conn)
+{
+    struct wk_conn *c = conn_of(conn);
+    if (!c || c->is_released)
+        return;
+    c->is_released = 1;
+    c->is_cut = 1; /* never shut down by the loop from here: its owner ends it */
+    worker_timer_cancel(c->wk, &c->timer);
+    worker_unwatch(c->wk, &c->watch);
+    if (c->is_hup) {
+        hups_remove(c->wk, c);
+        c->is_hup = 0;
+    }
+}
+
+void worker_free_later(struct worker *wk, void *p)
+{
+    if (wk->n_later == wk->cap_later) {
+        size_t cap = wk->cap_later ? wk->cap_later * 2 : 16;
+        void **a = realloc(wk->later, cap * sizeof *a);
+        if (!a) {
+            /* Out of memory: leaked rather than freed under a pending event. */
+            sg_warn("worker: out of memory for a deferred free");
+            return;
+        }
+        wk->later = a;
+        wk->cap_later = cap;
+    }
+    wk->later[wk->n_later++] = p;
+}
+
+static void free_later_now(struct worker *wk)
+{
+    for (size_t i = 0; i < wk->n_later; i++)
+        free(wk->later[i]);
+    wk->n_later = 0;
+}
+
 /* ---- the loop ---- */
 
 static void on_wake(struct wk_watch *w, uint32_t events)
@@ -427,6 +470,8 @@ static void *loop(void *arg)
         int timeout = timers_wait(wk), n;
         if (MHD_get_timeout(wk->daemon, &mt) == MHD_YES && mt < (MHD_UNSIGNED_LONG_LONG)timeout)
             timeout = (int)mt;
+        if (ws_daemon_poll_ms() >= 0 && (timeout == INT_MAX || timeout > ws_daemon_poll_ms()))
+            timeout = ws_daemon_poll_ms();
         if (wk->needs_run)
             timeout = 0;
         else if (timeout == INT_MAX)
@@ -444,10 +489,12 @@ static void *loop(void *arg)
         wk->needs_run = 0;
         MHD_run(wk->daemon);
         check_hups(wk);
+        free_later_now(wk); /* no event of this round points at them any more */
         if (atomic_load(&wk->want_quiesce) && !wk->is_quiesced) {
             /* The listener is shared by every worker: quiescing leaves it open for the others. */
             (void)MHD_quiesce_daemon(wk->daemon);
             wk->is_quiesced = 1;
+            ws_close_all_here(); /* WebSockets never end by themselves: start their closing handshakes */
         }
         if (atomic_load(&wk->want_stop))
             break;
@@ -455,8 +502,11 @@ static void *loop(void *arg)
     if (!wk->is_quiesced)
         (void)MHD_quiesce_daemon(wk->daemon); /* so MHD_stop_daemon does not close the shared listener */
     wk->is_quiesced = 1;
+    ws_abort_all_here(); /* libmicrohttpd must get every upgraded socket back before it stops */
+    MHD_run(wk->daemon);
     MHD_stop_daemon(wk->daemon); /* on this thread: every callback it makes runs where the loop's state lives */
     wk->daemon = NULL;
+    free_later_now(wk);
     upcall_pool_drain();
     self = NULL;
     return NULL;
@@ -493,6 +543,7 @@ void worker_free(struct worker *wk)
     if (wk->epfd >= 0)
         close(wk->epfd);
     free(wk->heap);
+    free(wk->later);
     free(wk);
 }
 

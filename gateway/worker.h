@@ -72,6 +72,14 @@ void worker_unwatch(struct worker *wk, struct wk_watch *w);
 /* Arms t to fire at at (re-arms it when armed). */
 void worker_timer_arm(struct worker *wk, struct wk_timer *t, int64_t at);
 
+/*
+ * Frees p once the loop's current round is over: an object whose wk_watch
+ * may still have an event in this round's batch (a socket ended by another
+ * descriptor's event) must stay readable until then. Its ready() must see
+ * that it ended and do nothing.
+ */
+void worker_free_later(struct worker *wk, void *p);
+
 /* Disarms t; harmless when it is not armed. */
 void worker_timer_cancel(struct worker *wk, struct wk_timer *t);
 
@@ -91,6 +99,13 @@ void worker_suspend(struct MHD_Connection *conn);
 
 /* Resumes a connection suspended with worker_suspend; on the worker's own thread. */
 void worker_resume(struct MHD_Connection *conn);
+
+/*
+ * After an HTTP Upgrade that hands conn's own socket over (plain HTTP): the
+ * loop stops watching it for the connection, so its new owner can watch it.
+ * On the worker's own thread.
+ */
+void worker_release_socket(struct MHD_Connection *conn);
 
 /* Timeouts (milliseconds) of a request's head and of the silence within its body; 0 turns one off. */
 void worker_set_timeouts(unsigned header_ms, unsigned body_ms);

@@ -165,12 +165,79 @@ function tokenInit() {
   });
 }
 
+// The live socket: a WebSocket to the echo service (text subprotocol), open while the box is
+// ticked. Under a token the gateway's session cookie lets it in (a browser's WebSocket cannot
+// send Authorization), so the token is first traded for the cookie, as the chat does.
+let echoSocket = null;
+
+function echoSocketUrl() {
+  return `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/api/v1/ws/echo`;
+}
+
+async function echoSocketOpen(state, out) {
+  state.textContent = 'Opening the live socket…';
+  if (authHeader()) {
+    try {
+      await api('POST', '/api/v1/session');
+    } catch (err) {
+      state.textContent = `Live socket unavailable: ${describeError(err)}`;
+      $('echo-live').checked = false;
+      return;
+    }
+  }
+  if (!$('echo-live').checked) return;
+  const sock = new WebSocket(echoSocketUrl(), ['text']);
+  echoSocket = sock;
+  let reply = '';
+  sock.addEventListener('open', () => {
+    state.textContent = 'Live: messages go over one WebSocket, replies stream back.';
+  });
+  sock.addEventListener('message', (event) => {
+    reply += String(event.data);
+    showResult(out, reply, false);
+  });
+  sock.addEventListener('close', (event) => {
+    if (echoSocket !== sock) return;
+    echoSocket = null;
+    $('echo-live').checked = false;
+    state.textContent = event.code === 1000 || event.code === 1005
+      ? 'Each message is one HTTP request.'
+      : `Live socket closed (${event.code}${event.reason ? `: ${event.reason}` : ''}); each message is one HTTP request again.`;
+  });
+  sock.resetReply = () => { reply = ''; };
+}
+
+function echoSocketClose(state) {
+  if (echoSocket) {
+    const sock = echoSocket;
+    echoSocket = null;
+    sock.close(1000);
+  }
+  state.textContent = 'Each message is one HTTP request.';
+}
+
 function echoInit() {
   const form = $('echo-form');
   const out = $('echo-reply');
+  const live = $('echo-live');
+  const state = $('echo-live-state');
+  live.addEventListener('change', () => {
+    if (live.checked) echoSocketOpen(state, out);
+    else echoSocketClose(state);
+  });
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     const message = $('echo-input').value;
+    if (live.checked) {
+      if (!echoSocket || echoSocket.readyState !== WebSocket.OPEN) {
+        showResult(out, 'The live socket is not open yet', true);
+        return;
+      }
+      echoSocket.resetReply();
+      showResult(out, 'Sending…', false);
+      echoSocket.send(message);
+      return;
+    }
     showResult(out, 'Sending…', false);
     try {
       const body = await api('POST', '/api/v1/echo', { message });

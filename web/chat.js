@@ -1,4 +1,5 @@
-// The chat panel: live messages from UDP chat clients grouped by peer, and the operator's reply.
+// The chat panel: live messages from UDP chat clients grouped by peer, and the operator's reply,
+// both over one WebSocket (/api/v1/ws/chat); the SSE stream stays for curl.
 
 import { api, authHeader, describeError, el } from './api.js';
 
@@ -14,6 +15,13 @@ let textInput;
 let replyStatus;
 let source = null;
 let phase = 'idle';
+// The highest seq shown: a reconnecting socket asks for what came after it.
+let lastSeq = 0;
+// Replies sent over the socket, by ref, waiting for their "reply" or "error" event.
+const pending = new Map();
+let nextRef = 1;
+// After the socket drops, it is opened again this long later (not after a refusal: see RETRY_MS).
+const RECONNECT_MS = 2000;
 // After a failed attempt the page waits this long before asking again, so a gateway whose
 // readiness says "up" while the chat routes fail is not asked (and logged) every few seconds.
 const RETRY_MS = 60000;
@@ -104,8 +112,8 @@ async function connect() {
   // The gateway lists the most recently seen first; threads run oldest to newest, as live ones do.
   for (const peer of peerList(body).reverse()) ensureThread(peer.addr, peer.last);
   bodyNode.hidden = false;
-  // EventSource cannot send an Authorization header, so with a token the gateway first turns
-  // it into an HttpOnly cookie that it accepts on the event stream alone.
+  // A browser's WebSocket cannot send an Authorization header, so with a token the gateway
+  // first turns it into an HttpOnly cookie, which it accepts on the chat's socket and stream.
   if (authHeader()) {
     try {
       await api('POST', '/api/v1/session');
@@ -157,61 +165,80 @@ function peerList(body) {
     .filter((p) => p.addr);
 }
 
-// Under a token the stream is let in by the session cookie set in connect(); a reconnecting
-// EventSource sends it again by itself.
+// Under a token the socket is let in by the session cookie set in connect(); the browser sends
+// it with the handshake by itself.
 function openStream() {
   if (source) source.close();
-  source = new EventSource('/api/v1/chat/events');
-  source.addEventListener('open', () => {
+  const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+  const sock = new WebSocket(`${scheme}://${location.host}/api/v1/ws/chat?after=${lastSeq}`, ['sockgate.chat.v1']);
+  let opened = false;
+  source = sock;
+  sock.addEventListener('open', () => {
+    opened = true;
     phase = 'live';
     setState('Live: new messages appear below.', false);
   });
-  source.addEventListener('subscribed', (event) => subscribed(event));
-  source.addEventListener('message', (event) => receive(event));
-  source.addEventListener('error', () => {
-    if (source.readyState === EventSource.CLOSED) {
+  sock.addEventListener('message', (event) => {
+    let ev;
+    try {
+      ev = JSON.parse(String(event.data));
+    } catch {
+      return;
+    }
+    if (!ev) return;
+    if (ev.event === 'subscribed') subscribed(ev.data);
+    else if (ev.event === 'message') receive(ev.data);
+    else if ((ev.event === 'reply' || ev.event === 'error') && pending.has(ev.ref)) {
+      pending.get(ev.ref)(ev);
+      pending.delete(ev.ref);
+    }
+  });
+  sock.addEventListener('close', (event) => {
+    if (source !== sock) return;
+    source = null;
+    for (const settle of pending.values()) settle({ event: 'error', error: { message: 'the chat socket closed' } });
+    pending.clear();
+    if (phase === 'forgotten') return;
+    if (!opened) {
+      // Refused at the handshake (a 401, say): asked again in a minute, not in a loop.
       phase = 'unavailable';
       retryAt = Date.now() + RETRY_MS;
       setState(authHeader()
-        ? 'Chat stream refused: the gateway did not accept this tab\'s session for the token. '
+        ? 'Chat socket refused: the gateway did not accept this tab\'s session for the token. '
           + 'It is retried in a minute; replies still work.'
-        : 'Chat stream closed by the gateway. It is retried when /readyz next reports chat up.', true);
-      source = null;
-    } else {
-      setState('Chat stream interrupted, reconnecting (no message is lost)…', true);
+        : 'Chat socket refused by the gateway. It is retried when /readyz next reports chat up.', true);
+      return;
     }
+    phase = 'connecting';
+    setState(`Chat socket interrupted (${event.code}), reconnecting (no message is lost)…`, true);
+    setTimeout(() => {
+      if (phase === 'connecting' && !source) openStream();
+    }, RECONNECT_MS);
   });
 }
 
 // The service's acknowledgement, first on every (re)connection. "reset" means its sequence
 // numbers restarted (a new run of the service), so numbers already shown may come again for
 // new messages: the dedupe set starts afresh. "missed" counts messages history no longer held.
-function subscribed(event) {
-  let ack;
-  try {
-    ack = JSON.parse(event.data);
-  } catch {
-    return;
-  }
+function subscribed(ack) {
   if (!ack) return;
-  if (ack.reset === true) seen.clear();
+  if (ack.reset === true) {
+    seen.clear();
+    lastSeq = 0;
+  }
   if (Number(ack.missed) > 0) {
     setState(`Live: ${ack.missed} earlier message(s) were no longer held by the chat service.`, false);
   }
 }
 
-function receive(event) {
-  let msg;
-  try {
-    msg = JSON.parse(event.data);
-  } catch {
-    return;
-  }
+function receive(msg) {
+  if (!msg) return;
   // "in" is a datagram a peer sent; "out" is a reply the service sent (from this page or another).
   const isOut = msg.kind === 'out';
   const peer = String((isOut ? msg.to : msg.from) || msg.peer || msg.addr || '');
   const text = String(msg.text !== undefined ? msg.text : msg.message || '');
-  const seq = String(msg.seq !== undefined ? msg.seq : event.lastEventId || '');
+  const seq = String(msg.seq !== undefined ? msg.seq : '');
+  if (Number(msg.seq) > lastSeq) lastSeq = Number(msg.seq);
   if (!peer) return;
   if (seq) {
     if (seen.has(seq)) return;
@@ -265,7 +292,19 @@ async function sendReply() {
   replyStatus.textContent = 'Sending…';
   replyStatus.classList.remove('is-error');
   try {
-    await api('POST', '/api/v1/chat/reply', { to, text });
+    if (source && source.readyState === WebSocket.OPEN) {
+      const ref = nextRef++;
+      const answer = await new Promise((settle) => {
+        pending.set(ref, settle);
+        source.send(JSON.stringify({ op: 'reply', to, text, ref }));
+      });
+      if (answer.event === 'error') {
+        throw Object.assign(new Error(answer.error && answer.error.message ? answer.error.message : 'refused'),
+          { code: answer.error && answer.error.code });
+      }
+    } else {
+      await api('POST', '/api/v1/chat/reply', { to, text });
+    }
     // A live stream brings the reply back as an "out" message; without one it is shown here.
     if (phase !== 'live') addMessage(to, { text, timeMs: null, seq: null, mine: true });
     textInput.value = '';

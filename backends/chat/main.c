@@ -20,6 +20,7 @@ static int parse_count(const char *flag, const char *text, unsigned min, unsigne
 
 int main(int argc, char **argv)
 {
+    const char *drain = NULL;
     struct chat_config cfg;
     const char *listen = CHAT_DEFAULT_LISTEN, *history = "1000", *max_peers = "1024", *max_conns = "1024";
     const char *log_format = "text";
@@ -35,6 +36,11 @@ int main(int argc, char **argv)
          &max_peers, NULL, NULL},
         {"max-conns", "SOCKGATE_CHAT_MAX_CONNS", "N", "TCP connections served at once; more are closed at once",
          &max_conns, NULL, NULL},
+        {"drain", "SOCKGATE_DRAIN", "DURATION",
+         "on SIGTERM keep serving this long before stopping, so balancers that resolve this replica move away first "
+         "(default 0)",
+         &drain, NULL, NULL},
+        {"drain-ms", "SOCKGATE_DRAIN_MS", "MS", "milliseconds", &drain, NULL, NULL},
         {"log-format", "SOCKGATE_LOG_FORMAT", "text|json", "log line format on stderr", &log_format, NULL, NULL},
         {NULL, NULL, NULL, NULL, NULL, NULL, NULL},
     };
@@ -42,12 +48,14 @@ int main(int argc, char **argv)
     sg_signals_block();
     rc = sg_options_parse("sockgate-chat",
                           "sockgate-chat [--listen HOST:PORT] [--history N] [--max-peers N] [--max-conns N] "
-                          "[--log-format text|json]",
+                          "[--drain DURATION] [--log-format text|json]",
                           "Records the UDP chat messages of the tutorial's QQ clients and lets framed TCP clients "
                           "follow them and reply to their senders.",
                           opts, argc, argv, NULL);
     if (rc != 0)
         return rc == 1 ? 0 : 2;
+    if (sg_service_set_drain("sockgate-chat", drain) != 0)
+        return 2;
     if (sg_log_setup("sockgate-chat", log_format) != SG_OK)
         return 2;
     chat_config_defaults(&cfg);

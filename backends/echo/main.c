@@ -27,6 +27,7 @@ static void raise_fd_limit(unsigned max_conns)
 
 int main(int argc, char **argv)
 {
+    const char *drain = NULL;
     struct echo_config cfg;
     const char *listen = ECHO_DEFAULT_LISTEN, *mode = "upper", *max_conns = "16384", *idle = "0";
     const char *log_format = "text";
@@ -42,6 +43,11 @@ int main(int argc, char **argv)
         {"idle-timeout", "SOCKGATE_ECHO_IDLE_TIMEOUT", "DURATION",
          "close TCP connections silent this long (0: never; a bare number: seconds)",
          &idle, NULL, NULL},
+        {"drain", "SOCKGATE_DRAIN", "DURATION",
+         "on SIGTERM keep serving this long before stopping, so balancers that resolve this replica move away first "
+         "(default 0)",
+         &drain, NULL, NULL},
+        {"drain-ms", "SOCKGATE_DRAIN_MS", "MS", "milliseconds", &drain, NULL, NULL},
         {"log-format", "SOCKGATE_LOG_FORMAT", "text|json", "log line format on stderr", &log_format, NULL, NULL},
         {NULL, NULL, NULL, NULL, NULL, NULL, NULL},
     };
@@ -49,11 +55,13 @@ int main(int argc, char **argv)
     sg_signals_block();
     rc = sg_options_parse("sockgate-echo",
                           "sockgate-echo [--listen HOST:PORT] [--mode upper|plain] [--max-conns N] [--idle-timeout DURATION]\n"
-                          "                     [--log-format text|json]",
+                          "                     [--drain DURATION] [--log-format text|json]",
                           "Answers every byte sent over TCP or UDP with the same byte, ASCII letters upper-cased.",
                           opts, argc, argv, NULL);
     if (rc != 0)
         return rc == 1 ? 0 : 2;
+    if (sg_service_set_drain("sockgate-echo", drain) != 0)
+        return 2;
     if (sg_log_setup("sockgate-echo", log_format) != SG_OK)
         return 2;
     echo_config_defaults(&cfg);

@@ -36,6 +36,7 @@ static int add_allow(const char *value, void *ctx)
 
 int main(int argc, char **argv)
 {
+    const char *drain = NULL;
     struct exec_config cfg;
     struct allow_list allow = {.count = 0};
     const char *listen = EXEC_DEFAULT_LISTEN, *timeout = "10s", *max_timeout = "60s", *grace = "2s";
@@ -91,6 +92,11 @@ int main(int argc, char **argv)
          "never let commands read PATH (a file backend's root, a token file), even inside a granted directory, "
          "unless a --sandbox-read/--sandbox-write names it exactly (repeatable)",
          NULL, add_allow, &sb_protect},
+        {"drain", "SOCKGATE_DRAIN", "DURATION",
+         "on SIGTERM keep serving this long before stopping, so balancers that resolve this replica move away first "
+         "(default 0)",
+         &drain, NULL, NULL},
+        {"drain-ms", "SOCKGATE_DRAIN_MS", "MS", "milliseconds", &drain, NULL, NULL},
         {"log-format", "SOCKGATE_LOG_FORMAT", "text|json", "log line format on stderr", &log_format, NULL, NULL},
         {NULL, NULL, NULL, NULL, NULL, NULL, NULL},
     };
@@ -105,12 +111,16 @@ int main(int argc, char **argv)
                           "[--rlimit-nproc N]\n"
                           "                     [--sandbox strict|best-effort|off] [--sandbox-read DIR]... "
                           "[--sandbox-write DIR]...\n"
-                          "                     [--sandbox-protect PATH]... [--log-format text|json]",
+                          "                     [--sandbox-protect PATH]... [--drain DURATION] [--log-format text|json]",
                           "Runs allowlisted commands for clients of the tutorial's remote command protocol "
                           "(raw command lines or framed requests) without ever starting a shell.",
                           opts, argc, argv, NULL);
     if (rc != 0) {
         status = rc == 1 ? 0 : 2;
+        goto out;
+    }
+    if (sg_service_set_drain("sockgate-exec", drain) != 0) {
+        status = 2;
         goto out;
     }
     if (sg_log_setup("sockgate-exec", log_format) != SG_OK)

@@ -11,6 +11,7 @@
 
 int main(int argc, char **argv)
 {
+    const char *drain = NULL;
     struct file_config cfg;
     const char *listen = FILE_DEFAULT_LISTEN, *root = FILE_DEFAULT_ROOT, *max_size = "64G", *max_conns = "128";
     const char *io_timeout = "60s", *idle_timeout = "5m", *log_format = "text";
@@ -37,6 +38,11 @@ int main(int argc, char **argv)
          &session_expiry, NULL, NULL},
         {"max-sessions", "SOCKGATE_FILE_MAX_SESSIONS", "N", "unfinished upload sessions kept at once; more get busy",
          &max_sessions, NULL, NULL},
+        {"drain", "SOCKGATE_DRAIN", "DURATION",
+         "on SIGTERM keep serving this long before stopping, so balancers that resolve this replica move away first "
+         "(default 0)",
+         &drain, NULL, NULL},
+        {"drain-ms", "SOCKGATE_DRAIN_MS", "MS", "milliseconds", &drain, NULL, NULL},
         {"log-format", "SOCKGATE_LOG_FORMAT", "text|json", "log line format on stderr", &log_format, NULL, NULL},
         {NULL, NULL, NULL, NULL, NULL, NULL, NULL},
     };
@@ -46,13 +52,15 @@ int main(int argc, char **argv)
                           "sockgate-file [--listen HOST:PORT] [--root DIR] [--max-size SIZE] [--max-conns N]\n"
                           "                     [--io-timeout DURATION] [--idle-timeout DURATION] "
                           "[--session-expiry DURATION]\n"
-                          "                     [--max-sessions N] [--log-format text|json]",
+                          "                     [--max-sessions N] [--drain DURATION] [--log-format text|json]",
                           "Stores, serves, lists and deletes files in one flat directory over sockgate's framed "
                           "protocol (op upload, download, list, stat, delete, and resumable upload sessions). "
                           "Uploads are verified, fsync'ed and renamed into place: nothing partial is ever visible.",
                           opts, argc, argv, NULL);
     if (rc != 0)
         return rc == 1 ? 0 : 2;
+    if (sg_service_set_drain("sockgate-file", drain) != 0)
+        return 2;
     if (sg_log_setup("sockgate-file", log_format) != SG_OK)
         return 2;
     file_config_defaults(&cfg);

@@ -4,10 +4,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "sockgate/error.h"
 #include "sockgate/log.h"
 #include "sockgate/service.h"
+#include "sockgate/opts.h"
 
 static void *service_thread_main(void *arg)
 {
@@ -120,9 +122,35 @@ struct main_ctx {
     void *srv;
 };
 
+/* How long a stop request waits, still serving, before the service stops (sg_service_set_drain). */
+static unsigned drain_ms;
+
+int sg_service_set_drain(const char *prog, const char *text)
+{
+    uint64_t v;
+    if (!text || !*text)
+        return 0;
+    if (sg_flag_duration(prog, "drain", text, 0, 3600000, 0, &v))
+        return -1;
+    drain_ms = (unsigned)v;
+    return 0;
+}
+
+/*
+ * Runs on the signal thread: the service goes on serving through the drain
+ * (a balancer that resolves this replica drops it meanwhile: in a swarm or a
+ * Kubernetes Service, the terminating replica leaves DNS and the endpoints
+ * at once), then stops.
+ */
 static void main_stop(void *arg)
 {
     struct main_ctx *m = arg;
+    if (drain_ms) {
+        struct timespec ts = {.tv_sec = drain_ms / 1000, .tv_nsec = (long)(drain_ms % 1000) * 1000000L};
+        sg_info("draining: still serving for %u ms before stopping", drain_ms);
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+            ;
+    }
     m->ops->stop(m->srv);
 }
 

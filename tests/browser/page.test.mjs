@@ -23,6 +23,8 @@ const BIG_SIZE = 24 * MiB;
 const CANCEL_SIZE = 16 * MiB;
 // Upload speed while the cancel step runs: slow enough that a cancel lands midway.
 const CANCEL_THROUGHPUT = 512 * 1024;
+// The paths of every WebSocket the page opened (the chat must use one).
+const socketUrls = [];
 const ALLOWED = 'echo,ls,sleep';
 
 /** Writes `size` random bytes to `file` in 1 MiB pieces and returns their sha256 in hex. */
@@ -132,6 +134,7 @@ async function main() {
       context = await launchChromium(path.join(tmp, 'profile'), DESKTOP);
       page = context.pages()[0] || await context.newPage();
       watchPage(page, 'page');
+      page.on('websocket', (ws) => socketUrls.push(new URL(ws.url()).pathname));
     });
     if (!launched) return;
 
@@ -156,6 +159,26 @@ async function main() {
       await page.keyboard.type('hello, sockgate');
       await page.keyboard.press('Enter');
       await waitForText(page.locator('#echo-reply'), /^HELLO, SOCKGATE$/);
+    });
+
+    await step('echo over the live socket: one WebSocket, replies streamed back, counted in /metrics', async () => {
+      const sockets = page.waitForEvent('websocket', { predicate: (ws) => ws.url().endsWith('/api/v1/ws/echo') });
+      await page.locator('#echo-live').check();
+      const ws = await sockets;
+      await waitForText(page.locator('#echo-live-state'), /^Live/);
+      await page.locator('#echo-input').fill('über the socket ✓');
+      await page.getByRole('button', { name: 'Send', exact: true }).click();
+      await waitForText(page.locator('#echo-reply'), /^üBER THE SOCKET ✓$/);
+      assert.equal(ws.isClosed(), false, 'the socket stays open between messages');
+      await page.locator('#echo-input').fill('second');
+      await page.getByRole('button', { name: 'Send', exact: true }).click();
+      await waitForText(page.locator('#echo-reply'), /^SECOND$/);
+      const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+      assert.match(metrics, /^sockgate_websockets_open [1-9]/m);
+      const closed = ws.waitForEvent('close');
+      await page.locator('#echo-live').uncheck();
+      await closed;
+      await waitForText(page.locator('#echo-live-state'), /one HTTP request/);
     });
 
     await step('time with a typed format and with an example', async () => {
@@ -417,6 +440,13 @@ async function main() {
     });
 
     await chatSteps(page, gw);
+
+    await step('the chat panel runs over one WebSocket (/api/v1/ws/chat), not the SSE stream', async () => {
+      assert.ok(socketUrls.includes('/api/v1/ws/chat'), `sockets opened: ${JSON.stringify(socketUrls)}`);
+      const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+      assert.match(metrics, /^sockgate_websockets_open [1-9]/m, 'the chat socket is open');
+      assert.match(metrics, /^sockgate_chat_streams_open 0$/m, 'no SSE stream is open');
+    });
 
     await step('the gateway stops cleanly on SIGTERM', async () => {
       await context.close();

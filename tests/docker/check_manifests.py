@@ -5,7 +5,10 @@ cluster: every program has a workload and a Service whose ports reach its
 container, the gateway runs several replicas and finds each backend at an
 address that exists, the file backend keeps its files on a claimed volume,
 every container has probes, resource bounds and a non-root user, the token
-comes from a Secret, and compose publishes only the gateway, on loopback.
+comes from a Secret, and compose publishes only the gateway, on loopback;
+docker/stack.yaml is laid out for a swarm (dnsrr, global gateway in host mode,
+replicas, drains under the grace periods), the k8s backends the gateway
+balances are headless with budgets and autoscaling.
 
 usage: check_manifests.py SOURCE_DIR   (exit 0 when every check passes)
 """
@@ -184,6 +187,22 @@ def check_k8s(src):
             check(sec is not None and ref["key"] in {**sec.get("data", {}), **sec.get("stringData", {})},
                   "k8s: Secret %s holds key %s" % (ref["name"], ref["key"]))
 
+    # Issue 21: the gateway balances over the stateless backends' pods itself, and every program drains in time.
+    for b in ("echo", "time", "exec"):
+        svc = services.get(b)
+        check(svc is not None and svc["spec"].get("clusterIP") == "None",
+              "k8s: %s's Service is headless (the gateway balances over its pods)" % b)
+        check(docs.get(("PodDisruptionBudget", b)) is not None, "k8s: %s has a PodDisruptionBudget" % b)
+    check(docs.get(("HorizontalPodAutoscaler", "exec")) is not None, "k8s: exec has a HorizontalPodAutoscaler")
+    check(docs.get(("PodDisruptionBudget", "gateway")) is not None, "k8s: the gateway has a PodDisruptionBudget")
+    for prog, c in containers.items():
+        env = {e["name"]: e.get("value", "") for e in c.get("env", [])}
+        kind = "StatefulSet" if prog == "file" else "Deployment"
+        grace = docs[(kind, prog)]["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30)
+        drain = duration_s(env.get("SOCKGATE_DRAIN", "0s")) + duration_s(env.get("SOCKGATE_GRACE", "0s"))
+        check(grace > drain, "k8s: %s's termination grace period (%ss) outlasts its drain and grace (%ss)"
+              % (prog, grace, drain))
+
     sts = docs.get(("StatefulSet", "file"))
     fc = containers.get("file")
     if sts and fc:
@@ -319,6 +338,48 @@ def check_compose(src):
     check(len(named) == 1 and named[0] in volumes, "compose: file's --root %s is a named volume" % root)
 
 
+def duration_s(text):
+    """'15s', '2m', '500ms' in seconds."""
+    m = re.fullmatch(r"(\d+)(ms|s|m|h)", str(text).strip())
+    return int(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def check_stack(src):
+    """docker/stack.yaml as issue 21 lays it out (tests/docker/swarm.sh deploys it for real)."""
+    stack = yaml.safe_load(open(os.path.join(src, "docker", "stack.yaml")))
+    services = stack["services"]
+    check(sorted(services) == sorted(PROGRAMS), "stack: services %s" % sorted(services))
+    nets = stack.get("networks", {})
+    check(all(n.get("driver") == "overlay" for n in nets.values()) and nets, "stack: an overlay network")
+    for name, svc in services.items():
+        deploy = svc.get("deploy", {})
+        check(deploy.get("endpoint_mode") == "dnsrr", "stack: %s uses endpoint_mode dnsrr" % name)
+        check(bool(svc.get("healthcheck", {}).get("test")), "stack: %s has a health check" % name)
+        env = svc.get("environment", {})
+        drain = duration_s(env.get("SOCKGATE_DRAIN", "0s")) + duration_s(env.get("SOCKGATE_GRACE", "0s"))
+        check(duration_s(svc.get("stop_grace_period", "10s")) > drain,
+              "stack: %s's stop_grace_period outlasts its drain and grace" % name)
+        if name in ("file", "chat"):
+            check(deploy.get("replicas") == 1, "stack: %s runs one task" % name)
+        elif name != "gateway":
+            check(deploy.get("update_config", {}).get("order") == "start-first",
+                  "stack: %s updates start-first" % name)
+        check(BINARY[name] == svc["command"][0], "stack: %s runs %s" % (name, BINARY[name]))
+    gw = services["gateway"]
+    check(gw["deploy"].get("mode") == "global", "stack: the gateway runs mode: global")
+    check(all(isinstance(p, dict) and p.get("mode") == "host" for p in gw.get("ports", [])) and gw.get("ports"),
+          "stack: the gateway is published in host mode")
+    for b in ("echo", "exec"):
+        check(services[b]["deploy"].get("replicas", 1) >= 2, "stack: %s has several replicas" % b)
+    allow = flag_value(services["exec"]["command"], "--allow") or ""
+    check("uname" in allow.split(","), "stack: exec's allowlist includes uname")
+    check(any(isinstance(v, str) and v.startswith("files:") for v in services["file"].get("volumes", [])), "stack: file keeps a volume")
+    for b, port in (("echo", 9001), ("time", 9002), ("exec", 9003), ("file", 9004), ("chat", 9005)):
+        check(gw["environment"].get("SOCKGATE_" + b.upper()) == "%s:%d" % (b, port),
+              "stack: the gateway finds %s by its service name" % b)
+        check(flag_value(services[b]["command"], "--listen") == "0.0.0.0:%d" % port, "stack: %s listens on %d" % (b, port))
+
+
 def check_dockerfile(src):
     text = open(os.path.join(src, "docker", "Dockerfile")).read()
     froms = re.findall(r"^FROM\s+(\S+)", text, re.M)
@@ -336,7 +397,7 @@ def check_dockerfile(src):
 
 def main():
     src = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "..")
-    for fn in (check_k8s, check_k8s_schema, check_compose, check_dockerfile):
+    for fn in (check_k8s, check_k8s_schema, check_compose, check_stack, check_dockerfile):
         try:
             fn(src)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, yaml.YAMLError) as e:

@@ -46,6 +46,13 @@ void sg_service_thread_stop(struct sg_service_thread *t);
 int sg_service_main(const struct sg_service_ops *ops, void *srv);
 
 /*
+ * Sets the drain of sg_service_main from a --drain value (NULL or "": none):
+ * on SIGINT/SIGTERM the service keeps serving that long, then stops. Returns
+ * 0, or -1 after printing why (a usage error: exit 2).
+ */
+int sg_service_set_drain(const char *prog, const char *text);
+
+/*
  * Blocks SIGINT, SIGTERM and SIGHUP (delivered later to a waiting thread) and
  * ignores SIGPIPE in this thread and all created after.
  */

@@ -72,9 +72,9 @@ export async function tokenSteps({ launch, viewport, tmp, inputs, artifacts }) {
       await waitForText(page.locator('#echo-reply'), /^TOKEN OK$/);
     });
 
-    // EventSource cannot send the Authorization header: the page trades the token for the
-    // gateway's HttpOnly session cookie first, so a refused stream (a 401 on the console) fails.
-    await step('token: the chat stream is let in by the session cookie', async () => {
+    // A browser's WebSocket cannot send the Authorization header: the page trades the token for
+    // the gateway's HttpOnly session cookie first, so a refused socket (a 401 on the console) fails.
+    await step('token: the chat socket is let in by the session cookie', async () => {
       await chatMessageArrives(page, gw, 'under a token: 你好');
       const cookies = await context.cookies(gw.url + '/api/v1/chat/events');
       const cookie = cookies.find((c) => c.name === 'sockgate_token');
