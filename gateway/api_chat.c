@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "api_call.h"
 #include "chat_stream.h"
 #include "server.h"
 #include "validate.h"
@@ -141,10 +142,24 @@ out:
     return rc;
 }
 
+/* The chat service answered the reply: its {"sent", "to", "bytes", "seq"}, or its refusal. */
+static int reply_answer(struct request *rq)
+{
+    const struct upcall_result *res = api_call_result(rq);
+    json_t *resp;
+    if (res->rc != SG_OK)
+        return request_fail(rq, res->rc, "%s", res->err);
+    resp = json_deep_copy(res->header);
+    if (!resp)
+        return request_fail(rq, SG_ERR_NOMEM, "out of memory");
+    json_object_del(resp, "id");
+    return respond_json(rq, 200, resp);
+}
+
 int api_chat_reply(struct request *rq)
 {
     struct upstream *up = &rq->gw->backends[BACKEND_CHAT];
-    json_t *in = NULL, *req = NULL, *resp = NULL, *to, *text;
+    json_t *in = NULL, *req = NULL, *to, *text;
     char err[384] = "";
     int rc = request_json(rq, &in);
 
@@ -161,51 +176,44 @@ int api_chat_reply(struct request *rq)
         rc = request_fail(rq, SG_ERR_NOMEM, "out of memory");
         goto out;
     }
-    rc = upstream_call(up, req, NULL, 0, &resp, NULL, NULL, 0, request_deadline(rq), err, sizeof err);
-    if (rc != SG_OK) {
-        request_fail(rq, rc, "%s", err);
-        goto out;
-    }
-    json_object_del(resp, "id");
-    rc = respond_json(rq, 200, resp);
-    resp = NULL;
+    /* Never sent twice: the first copy may have gone out before its connection died. */
+    rc = api_call_frame(rq, up, req, 0, 0, reply_answer);
 out:
     json_decref(in);
     json_decref(req);
-    json_decref(resp);
+    return rc;
+}
+
+/* The chat service's peer table is in: the list from the frame body, with its stats. */
+static int peers_answer(struct request *rq)
+{
+    struct upstream *up = &rq->gw->backends[BACKEND_CHAT];
+    const struct upcall_result *res = api_call_result(rq);
+    json_t *list, *stats;
+    int rc;
+    if (res->rc != SG_OK)
+        return request_fail(rq, res->rc, "%s", res->err);
+    list = json_loadb(res->body ? res->body : "", res->body_len, 0, NULL);
+    if (!json_is_array(list)) {
+        json_decref(list);
+        return request_fail(rq, upstream_failed(up, SG_ERR_PROTO), "chat backend at %s: the peer list is not a JSON array",
+                            up->name);
+    }
+    stats = json_object_get(res->header, "stats");
+    rc = respond_json(rq, 200,
+                      json_pack("{s:O,s:I,s:O?}", "peers", list, "count", (json_int_t)json_array_size(list),
+                                "stats", stats));
+    json_decref(list);
     return rc;
 }
 
 int api_chat_peers(struct request *rq)
 {
-    struct upstream *up = &rq->gw->backends[BACKEND_CHAT];
-    json_t *req = json_pack("{s:s,s:s}", "op", "peers", "id", rq->id), *resp = NULL, *list = NULL, *stats;
-    char err[384] = "", *body = NULL;
-    size_t body_len = 0;
+    json_t *req = json_pack("{s:s,s:s}", "op", "peers", "id", rq->id);
     int rc;
-
     if (!req)
         return request_fail(rq, SG_ERR_NOMEM, "out of memory");
-    rc = upstream_call(up, req, NULL, 0, &resp, &body, &body_len, PEERS_MAX_BODY, request_deadline(rq), err,
-                       sizeof err);
-    if (rc != SG_OK) {
-        request_fail(rq, rc, "%s", err);
-        goto out;
-    }
-    list = json_loadb(body ? body : "", body_len, 0, NULL);
-    if (!json_is_array(list)) {
-        rc = request_fail(rq, upstream_failed(up, SG_ERR_PROTO),
-                          "chat backend at %s: the peer list is not a JSON array", up->name);
-        goto out;
-    }
-    stats = json_object_get(resp, "stats");
-    rc = respond_json(rq, 200,
-                      json_pack("{s:O,s:I,s:O?}", "peers", list, "count", (json_int_t)json_array_size(list),
-                                "stats", stats));
-out:
+    rc = api_call_frame(rq, &rq->gw->backends[BACKEND_CHAT], req, PEERS_MAX_BODY, 1, peers_answer);
     json_decref(req);
-    json_decref(resp);
-    json_decref(list);
-    free(body);
     return rc;
 }

@@ -1,15 +1,21 @@
 /* api_files.c - list, stat (HEAD), download (GET with Range and ETag) and delete through the file backend. */
+#include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/socket.h>
 
 #include "api.h"
+#include "api_call.h"
 #include "errors.h"
 #include "files.h"
 #include "server.h"
+#include "upcall.h"
 #include "validate.h"
+#include "worker.h"
 #include "sockgate/error.h"
 #include "sockgate/frame.h"
 #include "sockgate/log.h"
@@ -40,11 +46,23 @@ struct file_meta {
     char sha256[72];
 };
 
-/* A download in progress: the backend connection and how much of its body is still to come. */
+/*
+ * A download in progress, read by libmicrohttpd's content callback straight
+ * from the backend socket: the call (its connection), the body bytes that
+ * came with the answer's header, how much of the body is still to come, and
+ * whether the connection waits (suspended) for the backend.
+ */
 struct get_state {
     struct request *rq;
-    struct upstream_conn *c;
-    uint64_t left;
+    struct upcall *call;
+    size_t pre_off;      /* next unserved byte of the call's res->body */
+    uint64_t left;       /* body bytes not yet handed to libmicrohttpd */
+    int is_partial;
+    uint64_t off, len;   /* the range asked for, when is_partial */
+    int is_waiting;      /* suspended until the backend socket is readable */
+    int is_stalled;      /* the backend sent nothing for the call's timeout */
+    int64_t stall_ms;    /* how long the backend may stay silent mid-body */
+    struct wk_timer stall;
 };
 
 void files_url_encode(const char *name, char *out, size_t outlen)
@@ -131,18 +149,20 @@ int files_conditions(struct request *rq, json_t **out)
     return *out ? SG_OK : request_fail(rq, SG_ERR_NOMEM, "out of memory");
 }
 
-/* Sends one small operation on rq->param and returns the answer header; errors are recorded in rq. */
-static int file_op(struct request *rq, const char *op, json_t **resp, char **body, size_t *body_len, size_t max)
+/*
+ * Starts one small operation on rq->param on the loop and defers rq until
+ * its answer: resume reads it with file_op_answer. Errors are recorded in rq.
+ */
+static int file_op(struct request *rq, const char *op, size_t max, int (*resume)(struct request *rq))
 {
     struct upstream *up = &rq->gw->backends[BACKEND_FILE];
-    char err[384] = "";
     json_t *hdr = json_pack("{s:s,s:s,s:s}", "op", op, "filename", rq->param, "id", rq->id);
-    int rc;
+    int rc, is_delete = strcmp(op, "delete") == 0;
     if (!hdr)
         return request_fail(rq, SG_ERR_INVALID_NAME, "%s", validate_name_not_utf8(rq->param));
     if (strcmp(op, "list") == 0)
         json_object_del(hdr, "filename");
-    if (strcmp(op, "delete") == 0) {
+    if (is_delete) {
         json_t *cond = NULL;
         rc = files_conditions(rq, &cond);
         if (rc != SG_OK) {
@@ -153,14 +173,21 @@ static int file_op(struct request *rq, const char *op, json_t **resp, char **bod
             json_object_update(hdr, cond);
         json_decref(cond);
     }
-    rc = upstream_call(up, hdr, NULL, 0, resp, body, body_len, max, request_deadline(rq), err, sizeof err);
+    /* Only reads are sent again on a fresh connection: a delete may have happened before the old one died. */
+    rc = api_call_frame(rq, up, hdr, max, !is_delete, resume);
     json_decref(hdr);
-    if (rc != SG_OK) {
-        json_decref(*resp);
-        *resp = NULL;
-        return request_fail(rq, rc, "%s", err);
+    return rc;
+}
+
+/* Returns the answer of rq's file_op (borrowed), or NULL with the failure recorded in rq. */
+static const struct upcall_result *file_op_answer(struct request *rq)
+{
+    const struct upcall_result *res = api_call_result(rq);
+    if (res->rc != SG_OK) {
+        request_fail(rq, res->rc, "%s", res->err);
+        return NULL;
     }
-    return SG_OK;
+    return res;
 }
 
 static int meta_from(struct request *rq, const json_t *h, struct file_meta *m)
@@ -175,16 +202,6 @@ static int meta_from(struct request *rq, const json_t *h, struct file_meta *m)
     m->mtime = mtime_ms / 1000; /* HTTP dates have whole seconds */
     snprintf(m->sha256, sizeof m->sha256, "%s", sha);
     return SG_OK;
-}
-
-static int stat_file(struct request *rq, struct file_meta *m)
-{
-    json_t *resp = NULL;
-    int rc = file_op(rq, "stat", &resp, NULL, NULL, 0);
-    if (rc == SG_OK)
-        rc = meta_from(rq, resp, m);
-    json_decref(resp);
-    return rc;
 }
 
 /* Adds the headers every answer about a file carries. */
@@ -268,31 +285,82 @@ static int parse_range(const char *h, uint64_t size, uint64_t *off, uint64_t *le
     return 1;
 }
 
+/* The body went wrong after the status line: all that is left is to cut the response short. */
+static ssize_t download_broke(struct get_state *st, int rc, const char *why)
+{
+    sg_warn("request %s: the file backend broke off the download with %llu bytes to go: %s", st->rq->id,
+            (unsigned long long)st->left, why);
+    upstream_failed(&st->rq->gw->backends[BACKEND_FILE], rc);
+    return MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+/*
+ * libmicrohttpd wants more of the body (its buffer is sent). Reads the
+ * backend socket without waiting: what is there goes straight into buf; with
+ * nothing there the connection is suspended until the socket's next edge, so
+ * a slow client leaves the bytes in the kernel and the backend slows down.
+ */
 static ssize_t read_download(void *cls, uint64_t pos, char *buf, size_t max)
 {
     struct get_state *st = cls;
-    size_t got = 0;
-    int rc;
+    const struct upcall_result *res = upcall_result(st->call);
+    size_t want = st->left < max ? (size_t)st->left : max;
+    ssize_t n;
     (void)pos;
-    if (st->left == 0 || !st->c)
+    if (st->left == 0)
         return MHD_CONTENT_READER_END_OF_STREAM;
-    rc = upstream_read_body(st->c, buf, st->left < max ? (size_t)st->left : max, &got, request_deadline(st->rq));
-    if (rc != SG_OK) {
-        /* The status line is long gone: all that is left is to cut the response short. */
-        sg_warn("request %s: the file backend broke off the download with %llu bytes to go: %s", st->rq->id,
-                (unsigned long long)st->left, sg_strerror(rc));
-        upstream_failed(st->c->up, rc);
-        upstream_release(st->c, 0);
-        st->c = NULL;
-        return MHD_CONTENT_READER_END_WITH_ERROR;
+    if (st->is_stalled)
+        return download_broke(st, SG_ERR_TIMEOUT, "it sent nothing before the deadline");
+    if (st->pre_off < res->body_len) { /* what came with the header goes first */
+        size_t k = res->body_len - st->pre_off;
+        if (k > want)
+            k = want;
+        memcpy(buf, res->body + st->pre_off, k);
+        st->pre_off += k;
+        n = (ssize_t)k;
+    } else {
+        do
+            n = recv(upcall_fd(st->call), buf, want, MSG_DONTWAIT);
+        while (n < 0 && errno == EINTR);
+        if (n == 0)
+            return download_broke(st, SG_ERR_CLOSED, "it closed the connection");
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            st->is_waiting = 1;
+            worker_timer_arm(worker_self(), &st->stall, sg_now_ms() + st->stall_ms);
+            worker_suspend(st->rq->conn);
+            return 0;
+        }
+        if (n < 0)
+            return download_broke(st, SG_ERR_CLOSED, strerror(errno));
     }
-    st->left -= got;
-    st->rq->bytes_out += got;
-    if (st->left == 0) {
-        upstream_release(st->c, 1);
-        st->c = NULL;
-    }
-    return (ssize_t)got;
+    st->left -= (uint64_t)n;
+    st->rq->bytes_out += (uint64_t)n;
+    /* Exactly the body and nothing past it: the connection is at a frame boundary, fit for the pool. */
+    if (st->left == 0 && st->pre_off >= res->body_len)
+        upcall_body_read_whole(st->call);
+    return n;
+}
+
+/* The backend socket has news (bytes, a hang-up): a download waiting for it goes on. */
+static void download_ready(void *arg, uint32_t events)
+{
+    struct get_state *st = arg;
+    (void)events;
+    if (!st->is_waiting)
+        return; /* libmicrohttpd will read it when it wants more */
+    st->is_waiting = 0;
+    worker_timer_cancel(worker_self(), &st->stall);
+    worker_resume(st->rq->conn);
+}
+
+static void download_stalled(struct wk_timer *t)
+{
+    struct get_state *st = (struct get_state *)((char *)t - offsetof(struct get_state, stall));
+    if (!st->is_waiting)
+        return;
+    st->is_waiting = 0;
+    st->is_stalled = 1;
+    worker_resume(st->rq->conn);
 }
 
 static ssize_t read_nothing(void *cls, uint64_t pos, char *buf, size_t max)
@@ -308,7 +376,8 @@ static void get_free(struct request *rq, int is_complete)
 {
     struct get_state *st = rq->state;
     (void)is_complete;
-    upstream_release(st->c, 0); /* still held: the client left before the end */
+    worker_timer_cancel(worker_self(), &st->stall);
+    upcall_free(st->call); /* pooled only when the body was read exactly; else closed */
     free(st);
     rq->state = NULL;
 }
@@ -391,27 +460,54 @@ static int answer_conditions(struct request *rq, const struct file_meta *m, cons
     return 1;
 }
 
-int api_files_get(struct request *rq)
+/* The download's answer header is in: the error, or a response whose body streams from the backend. */
+static int download_answer(struct request *rq)
+{
+    struct get_state *st = rq->state;
+    const struct upcall_result *res = upcall_result(st->call);
+    struct file_meta m = {0};
+    struct MHD_Response *resp;
+    char cr[96];
+    uint64_t size = res->body_size;
+    int rc;
+
+    if (res->rc != SG_OK)
+        return request_fail(rq, res->rc, "%s", res->err);
+    rc = meta_from(rq, res->header, &m);
+    if (rc != SG_OK)
+        return rc;
+    st->left = size;
+    if (size == 0 && res->body_len == 0)
+        upcall_body_read_whole(st->call);
+    upcall_on_ready(st->call, download_ready, st);
+    resp = MHD_create_response_from_callback(size, download_block(size), read_download, st, NULL);
+    if (!resp)
+        return request_fail(rq, SG_ERR_NOMEM, "out of memory");
+    add_file_headers(resp, rq->param, &m);
+    if (st->is_partial) {
+        snprintf(cr, sizeof cr, "bytes %llu-%llu/%llu", (unsigned long long)st->off,
+                 (unsigned long long)(st->off + size - 1), (unsigned long long)m.size);
+        MHD_add_response_header(resp, "Content-Range", cr);
+    }
+    return respond(rq, st->is_partial ? 206 : 200, resp);
+}
+
+static void download_started(struct upcall *c, const struct upcall_result *res, void *arg)
+{
+    (void)c;
+    (void)res;
+    request_wake(arg);
+}
+
+/* Asks the file backend for rq->param (of [off, off+len) when partial) on the loop, and defers rq until it answers. */
+static int start_download(struct request *rq, int partial, uint64_t off, uint64_t len)
 {
     struct upstream *up = &rq->gw->backends[BACKEND_FILE];
-    struct file_meta m = {0};
     struct get_state *st = NULL;
-    struct MHD_Response *resp;
-    json_t *hdr = NULL, *ans = NULL;
-    char err[384] = "", etag[80], cr[96];
-    uint64_t off = 0, len = 0, size = 0;
-    int partial = 0, rc;
+    json_t *hdr = NULL;
+    char err[384] = "";
+    int rc;
 
-    /* Only a conditional or ranged GET needs the size and sha256 before the download starts. */
-    if (request_header(rq, "Range") || request_header(rq, "If-None-Match") ||
-        request_header(rq, "If-Modified-Since")) {
-        rc = stat_file(rq, &m);
-        if (rc != SG_OK)
-            return rc;
-        snprintf(etag, sizeof etag, "\"%s\"", m.sha256);
-        if (answer_conditions(rq, &m, etag, &partial, &off, &len))
-            return rq->has_responded ? SG_OK : SG_ERR_NOMEM;
-    }
     hdr = json_pack("{s:s,s:s,s:s}", "op", "download", "filename", rq->param, "id", rq->id);
     if (!hdr)
         return request_fail(rq, SG_ERR_INVALID_NAME, "%s", validate_name_not_utf8(rq->param));
@@ -425,52 +521,61 @@ int api_files_get(struct request *rq)
         return request_fail(rq, SG_ERR_NOMEM, "out of memory");
     }
     st->rq = rq;
+    st->is_partial = partial;
+    st->off = off;
+    st->len = len;
+    st->stall.fire = download_stalled;
+    st->stall_ms = rq->gw->cfg.timeout_ms;
     rq->state = st;
     rq->state_free = get_free;
-    rc = upstream_begin(up, hdr, &st->c, request_deadline(rq), err, sizeof err);
+    rc = upcall_frame_head(up, hdr, 1, request_deadline(rq), download_started, rq, &st->call, err, sizeof err);
     json_decref(hdr);
     if (rc != SG_OK)
         return request_fail(rq, rc, "%s", err);
-    rc = upstream_read_header(st->c, &ans, &size, request_deadline(rq), err, sizeof err);
-    if (rc != SG_OK) {
-        upstream_release(st->c, 0);
-        st->c = NULL;
-        return request_fail(rq, upstream_failed(up, rc), "file backend at %s: %s", up->name, err);
-    }
-    rc = upstream_answer_error(up, ans, err, sizeof err);
-    if (rc != SG_OK || (rc = meta_from(rq, ans, &m)) != SG_OK) {
-        json_decref(ans);
-        if (upstream_skip_body(st->c, size, request_deadline(rq)) == SG_OK)
-            upstream_release(st->c, 1);
-        else
-            upstream_release(st->c, 0);
-        st->c = NULL;
-        return request_fail(rq, rc, "%s", err);
-    }
-    json_decref(ans);
-    st->left = size;
-    if (size == 0) {
-        upstream_release(st->c, 1);
-        st->c = NULL;
-    }
-    resp = MHD_create_response_from_callback(size, download_block(size), read_download, st, NULL);
-    if (!resp)
-        return request_fail(rq, SG_ERR_NOMEM, "out of memory");
-    add_file_headers(resp, rq->param, &m);
-    if (partial) {
-        snprintf(cr, sizeof cr, "bytes %llu-%llu/%llu", (unsigned long long)off,
-                 (unsigned long long)(off + size - 1), (unsigned long long)m.size);
-        MHD_add_response_header(resp, "Content-Range", cr);
-    }
-    return respond(rq, partial ? 206 : 200, resp);
+    request_defer(rq, download_answer);
+    return SG_OK;
 }
 
-int api_files_head(struct request *rq)
+/* A conditional or ranged GET's stat is in: 304, 416, or the download of what was asked. */
+static int get_after_stat(struct request *rq)
 {
+    const struct upcall_result *res = file_op_answer(rq);
+    struct file_meta m = {0};
+    uint64_t off = 0, len = 0;
+    char etag[80];
+    int partial = 0, rc;
+
+    if (!res)
+        return rq->err;
+    rc = meta_from(rq, res->header, &m);
+    api_call_end(rq);
+    if (rc != SG_OK)
+        return rc;
+    snprintf(etag, sizeof etag, "\"%s\"", m.sha256);
+    if (answer_conditions(rq, &m, etag, &partial, &off, &len))
+        return rq->has_responded ? SG_OK : request_fail(rq, SG_ERR_NOMEM, "out of memory");
+    return start_download(rq, partial, off, len);
+}
+
+int api_files_get(struct request *rq)
+{
+    /* Only a conditional or ranged GET needs the size and sha256 before the download starts. */
+    if (request_header(rq, "Range") || request_header(rq, "If-None-Match") ||
+        request_header(rq, "If-Modified-Since"))
+        return file_op(rq, "stat", 0, get_after_stat);
+    return start_download(rq, 0, 0, 0);
+}
+
+static int head_answer(struct request *rq)
+{
+    const struct upcall_result *res = file_op_answer(rq);
     struct file_meta m = {0};
     struct MHD_Response *resp;
     char etag[80];
-    int rc = stat_file(rq, &m);
+    int rc;
+    if (!res)
+        return rq->err;
+    rc = meta_from(rq, res->header, &m);
     if (rc != SG_OK)
         return rc;
     /* HEAD answers what GET would, 304 included (RFC 9110 9.3.2). */
@@ -487,37 +592,40 @@ int api_files_head(struct request *rq)
     return respond(rq, 200, resp);
 }
 
+int api_files_head(struct request *rq)
+{
+    return file_op(rq, "stat", 0, head_answer);
+}
+
+static int delete_answer(struct request *rq)
+{
+    return file_op_answer(rq) ? respond_empty(rq, 204) : rq->err;
+}
+
 int api_files_delete(struct request *rq)
 {
-    json_t *resp = NULL;
-    int rc;
     if (request_header(rq, "If-None-Match"))
         return request_fail(rq, SG_ERR_INVALID, "DELETE takes If-Match, not If-None-Match");
-    rc = file_op(rq, "delete", &resp, NULL, NULL, 0);
-    json_decref(resp);
-    return rc == SG_OK ? respond_empty(rq, 204) : rc;
+    return file_op(rq, "delete", 0, delete_answer);
+}
+
+static int list_answer(struct request *rq)
+{
+    const struct upcall_result *res = file_op_answer(rq);
+    json_t *list;
+    json_error_t jerr;
+    if (!res)
+        return rq->err;
+    list = res->body_len > 0 ? json_loadb(res->body, res->body_len, 0, &jerr) : json_array();
+    if (!json_is_array(list)) {
+        json_decref(list);
+        return request_fail(rq, upstream_failed(&rq->gw->backends[BACKEND_FILE], SG_ERR_PROTO),
+                            "the file backend's list is not a JSON array");
+    }
+    return respond_json(rq, 200, json_pack("{s:o}", "files", list));
 }
 
 int api_files_list(struct request *rq)
 {
-    json_t *resp = NULL, *list = NULL;
-    char *body = NULL;
-    size_t len = 0;
-    json_error_t jerr;
-    int rc = file_op(rq, "list", &resp, &body, &len, LIST_MAX_BODY);
-
-    json_decref(resp);
-    if (rc != SG_OK)
-        goto out;
-    list = len > 0 ? json_loadb(body, len, 0, &jerr) : json_array();
-    if (!json_is_array(list)) {
-        json_decref(list);
-        rc = request_fail(rq, upstream_failed(&rq->gw->backends[BACKEND_FILE], SG_ERR_PROTO),
-                          "the file backend's list is not a JSON array");
-        goto out;
-    }
-    rc = respond_json(rq, 200, json_pack("{s:o}", "files", list));
-out:
-    free(body);
-    return rc;
+    return file_op(rq, "list", LIST_MAX_BODY, list_answer);
 }

@@ -15,6 +15,7 @@
 #include "sockgate/error.h"
 #include "sockgate/log.h"
 #include "spool.h"
+#include "upcall.h"
 
 /* Files one request may carry. */
 #define MAX_PARTS 64
@@ -40,6 +41,12 @@ struct post_state {
     struct part parts[MAX_PARTS];
     size_t n_parts;
     int has_current; /* parts[n_parts - 1] is still receiving bytes */
+    struct spool_send *ss; /* the part on its way to the backend: parts[next - 1] */
+    size_t next;           /* the next part to send */
+    json_t *files;         /* the answers so far */
+    size_t n_undo;         /* after a refusal: parts[0 .. n_undo - 1] are still to be removed */
+    struct upcall *del;    /* the removal on its way */
+    int is_deleted;        /* it ended */
 };
 
 static void post_free(struct request *rq, int is_complete)
@@ -48,7 +55,10 @@ static void post_free(struct request *rq, int is_complete)
     (void)is_complete;
     if (st->pp)
         MHD_destroy_post_processor(st->pp);
+    spool_send_free(st->ss);
+    upcall_free(st->del);
     spool_close(&st->sp);
+    json_decref(st->files);
     metrics_uploads(-1);
     free(st);
     rq->state = NULL;
@@ -169,26 +179,110 @@ int api_files_post_body(struct request *rq, const char *data, size_t len)
     return SG_OK;
 }
 
-/* Removes the files of this request already stored, so a failed request leaves none of them (best effort). */
-static void roll_back(struct request *rq, size_t n_stored)
+static void deleted(struct upcall *c, const struct upcall_result *res, void *arg)
 {
-    for (size_t i = 0; i < n_stored; i++) {
-        struct post_state *st = rq->state;
-        json_t *hdr = json_pack("{s:s,s:s,s:s}", "op", "delete", "filename", st->parts[i].name, "id", rq->id);
-        json_t *resp = NULL;
-        char err[256];
-        if (hdr && upstream_call(&rq->gw->backends[BACKEND_FILE], hdr, NULL, 0, &resp, NULL, NULL, 0,
-                                 request_deadline(rq), err, sizeof err) != SG_OK)
-            sg_warn("request %s: could not remove %s after a failed upload: %s", rq->id, st->parts[i].name, err);
+    struct request *rq = arg;
+    struct post_state *st = rq->state;
+    (void)c;
+    (void)res;
+    st->is_deleted = 1;
+    request_wake(rq);
+}
+
+/*
+ * Removes the files of this request already stored, one after the other on
+ * the loop, so a failed request leaves none of them (best effort), then
+ * answers with the failure recorded in rq.
+ */
+static int roll_back(struct request *rq)
+{
+    struct post_state *st = rq->state;
+    for (;;) {
+        json_t *hdr;
+        char err[384] = "";
+        if (st->del) {
+            const struct upcall_result *res = upcall_result(st->del);
+            if (!st->is_deleted) {
+                request_defer(rq, roll_back);
+                return SG_OK;
+            }
+            if (res->rc != SG_OK)
+                sg_warn("request %s: could not remove %s after a failed upload: %s", rq->id,
+                        st->parts[st->n_undo].name, res->err);
+            upcall_free(st->del);
+            st->del = NULL;
+            st->is_deleted = 0;
+        }
+        if (st->n_undo == 0)
+            return rq->err;
+        st->n_undo--;
+        hdr = json_pack("{s:s,s:s,s:s}", "op", "delete", "filename", st->parts[st->n_undo].name, "id", rq->id);
+        if (!hdr || upcall_frame(&rq->gw->backends[BACKEND_FILE], hdr, NULL, 0, 0, 0, request_deadline(rq), deleted,
+                                 rq, &st->del, err, sizeof err) != SG_OK)
+            sg_warn("request %s: could not remove %s after a failed upload: %s", rq->id, st->parts[st->n_undo].name,
+                    hdr ? err : "out of memory");
         json_decref(hdr);
-        json_decref(resp);
     }
+}
+
+/* A part was refused: say which of the batch, and that none of the batch was kept. */
+static int refused(struct request *rq, size_t i, int rc)
+{
+    struct post_state *st = rq->state;
+    char why[200];
+    snprintf(why, sizeof why, "%.199s", rq->errmsg);
+    snprintf(rq->errmsg, sizeof rq->errmsg, "file %zu of %zu (\"%.200s\") was refused: %s; none was kept", i + 1,
+             st->n_parts, st->parts[i].name, why);
+    (void)rc;
+    spool_close(&st->sp);
+    st->n_undo = i;
+    return roll_back(rq);
+}
+
+static void part_sent(void *arg)
+{
+    request_wake(arg);
+}
+
+/*
+ * Sends the parts one after the other on the loop: each a spool_send, the
+ * request deferred while one is on its way. Runs from the finish step and
+ * again as the resume of each wait; answers 201 with every file once all are in.
+ */
+static int post_run(struct request *rq)
+{
+    struct post_state *st = rq->state;
+    int rc;
+    for (;;) {
+        if (st->ss) {
+            json_t *one = NULL;
+            if (!spool_send_is_done(st->ss)) {
+                request_defer(rq, post_run);
+                return SG_OK;
+            }
+            rc = spool_send_result(st->ss, &one);
+            spool_send_free(st->ss);
+            st->ss = NULL;
+            if (rc != SG_OK)
+                return refused(rq, st->next - 1, rc);
+            json_array_append_new(st->files, one);
+        }
+        if (st->next == st->n_parts)
+            break;
+        rc = spool_send_start(rq, &st->sp, st->parts[st->next].off, st->parts[st->next].size,
+                              st->parts[st->next].name, NULL, part_sent, rq, &st->ss);
+        st->next++;
+        if (rc != SG_OK)
+            return refused(rq, st->next - 1, rc);
+    }
+    spool_close(&st->sp);
+    rc = respond_json(rq, 201, json_pack("{s:O}", "files", st->files));
+    return rc;
 }
 
 int api_files_post_finish(struct request *rq)
 {
     struct post_state *st = rq->state;
-    json_t *files = json_array();
     int rc = SG_OK;
 
     /* Destroying the processor flushes the last part; it fails when the closing boundary never came. */
@@ -197,26 +291,11 @@ int api_files_post_finish(struct request *rq)
     st->pp = NULL;
     if (rc == SG_OK && st->n_parts == 0)
         rc = request_fail(rq, SG_ERR_INVALID, "the form holds no file part (curl -F file=@path)");
-    if (!files && rc == SG_OK)
+    if (rc == SG_OK && !(st->files = json_array()))
         rc = request_fail(rq, SG_ERR_NOMEM, "out of memory");
-    for (size_t i = 0; rc == SG_OK && i < st->n_parts; i++) {
-        json_t *one = NULL;
-        rc = spool_upload(rq, &st->sp, st->parts[i].off, st->parts[i].size, st->parts[i].name, NULL, &one);
-        if (rc != SG_OK) {
-            /* Say which file of the batch was refused, and that none of the batch was kept. */
-            char why[200];
-            snprintf(why, sizeof why, "%.199s", rq->errmsg);
-            snprintf(rq->errmsg, sizeof rq->errmsg, "file %zu of %zu (\"%.200s\") was refused: %s; none was kept",
-                     i + 1, st->n_parts, st->parts[i].name, why);
-            roll_back(rq, i);
-            break;
-        }
-        json_array_append_new(files, one);
-    }
-    spool_close(&st->sp);
     if (rc != SG_OK) {
-        json_decref(files);
+        spool_close(&st->sp);
         return rc;
     }
-    return respond_json(rq, 201, json_pack("{s:o}", "files", files));
+    return post_run(rq);
 }

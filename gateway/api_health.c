@@ -1,5 +1,6 @@
 /* api_health.c - GET /healthz (the process runs) and GET /readyz (a real round trip to each backend). */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
@@ -7,56 +8,115 @@
 #include "api.h"
 #include "balancer.h"
 #include "server.h"
+#include "upcall.h"
 #include "sockgate/error.h"
 
 /* A readiness probe never waits longer than this per backend, whatever --timeout-ms says. */
 #define PROBE_MAX_MS 2000
 #define PROBE_RETRY_MS 200
+/* The largest time reply the protocol allows (docs/protocol.md). */
+#define PROBE_REPLY_MAX 1100
 
 int api_healthz(struct request *rq)
 {
     return respond_json(rq, 200, json_pack("{s:s}", "status", "ok"));
 }
 
-/*
- * Probes a framed backend with an operation it does not have: any
- * well-formed answer, an error frame included, proves it is up and speaks
- * the protocol; silence, a hang-up or garbage does not.
- */
-static int probe_framed(struct upstream *up, const char *id, int64_t deadline, char *err, size_t errlen)
-{
-    json_t *req = json_pack("{s:s,s:s}", "op", "ping", "id", id), *resp = NULL;
+/* One backend's probe in flight, and what it found. */
+struct probe {
+    struct readyz *r;
+    enum backend_id id;
+    struct upcall *call;
+    int is_done;
     int rc;
-    if (!req)
-        return SG_ERR_NOMEM;
-    /* upstream_call checks the answer is this request's and names this service (reply_check.c). */
-    rc = upstream_call(up, req, NULL, 0, &resp, NULL, NULL, 1u << 20, deadline, err, errlen);
-    json_decref(req);
-    json_decref(resp);
-    return rc;
+    char err[384];
+    int64_t t0_us, latency_us;
+};
+
+/* All of /readyz's probes: they run at once on the loop, so the answer takes the slowest one, not their sum. */
+struct readyz {
+    struct request *rq;
+    struct probe p[BACKEND__COUNT];
+    int pending;
+};
+
+static int64_t now_us(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
 }
 
-static int probe(struct upstream *up, const char *id, char *err, size_t errlen)
+static void probe_end(struct probe *p, int rc, const char *err)
+{
+    p->is_done = 1;
+    p->rc = rc;
+    p->latency_us = now_us() - p->t0_us;
+    if (rc != SG_OK)
+        snprintf(p->err, sizeof p->err, "%s", err && *err ? err : sg_strerror(rc));
+}
+
+static void probe_done(struct upcall *c, const struct upcall_result *res, void *arg)
+{
+    struct probe *p = arg;
+    int rc = res->rc;
+    (void)c;
+    /* The echo must give back what it got; any answer of the others' counts (reply_check vetted it). */
+    if (rc == SG_OK && p->id == BACKEND_ECHO && (res->body_len != 4 || strncasecmp(res->body, "ping", 4) != 0)) {
+        probe_end(p, upstream_failed(&p->r->rq->gw->backends[BACKEND_ECHO], SG_ERR_PROTO),
+                  "answered \"ping\" with something else");
+    } else {
+        probe_end(p, rc, res->err);
+    }
+    if (--p->r->pending == 0)
+        request_wake(p->r->rq);
+}
+
+/*
+ * Starts the probe of one backend: the echo's "ping", an empty time datagram
+ * (the default format: any reply is a working backend), and to the framed
+ * ones an operation every service answers, "ping" (reply_check: the answer
+ * must name the service). A probe that cannot even start ends at once.
+ */
+static void probe_start(struct readyz *r, struct probe *p, struct upstream *up)
 {
     int64_t deadline = sg_now_ms() + (up->timeout_ms < PROBE_MAX_MS ? up->timeout_ms : PROBE_MAX_MS);
-    char reply[1100];
-    size_t got = 0;
+    char err[384] = "";
+    json_t *req = NULL;
     int rc;
 
+    p->r = r;
+    p->id = up->id;
+    p->t0_us = now_us();
     switch (up->id) {
     case BACKEND_ECHO:
-        rc = upstream_exchange_raw(up, "ping", reply, 4, 4, deadline, err, errlen);
-        if (rc == SG_OK && strncasecmp(reply, "ping", 4) != 0) {
-            snprintf(err, errlen, "answered \"ping\" with something else");
-            rc = upstream_failed(up, SG_ERR_PROTO);
-        }
-        return rc;
+        rc = upcall_raw(up, "ping", 4, 4, deadline, probe_done, p, &p->call, err, sizeof err);
+        break;
     case BACKEND_TIME:
-        /* An empty datagram asks for the default format: any reply at all is a working backend. */
-        return upstream_datagram(up, "", 0, reply, sizeof reply, &got, PROBE_RETRY_MS, deadline, err, errlen);
+        rc = upcall_datagram(up, "", 0, PROBE_REPLY_MAX, PROBE_RETRY_MS, deadline, probe_done, p, &p->call, err,
+                             sizeof err);
+        break;
     default:
-        return probe_framed(up, id, deadline, err, errlen);
+        req = json_pack("{s:s,s:s}", "op", "ping", "id", r->rq->id);
+        rc = req ? upcall_frame(up, req, NULL, 0, 1u << 20, 1, deadline, probe_done, p, &p->call, err, sizeof err)
+                 : SG_ERR_NOMEM;
+        json_decref(req);
+        break;
     }
+    if (rc != SG_OK)
+        probe_end(p, rc, err);
+    else
+        r->pending++;
+}
+
+static void readyz_free(struct request *rq, int is_complete)
+{
+    struct readyz *r = rq->state;
+    (void)is_complete;
+    for (int id = 0; id < BACKEND__COUNT; id++)
+        upcall_free(r->p[id].call); /* a probe still running when the client left is cancelled */
+    free(r);
+    rq->state = NULL;
 }
 
 /* What confines the embedded exec's commands: each protection on or off, and the start-up log's summary line. */
@@ -67,8 +127,10 @@ static json_t *sandbox_json(const struct gw_sandbox_report *r)
                      "no_new_privs", r->no_new_privs, "summary", r->summary);
 }
 
-int api_readyz(struct request *rq)
+/* Every probe ended: the verdict, and with the token each backend's state. */
+static int readyz_answer(struct request *rq)
 {
+    struct readyz *r = rq->state;
     json_t *backends = json_object(), *body;
     int is_ready = 1;
 
@@ -76,33 +138,28 @@ int api_readyz(struct request *rq)
         return request_fail(rq, SG_ERR_NOMEM, "out of memory");
     for (int id = 0; id < BACKEND__COUNT; id++) {
         struct upstream *up = &rq->gw->backends[id];
-        char err[384] = "", addr_text[SG_ADDR_STRLEN];
+        struct probe *p = &r->p[id];
+        char addr_text[SG_ADDR_STRLEN];
         struct sg_addr addr;
-        struct timespec t0, t1;
         json_t *state;
-        int rc;
         if (!up->is_configured) {
             json_object_set_new(backends, backend_name(id),
                                 json_pack("{s:b,s:b,s:s}", "ok", 0, "configured", 0, "error",
                                           "not built into this gateway and no address given"));
             continue;
         }
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        rc = probe(up, rq->id, err, sizeof err);
-        clock_gettime(CLOCK_MONOTONIC, &t1);
         upstream_addr(up, &addr, addr_text, sizeof addr_text);
-        state = json_pack("{s:b,s:b,s:s,s:b,s:I}", "ok", rc == SG_OK, "configured", 1, "address", addr_text,
-                          "embedded", up->is_embedded, "latency_us",
-                          (json_int_t)((t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000));
-        if (state && rc != SG_OK)
-            json_object_set_new(state, "error", json_string(err[0] ? err : sg_strerror(rc)));
+        state = json_pack("{s:b,s:b,s:s,s:b,s:I}", "ok", p->rc == SG_OK, "configured", 1, "address", addr_text,
+                          "embedded", up->is_embedded, "latency_us", (json_int_t)p->latency_us);
+        if (state && p->rc != SG_OK)
+            json_object_set_new(state, "error", json_string(p->err));
+        if (state && id == BACKEND_EXEC && rq->gw->exec_sandbox.is_known)
+            json_object_set_new(state, "sandbox", sandbox_json(&rq->gw->exec_sandbox));
         /* Every replica the name resolves to, with its health as the balancer sees it from real calls. */
         if (state && up->bal)
             json_object_set_new(state, "addresses", balancer_report(up->bal));
-        if (state && id == BACKEND_EXEC && rq->gw->exec_sandbox.is_known)
-            json_object_set_new(state, "sandbox", sandbox_json(&rq->gw->exec_sandbox));
         json_object_set_new(backends, backend_name(id), state);
-        if (rc != SG_OK)
+        if (p->rc != SG_OK)
             is_ready = 0;
     }
     /* Draining (after SIGTERM): still serving, but load balancers must send new clients elsewhere. */
@@ -118,4 +175,21 @@ int api_readyz(struct request *rq)
     if (body && atomic_load(&rq->gw->is_draining))
         json_object_set_new(body, "draining", json_true());
     return respond_json(rq, is_ready ? 200 : 503, body);
+}
+
+int api_readyz(struct request *rq)
+{
+    struct readyz *r = calloc(1, sizeof *r);
+    if (!r)
+        return request_fail(rq, SG_ERR_NOMEM, "out of memory");
+    r->rq = rq;
+    rq->state = r;
+    rq->state_free = readyz_free;
+    for (int id = 0; id < BACKEND__COUNT; id++)
+        if (rq->gw->backends[id].is_configured)
+            probe_start(r, &r->p[id], &rq->gw->backends[id]);
+    if (r->pending == 0) /* nothing to wait for: every probe ended at its start, or none is configured */
+        return readyz_answer(rq);
+    request_defer(rq, readyz_answer);
+    return SG_OK;
 }

@@ -162,8 +162,16 @@ static int expand_embedded_listen(const char *text, struct gw_config *cfg)
 /* Parses argv and the environment into cfg; returns 0 to run, 1 to exit 0, 2 to exit 2. */
 static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_routes)
 {
+    /*
+     * One worker per core: no handler blocks its loop any more (the chat's
+     * subscribe handshake aside), so more threads than cores only add
+     * context switches.
+     */
+    static char cores[16];
+    long n_cores = sysconf(_SC_NPROCESSORS_ONLN);
+    snprintf(cores, sizeof cores, "%ld", n_cores < 1 ? 1 : n_cores > 256 ? 256 : n_cores);
     struct flags f = {.listen = GW_DEFAULT_LISTEN, .max_upload = "16G",
-                      .max_json = "1M", .threads = "8", .max_conns = "16384", .timeout = "10s", .grace = "10s",
+                      .max_json = "1M", .threads = cores, .max_conns = "16384", .timeout = "10s", .grace = "10s",
                       .drain = "0", .resolve_interval = "5s", .eject = "2s",
                       .header_timeout = "20s", .body_timeout = "30s", .upload_expiry = "24h", .log_format = "text", .cfg = cfg,
                       .ws_max_message = "1M", .ws_ping = "30s", .ws_pong = "10s", .ws_idle = "1h"};
@@ -218,7 +226,7 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
         {"max-upload", "SOCKGATE_MAX_UPLOAD", "SIZE", "largest upload (PUT body or multipart total)",
          &f.max_upload, NULL, NULL},
         {"max-json", "SOCKGATE_MAX_JSON", "SIZE", "largest JSON request body", &f.max_json, NULL, NULL},
-        {"threads", "SOCKGATE_THREADS", "N", "HTTP worker threads, each an event loop over its own connections",
+        {"threads", "SOCKGATE_THREADS", "N", "HTTP worker threads, each an event loop over its own connections; by default one per online core",
          &f.threads, NULL, NULL},
         {"max-conns", "SOCKGATE_MAX_CONNS", "N", "client connections served at once (more wait in the backlog)",
          &f.max_conns, NULL, NULL},

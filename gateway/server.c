@@ -615,6 +615,23 @@ void request_defer(struct request *rq, int (*resume)(struct request *rq))
     worker_suspend(rq->conn);
 }
 
+void request_hold_body(struct request *rq, size_t left)
+{
+    rq->body_left = left;
+    if (rq->is_body_held)
+        return;
+    rq->is_body_held = 1;
+    worker_suspend(rq->conn);
+}
+
+void request_release_body(struct request *rq)
+{
+    if (!rq->is_body_held)
+        return;
+    rq->is_body_held = 0;
+    worker_resume(rq->conn);
+}
+
 void request_wake(struct request *rq)
 {
     if (!rq->resume || rq->is_woken)
@@ -695,10 +712,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (*upload_data_size > 0) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
-        rq->bytes_in += n;
+        rq->body_left = 0;
         /* After an early answer or a failure the rest of the body is read and dropped. */
         if (!rq->has_responded && rq->err == SG_OK)
             request_body(rq, upload_data, n);
+        if (rq->is_body_held && rq->err == SG_OK && !rq->has_responded && rq->body_left <= n) {
+            *upload_data_size = rq->body_left; /* given again after request_release_body */
+            n -= rq->body_left;
+        } else if (rq->is_body_held) {
+            request_release_body(rq); /* failed meanwhile: the rest is read and dropped */
+        }
+        rq->bytes_in += n;
         return MHD_YES;
     }
     if (rq->resume)

@@ -46,6 +46,8 @@ struct request {
     size_t body_len, body_cap;
     int (*resume)(struct request *rq); /* set while the request waits on the loop (request_defer) */
     int is_woken;              /* request_wake ran: the deferred answer is ready */
+    int is_body_held;          /* request_hold_body ran: the connection waits for request_release_body */
+    size_t body_left;          /* bytes of the current body piece the handler did not take */
     void *state;               /* the handler's own state, freed by state_free */
     void (*state_free)(struct request *rq, int is_complete);
 };
@@ -81,6 +83,18 @@ void request_defer(struct request *rq, int (*resume)(struct request *rq));
 
 /* Marks a deferred request's answer ready and resumes its connection (worker thread only). */
 void request_wake(struct request *rq);
+
+/*
+ * Called by a body handler that cannot take the last left bytes of the piece
+ * it was given (its backend does not take more now): libmicrohttpd keeps
+ * them and the connection is suspended, so the client is read no further
+ * (TCP slows it down) until request_release_body; then the handler gets
+ * those bytes again. A client that hangs up meanwhile ends the request.
+ */
+void request_hold_body(struct request *rq, size_t left);
+
+/* Resumes a request held by request_hold_body (worker thread; nothing when it is not held). */
+void request_release_body(struct request *rq);
 
 /* Records the request's first failure (later ones are dropped) and returns err. */
 int request_fail(struct request *rq, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

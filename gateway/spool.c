@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "server.h"
+#include "upcall.h"
 #include "sockgate/error.h"
 #include "sockgate/frame.h"
 #include "sockgate/opts.h"
@@ -140,4 +141,96 @@ int spool_upload(struct request *rq, const struct spool *s, uint64_t off, uint64
     if (rc != SG_OK)
         return request_fail(rq, rc, "%s", err);
     return *result ? SG_OK : request_fail(rq, SG_ERR_NOMEM, "out of memory");
+}
+
+/* ---- the same on the loop ---- */
+
+struct spool_send {
+    struct request *rq;
+    struct upcall *call;
+    int fd;
+    uint64_t off, end;
+    int is_done;
+    void (*sent)(void *arg);
+    void *arg;
+};
+
+static void send_done(struct upcall *c, const struct upcall_result *res, void *arg)
+{
+    struct spool_send *ss = arg;
+    (void)c;
+    (void)res;
+    ss->is_done = 1;
+    ss->sent(ss->arg);
+}
+
+/* Sends what the socket takes now (sendfile: no copy in user space). */
+static void send_more(struct upcall *c, void *arg)
+{
+    struct spool_send *ss = arg;
+    while (ss->off < ss->end) {
+        uint64_t n = ss->end - ss->off;
+        if (upcall_sendfile(c, ss->fd, &ss->off, n > (1u << 30) ? (1u << 30) : (size_t)n) <= 0)
+            return; /* full (writable() comes back), or ended (send_done ran) */
+    }
+}
+
+int spool_send_start(struct request *rq, const struct spool *s, uint64_t off, uint64_t len, const char *name,
+                     const json_t *conditions, void (*sent)(void *arg), void *arg, struct spool_send **out)
+{
+    struct spool_send *ss = calloc(1, sizeof *ss);
+    json_t *hdr = NULL;
+    char err[384] = "";
+    int rc;
+
+    *out = NULL;
+    if (!ss)
+        return request_fail(rq, SG_ERR_NOMEM, "out of memory");
+    hdr = json_pack("{s:s,s:s,s:I,s:s}", "op", "upload", "filename", name, "total_size", (json_int_t)len, "id",
+                    rq->id);
+    if (!hdr) {
+        free(ss);
+        return request_fail(rq, SG_ERR_INVALID, "the file name is not valid UTF-8");
+    }
+    if (conditions)
+        json_object_update(hdr, (json_t *)conditions);
+    ss->rq = rq;
+    ss->fd = s->fd;
+    ss->off = off;
+    ss->end = off + len;
+    ss->sent = sent;
+    ss->arg = arg;
+    rc = upcall_frame_feed(&rq->gw->backends[BACKEND_FILE], hdr, len, request_deadline(rq), send_more, send_done, ss,
+                           &ss->call, err, sizeof err);
+    json_decref(hdr);
+    if (rc != SG_OK) {
+        free(ss);
+        return request_fail(rq, rc, "%s", err);
+    }
+    *out = ss;
+    send_more(ss->call, ss); /* a pooled connection takes it at once; a fresh one says writable() when connected */
+    return SG_OK;
+}
+
+int spool_send_is_done(const struct spool_send *ss)
+{
+    return ss->is_done;
+}
+
+int spool_send_result(struct spool_send *ss, json_t **result)
+{
+    const struct upcall_result *res = upcall_result(ss->call);
+    *result = NULL;
+    if (res->rc != SG_OK)
+        return request_fail(ss->rq, res->rc, "%s", res->err);
+    *result = upload_result(res->header);
+    return *result ? SG_OK : request_fail(ss->rq, SG_ERR_NOMEM, "out of memory");
+}
+
+void spool_send_free(struct spool_send *ss)
+{
+    if (!ss)
+        return;
+    upcall_free(ss->call);
+    free(ss);
 }

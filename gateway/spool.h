@@ -37,6 +37,27 @@ void spool_close(struct spool *s);
 int spool_upload(struct request *rq, const struct spool *s, uint64_t off, uint64_t len, const char *name,
                  const json_t *conditions, json_t **result);
 
+/*
+ * The loop's way to do what spool_upload does: sends len bytes of s from off
+ * to the file backend as name (with conditions, as there) on the worker's
+ * loop, sendfile as the socket takes it. sent(arg) runs on the loop when the
+ * backend answered or the upload failed, possibly from inside this call;
+ * spool_send_is_done says so either way. Returns SG_OK and *out, or the
+ * error recorded in rq. s must stay open until spool_send_free.
+ */
+struct spool_send;
+int spool_send_start(struct request *rq, const struct spool *s, uint64_t off, uint64_t len, const char *name,
+                     const json_t *conditions, void (*sent)(void *arg), void *arg, struct spool_send **out);
+
+/* 1 once the backend answered the upload or it failed. */
+int spool_send_is_done(const struct spool_send *ss);
+
+/* After spool_send_is_done: SG_OK and *result ({"name", "size", "sha256", "created"}, new), or the error recorded in rq. */
+int spool_send_result(struct spool_send *ss, json_t **result);
+
+/* Ends ss: an upload still running is cut (the backend drops its partial file). ss may be NULL. */
+void spool_send_free(struct spool_send *ss);
+
 /* Picks {"name", "size", "sha256"} out of the file backend's upload answer; a new reference or NULL. */
 json_t *upload_result(const json_t *resp);
 

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -99,6 +100,14 @@ struct upcall {
     upcall_done_fn done;
     void *arg;
     struct upcall_result res;
+    int is_head_only;       /* upcall_frame_head: end at the answer's header */
+    upcall_ready_fn ready;  /* after a head-only call: who reads the body */
+    void *ready_arg;
+    int is_body_fed;        /* upcall_frame_feed: the caller sends the body */
+    uint64_t body_owed;     /* body bytes the header announced and the caller has not sent yet */
+    int64_t step_ms;        /* how long one body write may wait for the backend, and the answer after the body */
+    upcall_writable_fn writable; /* the caller's body may go on */
+    void *writable_arg;
 };
 
 /* ---- the per-worker pool ---- */
@@ -523,6 +532,24 @@ static int take_frame(struct upcall *c, const uint8_t *buf, size_t len)
                 fail(c, SG_ERR_PROTO, why);
                 return -1;
             }
+            if (c->is_head_only) {
+                char msg[300];
+                int rc = upstream_answer_error(c->up, c->res.header, msg, sizeof msg);
+                free(c->res.body);
+                c->res.body = malloc(len + 1); /* body bytes that came with the header */
+                if (!c->res.body) {
+                    finish(c, SG_ERR_NOMEM, "out of memory");
+                    return -1;
+                }
+                memcpy(c->res.body, buf, len);
+                c->res.body[len] = '\0';
+                c->res.body_len = len;
+                c->res.body_size = size;
+                if (rc != SG_OK)
+                    snprintf(c->res.err, sizeof c->res.err, "%s", msg);
+                finish(c, rc, NULL);
+                return -1;
+            }
             if (size > c->max_body) {
                 snprintf(why, sizeof why, "answered with a %llu-byte body, over the gateway's limit of %zu bytes",
                          (unsigned long long)size, c->max_body);
@@ -550,7 +577,7 @@ static int take_frame(struct upcall *c, const uint8_t *buf, size_t len)
             if (c->res.body)
                 c->res.body[c->res.body_len] = '\0';
             /* Bytes past the answer were never asked for: the stream is not at a boundary we can trust. */
-            c->is_reusable = len == 0 && c->out_off == c->out_len;
+            c->is_reusable = len == 0 && c->out_off == c->out_len && c->body_owed == 0;
             rc = upstream_answer_error(c->up, c->res.header, msg, sizeof msg);
             if (rc != SG_OK)
                 snprintf(c->res.err, sizeof c->res.err, "%s", msg);
@@ -611,8 +638,11 @@ static int pump_in(struct upcall *c)
 static void on_owned(struct upcall *c, uint32_t events)
 {
     struct wk_watch *w = &c->bc->watch;
-    if (c->state == ST_DONE)
+    if (c->state == ST_DONE) {
+        if (c->ready)
+            c->ready(c->ready_arg, events); /* a head-only call's body, streamed by its caller */
         return; /* the answer is in; the connection waits for upcall_free */
+    }
     if (c->state == ST_CONNECTING) {
         int soerr = 0;
         socklen_t len = sizeof soerr;
@@ -635,7 +665,12 @@ static void on_owned(struct upcall *c, uint32_t events)
     }
     if (pump_out(c) < 0)
         return;
-    (void)pump_in(c);
+    if (pump_in(c) < 0)
+        return;
+    /* The header is out and the socket may take more: the caller's body goes on (it may end c). */
+    if (c->is_body_fed && c->body_owed > 0 && c->out_off == c->out_len && c->writable &&
+        (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+        c->writable(c, c->writable_arg);
 }
 
 static void on_deadline(struct wk_timer *t)
@@ -854,4 +889,138 @@ int upcall_datagram(struct upstream *up, const void *req, size_t len, size_t cap
     }
     *out = c;
     return SG_OK;
+}
+
+int upcall_frame_head(struct upstream *up, const json_t *header, int is_replayable, int64_t deadline_ms,
+                      upcall_done_fn done, void *arg, struct upcall **out, char *err, size_t errlen)
+{
+    /* Nothing can be sent before the call exists: it is marked before the first answer byte is read. */
+    int rc = upcall_frame(up, header, NULL, 0, 0, is_replayable, deadline_ms, done, arg, out, err, errlen);
+    if (rc == SG_OK)
+        (*out)->is_head_only = 1;
+    return rc;
+}
+
+int upcall_fd(const struct upcall *c)
+{
+    return c->bc ? c->bc->watch.fd : -1;
+}
+
+void upcall_on_ready(struct upcall *c, upcall_ready_fn ready, void *arg)
+{
+    c->ready = ready;
+    c->ready_arg = arg;
+}
+
+void upcall_body_read_whole(struct upcall *c)
+{
+    c->is_reusable = c->state == ST_DONE && c->out_off == c->out_len;
+}
+
+/* ---- a request body fed by the caller (uploads) ---- */
+
+int upcall_frame_feed(struct upstream *up, const json_t *header, uint64_t body_size, int64_t deadline_ms,
+                      upcall_writable_fn writable, upcall_done_fn done, void *arg, struct upcall **out, char *err,
+                      size_t errlen)
+{
+    /* Never replayed: once a body byte went out, no one has the bytes to send again. */
+    int rc = upcall_frame(up, header, NULL, 0, 0, 0, deadline_ms, done, arg, out, err, errlen);
+    if (rc == SG_OK) {
+        (*out)->is_body_fed = 1;
+        (*out)->body_owed = body_size;
+        (*out)->writable = writable;
+        (*out)->writable_arg = arg;
+        (*out)->step_ms = deadline_ms - sg_now_ms();
+    }
+    return rc;
+}
+
+uint64_t upcall_body_owed(const struct upcall *c)
+{
+    return c->body_owed;
+}
+
+/*
+ * After a body write of w bytes (0: the socket was full). The deadline runs
+ * only while the backend keeps us waiting: from a write it did not take,
+ * and for its answer once the body is out; a client that is slow to send
+ * is its own deadline's business (--body-timeout), not the backend's.
+ */
+static void body_wrote(struct upcall *c, ssize_t w)
+{
+    if (w > 0)
+        c->body_owed -= (uint64_t)w;
+    if (w > 0 && c->body_owed > 0)
+        worker_timer_cancel(c->wk, &c->deadline);
+    else if (c->body_owed == 0 || !c->deadline.slot)
+        worker_timer_arm(c->wk, &c->deadline, sg_now_ms() + c->step_ms);
+}
+
+/* Returns 1 when c may take body bytes now: running, connected, its header out whole. */
+static int takes_body(const struct upcall *c)
+{
+    return c->is_body_fed && c->state == ST_EXCHANGING && c->out_off == c->out_len;
+}
+
+ssize_t upcall_send(struct upcall *c, const void *buf, size_t len)
+{
+    ssize_t w;
+    if (c->state == ST_DONE)
+        return -1;
+    if (len > c->body_owed)
+        len = (size_t)c->body_owed; /* never a byte past what the header announced */
+    if (!takes_body(c) || len == 0)
+        return 0;
+    do
+        w = send(c->bc->watch.fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (w < 0 && errno == EINTR);
+    if (w < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            body_wrote(c, 0);
+            return 0;
+        }
+        /* The answer (an error frame the backend sent before closing) may be there to read. */
+        if (pump_in(c) == 0 && c->state != ST_DONE)
+            fail(c, SG_ERR_CLOSED, "closed the connection in the middle of the body");
+        return -1;
+    }
+    body_wrote(c, w);
+    return w;
+}
+
+ssize_t upcall_sendfile(struct upcall *c, int fd, uint64_t *off, size_t len)
+{
+    off_t o = (off_t)*off;
+    ssize_t w;
+    if (c->state == ST_DONE)
+        return -1;
+    if (len > c->body_owed)
+        len = (size_t)c->body_owed;
+    if (!takes_body(c) || len == 0)
+        return 0;
+    do
+        w = sendfile(c->bc->watch.fd, fd, &o, len);
+    while (w < 0 && errno == EINTR);
+    if (w < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            body_wrote(c, 0);
+            return 0;
+        }
+        if (errno != EPIPE && errno != ECONNRESET) {
+            char why[200];
+            snprintf(why, sizeof why, "sendfile: %s", strerror(errno));
+            fail(c, SG_ERR_SYS, why);
+            return -1;
+        }
+        if (pump_in(c) == 0 && c->state != ST_DONE)
+            fail(c, SG_ERR_CLOSED, "closed the connection in the middle of the body");
+        return -1;
+    }
+    if (w == 0) { /* the file is shorter than said: the frame can never be completed */
+        fail(c, SG_ERR_SYS, "the spool file ended before the body did");
+        return -1;
+    }
+    *off = (uint64_t)o;
+    body_wrote(c, w);
+    return w;
 }

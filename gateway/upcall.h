@@ -5,6 +5,7 @@
 #include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "balancer.h"
 #include "upstream.h"
@@ -18,6 +19,7 @@ struct upcall_result {
     json_t *header;   /* framed: the answer's header (also on a backend error frame) */
     char *body;       /* framed: the answer's body, NUL-terminated (NULL when empty); raw: the reply */
     size_t body_len;
+    uint64_t body_size; /* upcall_frame_head: the answer's whole body size, as its header announced */
 };
 
 /* Runs on the loop's thread when the exchange ended; the upcall stays the caller's until upcall_free. */
@@ -50,6 +52,62 @@ int upcall_raw(struct upstream *up, const void *req, size_t len, size_t piece, i
 int upcall_datagram(struct upstream *up, const void *req, size_t len, size_t cap, int retry_ms,
                     int64_t deadline_ms, upcall_done_fn done, void *arg, struct upcall **out, char *err,
                     size_t errlen);
+
+/*
+ * Like upcall_frame, but the exchange ends as soon as the answer's header is
+ * in (checked the same way, a backend error frame included): its body stays
+ * on the connection for the caller to stream (upcall_fd, upcall_on_ready).
+ * res->body_size is the body's size; res->body holds the body_len bytes of it
+ * (or past it) that came with the header. The connection is pooled at
+ * upcall_free only after upcall_body_read_whole.
+ */
+int upcall_frame_head(struct upstream *up, const json_t *header, int is_replayable, int64_t deadline_ms,
+                      upcall_done_fn done, void *arg, struct upcall **out, char *err, size_t errlen);
+
+/* Readiness of an ended call's connection (EPOLLIN, EPOLLRDHUP...), on the loop's thread. */
+typedef void (*upcall_ready_fn)(void *arg, uint32_t events);
+
+/* After upcall_frame_head ended: the connection's descriptor (non-blocking; the caller reads, never closes). */
+int upcall_fd(const struct upcall *c);
+
+/* After upcall_frame_head ended: ready(arg, events) runs on each readiness edge of its connection (edge-triggered). */
+void upcall_on_ready(struct upcall *c, upcall_ready_fn ready, void *arg);
+
+/* Says the caller read the answer's body exactly, nothing past it: the connection may go back to the pool. */
+void upcall_body_read_whole(struct upcall *c);
+
+/* The caller's body may go on: c's connection can take more (on the loop's thread; it may send or end c). */
+typedef void (*upcall_writable_fn)(struct upcall *c, void *arg);
+
+/*
+ * Starts a framed exchange whose body_size-byte body the caller sends
+ * itself, block by block, without ever blocking the loop (uploads): header
+ * must announce the size (total_size). upcall_send and upcall_sendfile take
+ * what the connection takes now; writable(c, arg) runs when it can take more.
+ * The answer is read as in upcall_frame (its body up to nothing: uploads are
+ * answered by a header) and done() runs with it, possibly before the whole
+ * body went out (a backend that refuses it answers early and closes). The
+ * deadline (as a duration from now) bounds the connect, each wait of a
+ * write the backend does not take, and the answer after the body; never
+ * the client's pauses between blocks. Never replayed.
+ */
+int upcall_frame_feed(struct upstream *up, const json_t *header, uint64_t body_size, int64_t deadline_ms,
+                      upcall_writable_fn writable, upcall_done_fn done, void *arg, struct upcall **out, char *err,
+                      size_t errlen);
+
+/*
+ * Sends at most len body bytes of buf now, never more than the header
+ * announced. Returns the bytes sent (0: not connected yet or the socket is
+ * full: writable() says when to try again), or -1 when c ended (done() ran,
+ * or runs, with why).
+ */
+ssize_t upcall_send(struct upcall *c, const void *buf, size_t len);
+
+/* Like upcall_send, from file fd at *off (sendfile, no copy), advancing *off. */
+ssize_t upcall_sendfile(struct upcall *c, int fd, uint64_t *off, size_t len);
+
+/* Returns the body bytes c still owes its backend. */
+uint64_t upcall_body_owed(const struct upcall *c);
 
 /* Returns c's result (valid once done() ran, until upcall_free). */
 const struct upcall_result *upcall_result(const struct upcall *c);

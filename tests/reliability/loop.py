@@ -10,6 +10,10 @@ requests.
    other routes (healthz, echo, time) keep a p99 under 20 ms (exec's is shown: spawning a command
    alone can take that long here); once the backend runs again every call piled up is answered
    (by it, or 504 at the gateway's deadline), none hangs.
+3. 150 uploads that stall after their head (the embedded file service serves 128 connections at
+   once): first raw sockets that send a PUT head and one byte, then slowhttptest -B (slow body)
+   when it is installed. Meanwhile uploads, downloads (whole and ranged) and listings keep
+   answering 2xx: a stalled upload holds no connection of the file service.
 
 Every probe is paired with a round trip to a separately started echo server (the control): a slow
 probe whose control was slow too is the machine's, and is reported as such.
@@ -19,8 +23,10 @@ import http.client
 import json
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import sys
 import threading
 
@@ -240,6 +246,89 @@ def frozen_backend(fig, gw, control, backend, path, body, others, args):
     report_probes(fig, "%s_frozen" % name, lat, ctl, "<", FROZEN_P99_MS, "p99", gw, probes.slowest)
 
 
+N_STALLED = 150
+FILE_ROUNDS = 20
+
+
+def uploads_in_flight(port):
+    """The gateway's sockgate_uploads_in_flight gauge (-1 when /metrics cannot be read)."""
+    try:
+        status, _, body = rellib.request(port, "GET", "/metrics", timeout=5)
+    except OSError:
+        return -1
+    for line in body.decode(errors="replace").splitlines():
+        if line.startswith("sockgate_uploads_in_flight "):
+            return int(float(line.split()[1]))
+    return -1
+
+
+def file_rounds(port, tag):
+    """FILE_ROUNDS rounds of upload, download, ranged download and listing; returns the failures."""
+    bad = []
+    for i in range(FILE_ROUNDS):
+        name = "/api/v1/files/%s-%d.bin" % (tag, i)
+        data = rellib.splitmix_bytes(i + 1, 50000)
+        steps = [("PUT", name, data, {}, (200, 201), None),
+                 ("GET", name, None, {}, (200,), data),
+                 ("GET", name, None, {"Range": "bytes=100-199"}, (206,), data[100:200]),
+                 ("GET", "/api/v1/files", None, {}, (200,), None)]
+        for method, path, body, headers, ok, want in steps:
+            try:
+                status, _, got = rellib.request(port, method, path, body, headers, timeout=10)
+            except OSError as e:
+                status, got = str(e), None
+            if status not in ok or (want is not None and got != want):
+                bad.append("%s %s: %s" % (method, path, status))
+    return bad
+
+
+def stalled_uploads(fig, gw, work):
+    """150 uploads stalled after their head; the file routes must keep answering 2xx."""
+    socks = []
+    try:
+        for i in range(N_STALLED):
+            s = socket.create_connection((rellib.HOST, gw.port), timeout=10)
+            s.sendall(b"PUT /api/v1/files/stalled-%d.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                      b"Content-Length: 1048576\r\n\r\nx" % i)
+            socks.append(s)
+        begun = rellib.wait_until(lambda: uploads_in_flight(gw.port) >= N_STALLED, 30)
+        fig.check("raw_stalled_uploads_begun", uploads_in_flight(gw.port), ">=", N_STALLED)
+        bad = file_rounds(gw.port, "raw")
+        fig.check("raw_stalled_file_route_failures", len(bad), "=", 0)
+        if bad:
+            fig.info("raw_stalled_first_failures", bad[:5])
+        fig.info("raw_stalled_begun_within_30s", bool(begun))
+    finally:
+        for s in socks:
+            s.close()
+    rellib.wait_until(lambda: uploads_in_flight(gw.port) == 0, 30)
+    fig.check("raw_stalled_uploads_left", uploads_in_flight(gw.port), "=", 0)
+
+    tool = shutil.which("slowhttptest")
+    if not tool:
+        fig.info("slowhttptest", "not installed: apt-get install slowhttptest")
+        return
+    # -B: slow body; 150 connections at once, 1 MiB announced, a few bytes every 5 s, for 40 s.
+    cmd = [tool, "-B", "-c", str(N_STALLED), "-r", "150", "-l", "40", "-i", "5", "-s", "1048576", "-x", "10",
+           "-t", "PUT", "-p", "3", "-u", "http://127.0.0.1:%d/api/v1/files/slowhttptest.bin" % gw.port]
+    slow = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=work)
+    try:
+        held = rellib.wait_until(lambda: uploads_in_flight(gw.port) >= N_STALLED * 9 // 10, 20)
+        fig.info("slowhttptest_uploads_held", uploads_in_flight(gw.port))
+        fig.check("slowhttptest_held_most", 1 if held else 0, "=", 1)
+        bad = file_rounds(gw.port, "slow")
+        fig.check("slowhttptest_file_route_failures", len(bad), "=", 0)
+        if bad:
+            fig.info("slowhttptest_first_failures", bad[:5])
+    finally:
+        slow.terminate()
+        try:
+            slow.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            slow.kill()
+            slow.wait()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--short", action="store_true", help="the CI version: 3 s frozen instead of 8")
@@ -266,6 +355,7 @@ def main():
                        ["healthz", "echo", "time"], args)
         frozen_backend(fig, gw, control, echo_p, "/api/v1/echo", {"message": "piled"},
                        ["healthz", "exec", "time"], args)
+        stalled_uploads(fig, gw, work)
         fig.check_clean_exits([("sockgate", gw), ("sockgate-exec", exec_p), ("sockgate-echo", echo_p)])
         control.stop()
     except Exception as e:

@@ -568,6 +568,248 @@ static void test_foreign_id_is_not_believed(void)
     close(l.fd);
 }
 
+/*
+ * A file backend that answers a download with half of its body and holds the
+ * rest until the test lets it go: a slow or stuck disk behind the gateway.
+ */
+struct trickler {
+    int fd;
+    atomic_int half_sent, release, stop;
+    pthread_t thread;
+    char addr[SG_ADDR_STRLEN];
+    unsigned char body[256 * 1024];
+};
+
+static void *trickler_main(void *arg)
+{
+    struct trickler *t = arg;
+    while (!atomic_load(&t->stop)) {
+        struct pollfd p = {.fd = t->fd, .events = POLLIN};
+        json_t *hdr, *resp;
+        char *text;
+        int fd;
+        if (poll(&p, 1, 50) <= 0 || (fd = accept(t->fd, NULL, NULL)) < 0)
+            continue;
+        while ((hdr = read_request(fd)) != NULL) {
+            int64_t deadline = sg_deadline_after(5000);
+            size_t n, half = sizeof t->body / 2;
+            unsigned char len[4];
+            resp = json_pack("{s:O,s:s,s:i,s:i,s:s,s:i,s:i,s:i}", "id", json_object_get(hdr, "id"), "name", "slow.bin",
+                             "size", (int)sizeof t->body, "offset", 0, "sha256",
+                             "0000000000000000000000000000000000000000000000000000000000000000", "mtime", 1, "mtime_ms", 1000,
+                             "total_size", (int)sizeof t->body);
+            text = json_dumps(resp, JSON_COMPACT);
+            n = strlen(text);
+            len[0] = (unsigned char)n, len[1] = (unsigned char)(n >> 8), len[2] = (unsigned char)(n >> 16), len[3] = 0;
+            CHECK(sg_write_all(fd, len, 4, deadline) == SG_OK && sg_write_all(fd, text, n, deadline) == SG_OK);
+            CHECK(sg_write_all(fd, t->body, half, deadline) == SG_OK);
+            atomic_store(&t->half_sent, 1);
+            for (int i = 0; i < 600 && !atomic_load(&t->release); i++) /* at most a minute */
+                usleep(100 * 1000);
+            CHECK(sg_write_all(fd, t->body + half, sizeof t->body - half, sg_deadline_after(30000)) == SG_OK);
+            free(text);
+            json_decref(resp);
+            json_decref(hdr);
+        }
+        close(fd);
+    }
+    return NULL;
+}
+
+/*
+ * A download whose backend stalls mid-body holds no worker (issue 15): with
+ * one worker thread, /healthz and an echo are answered while the backend
+ * still holds half the file, and once it goes on the download ends whole.
+ * (With the body read by a blocking call, both waited for the backend, and
+ * the download was cut at the gateway's deadline.)
+ */
+static void test_stalled_download_blocks_nothing(void)
+{
+    struct trickler *t = calloc(1, sizeof *t);
+    const char req[] = "GET /api/v1/files/slow.bin HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    struct sg_addr a;
+    struct gw gd;
+    char err[256], *got = malloc(sizeof t->body + 4096), *body;
+    size_t have = 0;
+    struct http_resp *r;
+    json_t *j;
+    int c;
+    CHECK(t && got);
+    fill_pattern(t->body, sizeof t->body, 15);
+    CHECK(sg_addr_parse("127.0.0.1:0", &a, err, sizeof err) == 0);
+    CHECK(sg_listen(&a, SOCK_STREAM, &t->fd, err, sizeof err) == 0);
+    sg_local_addr(t->fd, t->addr, sizeof t->addr);
+    CHECK(pthread_create(&t->thread, NULL, trickler_main, t) == 0);
+    {
+        /* The deadline is long: only a gateway that does not wait for the backend can answer meanwhile. */
+        const char *args[] = {"--file", t->addr, "--timeout", "20s", "--threads", "1", NULL};
+        gw_start(&gd, args);
+    }
+    CHECK(sg_addr_parse(gd.base + strlen("http://"), &a, err, sizeof err) == 0);
+    CHECK(sg_connect(&a, SOCK_STREAM, 5000, &c, err, sizeof err) == 0);
+    CHECK(sg_write_all(c, req, strlen(req), sg_deadline_after(5000)) == SG_OK);
+    for (int i = 0; i < 1000 && !atomic_load(&t->half_sent); i++)
+        usleep(10 * 1000);
+    CHECK(atomic_load(&t->half_sent));
+
+    r = gw_do(&gd, "GET", "/healthz", NULL, NULL);
+    CHECK_INT_EQ(r->status, 200);
+    http_free(r);
+    j = gw_expect_json(&gd, "POST", "/api/v1/echo", gw_json_headers, "{\"message\": \"still here\"}", 200);
+    json_decref(j);
+    CHECK(!atomic_load(&t->release)); /* answered while the download was still held */
+
+    atomic_store(&t->release, 1);
+    for (;;) {
+        size_t n = 0;
+        int rc = sg_read_some(c, got + have, sizeof t->body + 4096 - have, &n, sg_deadline_after(30000));
+        if (rc != SG_OK || n == 0)
+            break;
+        have += n;
+    }
+    close(c);
+    if (have < 12 || memcmp(got, "HTTP/1.1 200", 12) != 0)
+        fprintf(stderr, "the download got %zu bytes: %.*s\n", have, (int)(have < 600 ? have : 600), got);
+    CHECK(have > 12 && memcmp(got, "HTTP/1.1 200", 12) == 0);
+    body = memmem(got, have, "\r\n\r\n", 4);
+    CHECK(body != NULL);
+    if (body) {
+        body += 4;
+        CHECK_INT_EQ((long)(have - (size_t)(body - got)), (long)sizeof t->body);
+        CHECK(memcmp(body, t->body, sizeof t->body) == 0);
+    }
+    gw_stop(&gd);
+    atomic_store(&t->stop, 1);
+    pthread_join(t->thread, NULL);
+    close(t->fd);
+    free(got);
+    free(t);
+}
+
+/* Returns the value of the metric line "name N" in the gateway's /metrics, or -1 when it is missing. */
+static long gw_metric(struct gw *of, const char *name)
+{
+    struct http_resp *r = gw_do(of, "GET", "/metrics", NULL, NULL);
+    size_t n = strlen(name);
+    long v = -1;
+    for (const char *line = r->body; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
+        if (strncmp(line, name, n) == 0 && line[n] == ' ') {
+            v = strtol(line + n + 1, NULL, 10);
+            break;
+        }
+    http_free(r);
+    return v;
+}
+
+/* POSTs a form of two files (small.txt, then big.bin of big_len bytes); returns the answer. */
+static struct http_resp *post_two_files(struct gw *of, size_t big_len)
+{
+    struct http_resp *r = calloc(1, sizeof *r);
+    unsigned char *big = malloc(big_len);
+    CURL *c = curl_easy_init();
+    curl_mime *mime = curl_mime_init(c);
+    curl_mimepart *part;
+    char url[300];
+    FILE *mem;
+    CHECK(r && big);
+    fill_pattern(big, big_len, 16);
+    part = curl_mime_addpart(mime);
+    curl_mime_name(part, "file");
+    curl_mime_filename(part, "small.txt");
+    curl_mime_data(part, "kept only with its sibling\n", CURL_ZERO_TERMINATED);
+    part = curl_mime_addpart(mime);
+    curl_mime_name(part, "file");
+    curl_mime_filename(part, "big.bin");
+    curl_mime_data(part, (const char *)big, big_len);
+    snprintf(url, sizeof url, "%s/api/v1/files", of->base);
+    mem = open_memstream(&r->body, &r->len);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_MIMEPOST, mime);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, mem);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
+    CHECK(curl_easy_perform(c) == CURLE_OK);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
+    fclose(mem);
+    curl_mime_free(mime);
+    curl_easy_cleanup(c);
+    free(big);
+    return r;
+}
+
+/*
+ * Uploads that stall after their head hold no connection of the file
+ * service (issue 15): against a file backend that serves only 8 connections
+ * at once, 24 PUTs that sent their head and one byte and then nothing leave
+ * uploads, downloads and listings answering 2xx, on a gateway of one worker.
+ * (When a PUT took its backend connection at its head, the 9th stalled one
+ * and everything after it were refused busy.) Then a form whose second file
+ * the backend refuses (over its --max-size) keeps neither file: the first is
+ * removed again before the error is answered.
+ */
+static void test_stalled_uploads_hold_no_backend(void)
+{
+    enum { N_STALLED = 24 };
+    struct sg_proc small;
+    char root[480], err[256], path[520];
+    const char *argv[] = {"sockgate-file", "--listen", "127.0.0.1:0", "--root", root, "--max-conns", "8",
+                          "--max-size", "1K", NULL};
+    int stalled[N_STALLED];
+    struct sg_addr a;
+    struct http_resp *r;
+    struct gw gs;
+    json_t *j;
+    long n = -1;
+
+    snprintf(root, sizeof root, "%s-small", file_root);
+    CHECK(sg_proc_start(&small, argv, 10000) == 0);
+    {
+        const char *args[] = {"--file", small.addr, "--threads", "1", "--timeout", "10s", NULL};
+        gw_start(&gs, args);
+    }
+    CHECK(sg_addr_parse(gs.base + strlen("http://"), &a, err, sizeof err) == 0);
+    for (int i = 0; i < N_STALLED; i++) {
+        char head[256];
+        int len = snprintf(head, sizeof head,
+                           "PUT /api/v1/files/stalled-%d.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                           "Content-Length: 100000\r\n\r\nx", i);
+        CHECK(sg_connect(&a, SOCK_STREAM, 5000, &stalled[i], err, sizeof err) == 0);
+        CHECK(sg_write_all(stalled[i], head, (size_t)len, sg_deadline_after(5000)) == SG_OK);
+    }
+    /* Every stalled upload has begun (the gauge counts them from their head) before the others are tried. */
+    for (int i = 0; i < 500 && (n = gw_metric(&gs, "sockgate_uploads_in_flight")) < N_STALLED; i++)
+        usleep(10 * 1000);
+    CHECK_INT_EQ(n, N_STALLED);
+
+    r = gw_do(&gs, "PUT", "/api/v1/files/fresh.txt", NULL, "uploaded past the stalled ones\n");
+    CHECK_INT_EQ(r->status, 201);
+    http_free(r);
+    r = gw_do(&gs, "GET", "/api/v1/files/fresh.txt", NULL, NULL);
+    CHECK_INT_EQ(r->status, 200);
+    CHECK_STR_EQ(r->body, "uploaded past the stalled ones\n");
+    http_free(r);
+    j = gw_expect_json(&gs, "GET", "/api/v1/files", NULL, NULL, 200);
+    CHECK_INT_EQ((int)json_array_size(json_object_get(j, "files")), 1);
+    json_decref(j);
+
+    r = post_two_files(&gs, 4096);
+    CHECK_INT_EQ(r->status, 413);
+    CHECK(r->body && strstr(r->body, "file 2 of 2") && strstr(r->body, "none was kept"));
+    http_free(r);
+    j = gw_expect_json(&gs, "GET", "/api/v1/files", NULL, NULL, 200);
+    CHECK_INT_EQ((int)json_array_size(json_object_get(j, "files")), 1); /* fresh.txt only: small.txt was removed */
+    json_decref(j);
+    snprintf(path, sizeof path, "%s/small.txt", root);
+    CHECK(access(path, F_OK) != 0);
+
+    for (int i = 0; i < N_STALLED; i++)
+        close(stalled[i]);
+    for (int i = 0; i < 500 && (n = gw_metric(&gs, "sockgate_uploads_in_flight")) != 0; i++)
+        usleep(10 * 1000);
+    CHECK_INT_EQ(n, 0);
+    gw_stop(&gs);
+    CHECK_INT_EQ(sg_proc_stop(&small, 10000), 0);
+}
+
 int main(void)
 {
     const char *echo_argv[] = {"sockgate-echo", "--listen", "127.0.0.1:0", NULL};
@@ -597,6 +839,8 @@ int main(void)
     RUN_TEST(test_pooled_death_replays_reads_only);
     RUN_TEST(test_wrong_service_is_not_believed);
     RUN_TEST(test_foreign_id_is_not_believed);
+    RUN_TEST(test_stalled_download_blocks_nothing);
+    RUN_TEST(test_stalled_uploads_hold_no_backend);
     gw_stop(&g);
     stop_backend(&echo_p);
     stop_backend(&time_p);
