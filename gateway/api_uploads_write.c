@@ -17,7 +17,7 @@
 
 /* A POST or PATCH in flight: its session op's frame, whose body is the request's. */
 struct write_state {
-    struct upload_stream stream;
+    struct upload_stream *stream; /* NULL until the op is known good */
     uint64_t body_len; /* Content-Length, 0 without a body */
 };
 
@@ -25,8 +25,8 @@ static void write_free(struct request *rq, int is_complete)
 {
     struct write_state *st = rq->state;
     (void)is_complete;
-    /* Still open: the client went away mid-body. What reached the backend stays in the session. */
-    upload_stream_abandon(rq, &st->stream);
+    /* Cut mid-body: what arrived goes on to the backend and stays in the session, after the request is gone. */
+    upload_stream_abandon(st->stream);
     metrics_uploads(-1);
     free(st);
     rq->state = NULL;
@@ -122,7 +122,9 @@ int api_uploads_create_begin(struct request *rq)
 int api_uploads_write_body(struct request *rq, const char *data, size_t len)
 {
     struct write_state *st = rq->state;
-    return upload_stream_push(rq, &st->stream, data, len);
+    if (!st || !st->stream) /* begin refused the request: the body is read and dropped */
+        return rq->err;
+    return upload_stream_push(st->stream, data, len);
 }
 
 /* The answer of a creation: 201, the upload's Location, its offset, and the stored file when it finished. */
@@ -162,15 +164,22 @@ static int respond_created(struct request *rq, json_t *answer)
     return respond(rq, 201, resp);
 }
 
-int api_uploads_create_finish(struct request *rq)
+/* The backend answered session_create. */
+static int create_answer(struct request *rq)
 {
     struct write_state *st = rq->state;
     json_t *answer = NULL;
-    int rc = upload_stream_close(rq, &st->stream, &answer);
+    int rc = upload_stream_answer(st->stream, &answer);
     if (rc == SG_OK)
         rc = respond_created(rq, answer);
     json_decref(answer);
     return rc;
+}
+
+int api_uploads_create_finish(struct request *rq)
+{
+    struct write_state *st = rq->state;
+    return upload_stream_close(st->stream, create_answer);
 }
 
 int api_uploads_patch_begin(struct request *rq)
@@ -210,12 +219,13 @@ int api_uploads_patch_begin(struct request *rq)
     return rc;
 }
 
-int api_uploads_patch_finish(struct request *rq)
+/* The backend answered session_append: 204 with the new offset. */
+static int patch_answer(struct request *rq)
 {
     struct write_state *st = rq->state;
     struct MHD_Response *resp;
     json_t *answer = NULL;
-    int rc = upload_stream_close(rq, &st->stream, &answer);
+    int rc = upload_stream_answer(st->stream, &answer);
 
     if (rc != SG_OK)
         goto out;
@@ -232,4 +242,10 @@ int api_uploads_patch_finish(struct request *rq)
 out:
     json_decref(answer);
     return rc;
+}
+
+int api_uploads_patch_finish(struct request *rq)
+{
+    struct write_state *st = rq->state;
+    return upload_stream_close(st->stream, patch_answer);
 }
