@@ -6,6 +6,8 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -534,11 +536,12 @@ static void send_all(int fd, const void *buf, size_t len)
     }
 }
 
-/* Starts a PATCH of total bytes at offset over a raw socket and sends the first sent of them; returns the socket. */
-static int raw_patch_start(const char *path, long long offset, size_t total, const unsigned char *data, size_t sent)
+/* Starts a PATCH of total bytes at offset over a raw socket to to and sends the first sent of them; returns the socket. */
+static int raw_patch_start_at(const struct gw *to, const char *path, long long offset, size_t total,
+                              const unsigned char *data, size_t sent)
 {
     char head_text[600];
-    int fd = connect_to(&g);
+    int fd = connect_to(to);
     snprintf(head_text, sizeof head_text,
              "PATCH %s HTTP/1.1\r\nHost: 127.0.0.1\r\n" TUS "\r\n" OCTETS "\r\nUpload-Offset: %lld\r\n"
              "Content-Length: %zu\r\n\r\n",
@@ -546,6 +549,29 @@ static int raw_patch_start(const char *path, long long offset, size_t total, con
     send_all(fd, head_text, strlen(head_text));
     send_all(fd, data, sent);
     return fd;
+}
+
+static int raw_patch_start(const char *path, long long offset, size_t total, const unsigned char *data, size_t sent)
+{
+    return raw_patch_start_at(&g, path, offset, total, data, sent);
+}
+
+/* Reads an HTTP answer's head from fd into reply (NUL-terminated; what came when the peer closed early). */
+static void read_reply_head(int fd, char *reply, size_t size)
+{
+    size_t got = 0;
+    reply[0] = '\0';
+    while (got < size - 1) {
+        ssize_t n = recv(fd, reply + got, size - 1 - got, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+        reply[got] = '\0';
+        if (strstr(reply, "\r\n\r\n"))
+            break;
+    }
 }
 
 /*
@@ -711,6 +737,88 @@ static void test_expiry(void)
     gw_stop(&e);
 }
 
+/*
+ * A PATCH never blocks its worker: with one worker thread and a separately
+ * run file backend frozen (SIGSTOP) while a PATCH streams to it and waits
+ * for its answer, /healthz and echo still answer. The backend call's
+ * deadline is 10 minutes, beyond curl's 2, so a worker stuck on the backend
+ * would fail these checks instead of answering late. After SIGCONT the
+ * PATCH completes (or fails cleanly) and HEAD agrees with what was stored.
+ */
+static void test_patch_does_not_block_worker(void)
+{
+    static unsigned char data[1 << 20];
+    char dir[256], root[400], reply[4096];
+    const char *fargv[] = {"sockgate-file", "--listen", "127.0.0.1:0", "--root", root, NULL};
+    struct sg_proc file_p;
+    struct gw one;
+    struct http_resp *r;
+    json_t *j;
+    char *path;
+    size_t sent = 0;
+    long long off = -1;
+    int fd, flags;
+
+    CHECK(sg_test_tmpdir(dir, sizeof dir) == 0);
+    snprintf(root, sizeof root, "%s", dir);
+    CHECK(sg_proc_start(&file_p, fargv, 10000) == 0);
+    {
+        const char *extra[] = {"--threads", "1", "--file", file_p.addr, "--timeout", "10m", "--max-upload", "64M", NULL};
+        gw_start(&one, extra);
+    }
+    fill_pattern(data, sizeof data, 9);
+    path = create(&one, "frozen.bin", sizeof data, NULL);
+
+    CHECK(kill(file_p.pid, SIGSTOP) == 0);
+    /* The PATCH's head and as much body as goes without waiting: the rest waits for the backend. */
+    fd = raw_patch_start_at(&one, path, 0, sizeof data, data, 0);
+    flags = fcntl(fd, F_GETFL);
+    CHECK(fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0);
+    while (sent < sizeof data) {
+        ssize_t n = send(fd, data + sent, sizeof data - sent, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        CHECK(n > 0);
+        sent += (size_t)n;
+    }
+    CHECK(fcntl(fd, F_SETFL, flags) == 0);
+    fprintf(stderr, "sent %zu of %zu PATCH bytes with the backend frozen\n", sent, sizeof data);
+
+    /* The only worker still serves while its PATCH waits on the frozen backend. */
+    r = gw_do(&one, "GET", "/healthz", NULL, NULL);
+    CHECK_INT_EQ(r->status, 200);
+    http_free(r);
+    j = gw_expect_json(&one, "POST", "/api/v1/echo", gw_json_headers, "{\"message\": \"still here\"}", 200);
+    CHECK_STR_EQ(json_string_value(json_object_get(j, "reply")), "STILL HERE");
+    json_decref(j);
+
+    CHECK(kill(file_p.pid, SIGCONT) == 0);
+    send_all(fd, data + sent, sizeof data - sent);
+    read_reply_head(fd, reply, sizeof reply);
+    close(fd);
+    if (strncmp(reply, "HTTP/1.1 204", 12) == 0) {
+        CHECK(strstr(reply, "Upload-Offset: 1048576\r\n") != NULL);
+        CHECK_INT_EQ(head(&one, path, &off), 404); /* the upload is the file now */
+        check_stored(&one, "frozen.bin", data, sizeof data);
+    } else {
+        /* Failed cleanly: an HTTP error, HEAD says where the upload is, and it resumes from there. */
+        fprintf(stderr, "PATCH after SIGCONT: %.40s\n", reply);
+        CHECK(strncmp(reply, "HTTP/1.1 ", 9) == 0);
+        CHECK_INT_EQ(head(&one, path, &off), 200);
+        CHECK(off >= 0 && off <= (long long)sizeof data);
+        r = patch(&one, path, (unsigned long long)off, data + off, sizeof data - (size_t)off, NULL);
+        CHECK_INT_EQ(r->status, 204);
+        http_free(r);
+        check_stored(&one, "frozen.bin", data, sizeof data);
+    }
+    free(path);
+    gw_stop(&one);
+    CHECK_INT_EQ(sg_proc_stop(&file_p, 15000), 0);
+    sg_test_rmtree(dir);
+}
+
 int main(void)
 {
     const char *const extra[] = {"--max-upload", "64M", NULL};
@@ -728,6 +836,7 @@ int main(void)
     RUN_TEST(test_concurrent_patch_locked);
     RUN_TEST(test_token_and_cors);
     RUN_TEST(test_expiry);
+    RUN_TEST(test_patch_does_not_block_worker);
     gw_stop(&g);
     curl_global_cleanup();
     return TESTS_DONE();
