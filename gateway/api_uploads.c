@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "api.h"
+#include "api_call.h"
 #include "errors.h"
 #include "server.h"
 #include "uploads.h"
@@ -113,45 +114,47 @@ int api_uploads_options(struct request *rq)
     return respond(rq, 204, resp);
 }
 
-/* One bodiless session op on rq->param; *answer is new on SG_OK. Errors are recorded in rq. */
-static int session_call(struct request *rq, const char *op, json_t **answer)
+/*
+ * Starts one bodiless session op on rq->param on the loop and defers rq
+ * until its answer: resume reads it with session_answer. Never replayed: a
+ * session_abort may have happened before an old connection died, and a
+ * stat is cheap to ask again. Errors are recorded in rq.
+ */
+static int session_call(struct request *rq, const char *op, int (*resume)(struct request *rq))
 {
-    struct upstream *up = &rq->gw->backends[BACKEND_FILE];
-    char err[384] = "";
     json_t *hdr = json_pack("{s:s,s:s,s:s}", "op", op, "session", rq->param, "id", rq->id);
     int rc;
-    *answer = NULL;
     if (!hdr)
         return request_fail(rq, SG_ERR_NOMEM, "out of memory");
-    rc = upstream_call(up, hdr, NULL, 0, answer, NULL, NULL, 0, request_deadline(rq), err, sizeof err);
+    rc = api_call_frame(rq, &rq->gw->backends[BACKEND_FILE], hdr, 0, 0, resume);
     json_decref(hdr);
-    if (rc != SG_OK) {
-        json_decref(*answer);
-        *answer = NULL;
-        return request_fail(rq, rc, "%s", err[0] ? err : sg_strerror(rc));
-    }
-    return SG_OK;
+    return rc;
 }
 
-int api_uploads_head(struct request *rq)
+/* Returns the answer's header of rq's session op (borrowed), or NULL with the failure recorded in rq. */
+static const json_t *session_answer(struct request *rq)
 {
-    json_t *answer = NULL;
-    struct MHD_Response *resp = NULL;
+    const struct upcall_result *res = api_call_result(rq);
+    if (res->rc != SG_OK) {
+        request_fail(rq, res->rc, "%s", res->err);
+        return NULL;
+    }
+    return res->header;
+}
+
+/* The backend answered session_stat: where the upload is. */
+static int head_answer(struct request *rq)
+{
+    const json_t *answer = session_answer(rq);
+    struct MHD_Response *resp;
     const char *metadata;
     char num[32];
-    int rc = uploads_check_version(rq);
 
-    if (rc == SG_OK)
-        rc = uploads_check_id(rq);
-    if (rc == SG_OK)
-        rc = session_call(rq, "session_stat", &answer);
-    if (rc != SG_OK)
-        goto out;
+    if (!answer)
+        return rq->err;
     resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
-    if (!resp) {
-        rc = request_fail(rq, SG_ERR_NOMEM, "out of memory");
-        goto out;
-    }
+    if (!resp)
+        return request_fail(rq, SG_ERR_NOMEM, "out of memory");
     uploads_add_offset(resp, answer);
     if (json_is_integer(json_object_get(answer, "length"))) {
         snprintf(num, sizeof num, "%" PRId64, (int64_t)json_integer_value(json_object_get(answer, "length")));
@@ -165,20 +168,27 @@ int api_uploads_head(struct request *rq)
     uploads_add_expires(resp, answer);
     /* The offset changes with every PATCH: a cached one would make a client resume at the wrong byte. */
     MHD_add_response_header(resp, "Cache-Control", "no-store");
-    rc = respond(rq, 200, resp);
-out:
-    json_decref(answer);
-    return rc;
+    return respond(rq, 200, resp);
+}
+
+int api_uploads_head(struct request *rq)
+{
+    int rc = uploads_check_version(rq);
+    if (rc == SG_OK)
+        rc = uploads_check_id(rq);
+    return rc == SG_OK ? session_call(rq, "session_stat", head_answer) : rc;
+}
+
+/* The backend answered session_abort: the upload is gone. */
+static int delete_answer(struct request *rq)
+{
+    return session_answer(rq) ? respond_empty(rq, 204) : rq->err;
 }
 
 int api_uploads_delete(struct request *rq)
 {
-    json_t *answer = NULL;
     int rc = uploads_check_version(rq);
     if (rc == SG_OK)
         rc = uploads_check_id(rq);
-    if (rc == SG_OK)
-        rc = session_call(rq, "session_abort", &answer);
-    json_decref(answer);
-    return rc == SG_OK ? respond_empty(rq, 204) : rc;
+    return rc == SG_OK ? session_call(rq, "session_abort", delete_answer) : rc;
 }
