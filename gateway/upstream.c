@@ -309,7 +309,12 @@ void upstream_release(struct upstream_conn *c, int is_reusable)
         conn_close(c);
 }
 
-int upstream_write(struct upstream_conn *c, const void *buf, size_t len, int64_t deadline_ms)
+/*
+ * Writes len bytes of a request body to c before the deadline (upstream_call's
+ * body; uploads feed theirs on the loop). More than the frame header
+ * announced is never sent: SG_ERR_PROTO, nothing written.
+ */
+static int upstream_write(struct upstream_conn *c, const void *buf, size_t len, int64_t deadline_ms)
 {
     int rc;
     if (len > c->body_owed)

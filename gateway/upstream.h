@@ -113,12 +113,6 @@ int upstream_failed_send(struct upstream_conn *c, int write_rc, char *err, size_
 void upstream_release(struct upstream_conn *c, int is_reusable);
 
 /*
- * Writes len bytes of a request body to c before the deadline. More than the
- * frame header announced is never sent: SG_ERR_PROTO, nothing written.
- */
-int upstream_write(struct upstream_conn *c, const void *buf, size_t len, int64_t deadline_ms);
-
-/*
  * Sends len bytes of fd starting at offset off to c (sendfile, no copy in
  * user space). step_ms bounds each wait for the socket, not the whole
  * transfer, so a large file is not cut off by a fixed deadline.
