@@ -24,7 +24,7 @@
 static char dir[256];
 static char workdir[N_REPLICAS][300];
 static struct sg_proc exec_p[N_REPLICAS];
-static char replica_addr[N_REPLICAS][64];
+static char replica_addr[N_REPLICAS][sizeof exec_p[0].addr];
 
 static void start_exec(int i, const char *listen)
 {
