@@ -309,6 +309,8 @@ static ssize_t read_download(void *cls, uint64_t pos, char *buf, size_t max)
     (void)pos;
     if (st->left == 0)
         return MHD_CONTENT_READER_END_OF_STREAM;
+    if (worker_client_gone(st->rq->conn))
+        return MHD_CONTENT_READER_END_WITH_ERROR; /* cut (a hang-up, or the stop after the grace period) */
     if (st->is_stalled)
         return download_broke(st, SG_ERR_TIMEOUT, "it sent nothing before the deadline");
     if (st->pre_off < res->body_len) { /* what came with the header goes first */

@@ -48,6 +48,7 @@ struct wk_conn {
     int is_cut;            /* we shut the socket down: libmicrohttpd will close it */
     int is_released;       /* the socket went to an upgraded connection's owner (worker_release_socket) */
     struct wk_conn *hup_next;
+    struct wk_conn *prev, *next; /* every connection of the worker (the stop sweep) */
 };
 
 /* Run on each worker's thread when its loop stops, before its daemon does (worker_at_stop). */
@@ -66,6 +67,7 @@ struct worker {
     struct wk_timer **heap;
     size_t n_heap, cap_heap;
     struct wk_conn *hups; /* connections whose client closed, checked after each libmicrohttpd round */
+    struct wk_conn *conns; /* every watched connection */
     void **later;         /* freed after the round (worker_free_later) */
     size_t n_later, cap_later;
 };
@@ -326,6 +328,10 @@ void worker_on_connection(void *cls, struct MHD_Connection *conn, void **socket_
         }
         if (header_timeout_ms)
             worker_timer_arm(wk, &c->timer, c->last_in + header_timeout_ms);
+        c->next = wk->conns;
+        if (wk->conns)
+            wk->conns->prev = c;
+        wk->conns = c;
         *socket_context = c;
         return;
     }
@@ -337,6 +343,12 @@ void worker_on_connection(void *cls, struct MHD_Connection *conn, void **socket_
         worker_unwatch(wk, &c->watch);
     if (c->is_hup)
         hups_remove(wk, c);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        wk->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
     free(c);
 }
 
@@ -460,6 +472,36 @@ int worker_client_gone(struct MHD_Connection *conn)
 
 /* ---- the loop ---- */
 
+/*
+ * Before the daemon stops: libmicrohttpd 0.9.75 aborts the process when a
+ * daemon stops with a suspended connection, and after the grace period some
+ * may still be (a deferred call, a held upload body, a download waiting for
+ * its backend). Each is cut and resumed; its handler or content callback
+ * then sees the client gone and the connection closes. A handler may park
+ * it once more before libmicrohttpd notices the shutdown, hence the rounds.
+ */
+static void release_suspended(struct worker *wk)
+{
+    for (int round = 0; round < 16; round++) {
+        int n = 0;
+        for (struct wk_conn *c = wk->conns; c; c = c->next) {
+            if (!c->is_suspended)
+                continue;
+            n++;
+            if (!c->is_cut) {
+                cut(c);
+            } else {
+                c->is_suspended = 0;
+                MHD_resume_connection(c->conn);
+            }
+        }
+        if (n == 0)
+            return;
+        MHD_run(wk->daemon);
+    }
+    sg_warn("worker: connections still parked at stop");
+}
+
 static void on_wake(struct wk_watch *w, uint32_t events)
 {
     uint64_t v;
@@ -526,6 +568,7 @@ static void *loop(void *arg)
             MHD_run(wk->daemon);
         }
     }
+    release_suspended(wk);
     if (!wk->is_quiesced)
         (void)MHD_quiesce_daemon(wk->daemon); /* so MHD_stop_daemon does not close the shared listener */
     wk->is_quiesced = 1;

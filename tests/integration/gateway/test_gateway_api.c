@@ -647,6 +647,52 @@ static void test_sigterm_waits_for_requests(void)
     sg_test_rmtree(g.dir);
 }
 
+/* A call the gateway may cut: status 0 when no answer came (here a cut is the expected outcome). */
+static void *run_long_exec(void *arg)
+{
+    struct slow_call *c = arg;
+    static const char body[] = "{\"command\": \"sleep 30\", \"timeout_ms\": 60000}";
+    struct curl_slist *list = curl_slist_append(NULL, "Content-Type: application/json");
+    CURL *h = curl_easy_init();
+    char url[sizeof c->g->base + 16];
+    long status = 0;
+    snprintf(url, sizeof url, "%s/api/v1/exec", c->g->base);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, list);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT, 60L);
+    if (curl_easy_perform(h) == CURLE_OK)
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    c->status = status;
+    curl_slist_free_all(list);
+    curl_easy_cleanup(h);
+    atomic_store(&c->done, 1);
+    return NULL;
+}
+
+/*
+ * A call still waiting on its backend when the grace period ends is cut and
+ * the gateway exits 0 (libmicrohttpd 0.9.75 aborts the whole process when a
+ * daemon stops with a parked connection: it used to end on SIGABRT here).
+ */
+static void test_sigterm_after_grace_cuts_parked_calls(void)
+{
+    const char *args[] = {"--allow", "sleep", "--grace", "500ms", "--threads", "1", NULL};
+    struct gw g2;
+    struct slow_call c = {.g = &g2};
+    pthread_t t;
+    int polls = 0;
+    gw_start(&g2, args);
+    CHECK(pthread_create(&t, NULL, run_long_exec, &c) == 0);
+    while (in_flight(&g2) < 2 && polls++ < 500 && !atomic_load(&c.done))
+        usleep(10 * 1000);
+    CHECK(polls < 500 && !atomic_load(&c.done));
+    CHECK_INT_EQ(sg_proc_stop(&g2.proc, 15000), 0);
+    pthread_join(t, NULL);
+    CHECK(c.status != 200); /* cut: no answer, never a made-up one */
+    sg_test_rmtree(g2.dir);
+}
+
 int main(void)
 {
     const char *args[] = {"--allow", "echo,cat,printf,sleep,false", NULL};
@@ -674,6 +720,7 @@ int main(void)
     RUN_TEST(test_openapi);
     RUN_TEST(test_unusable_spool_dir_is_a_start_error);
     RUN_TEST(test_sigterm_waits_for_requests);
+    RUN_TEST(test_sigterm_after_grace_cuts_parked_calls);
     curl_global_cleanup();
     return TESTS_DONE();
 }

@@ -24,14 +24,14 @@
 static char dir[256];
 static char workdir[N_REPLICAS][300];
 static struct sg_proc exec_p[N_REPLICAS];
-static char replica_addr[N_REPLICAS][64];
+static char replica_addr[N_REPLICAS][64]; /* "127.0.0.N:PORT" */
 
 static void start_exec(int i, const char *listen)
 {
     const char *argv[] = {"sockgate-exec", "--listen", listen, "--allow", "pwd,echo,sleep", "--workdir", workdir[i],
                           "--sandbox", "off", NULL};
     CHECK(sg_proc_start(&exec_p[i], argv, 10000) == 0);
-    snprintf(replica_addr[i], sizeof replica_addr[i], "%s", exec_p[i].addr);
+    snprintf(replica_addr[i], sizeof replica_addr[i], "%.63s", exec_p[i].addr);
 }
 
 /* Runs pwd through the gateway and returns which replica answered (its workdir), or -1 after a non-200. */
