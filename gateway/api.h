@@ -2,9 +2,13 @@
 #ifndef SOCKGATE_GATEWAY_API_H
 #define SOCKGATE_GATEWAY_API_H
 
+#include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct request;
+struct upstream;
+struct upstream_conn;
 
 /* api_echo.c: POST /api/v1/echo through the echo backend. */
 int api_echo(struct request *rq);
@@ -50,6 +54,14 @@ int api_uploads_patch_finish(struct request *rq);
 int api_chat_events(struct request *rq);
 int api_chat_reply(struct request *rq);
 int api_chat_peers(struct request *rq);
+
+/*
+ * Sends the chat backend a subscribe request (blocking, bounded by deadline)
+ * and checks its acknowledgement: SG_OK with *c and *ack (the caller's to
+ * release), or the request failed with why (rq's answer) and *c as far as it got.
+ */
+int api_chat_subscribe(struct request *rq, struct upstream *up, const json_t *req, int64_t deadline,
+                       struct upstream_conn **c, json_t **ack);
 
 /* api_ws_echo.c, api_ws_chat.c: WebSockets to the echo backend (a byte stream) and to the chat (JSON events). */
 int api_ws_echo(struct request *rq);

@@ -61,6 +61,26 @@ static char *subscribed_event(json_t *ack)
     return text;
 }
 
+int api_chat_subscribe(struct request *rq, struct upstream *up, const json_t *req, int64_t deadline,
+                       struct upstream_conn **c, json_t **ack)
+{
+    char err[384] = "";
+    uint64_t body_size = 0;
+    int rc = upstream_begin(up, req, c, deadline, err, sizeof err);
+    if (rc != SG_OK)
+        return request_fail(rq, rc, "%s", err);
+    rc = upstream_read_header(*c, ack, &body_size, deadline, err, sizeof err);
+    if (rc != SG_OK)
+        return request_fail(rq, upstream_failed(up, rc), "chat backend at %s: %s", up->name, err);
+    rc = upstream_answer_error(up, *ack, err, sizeof err);
+    if (rc != SG_OK)
+        return request_fail(rq, rc, "%s", err);
+    if (body_size != 0 || !json_is_true(json_object_get(*ack, "subscribed")))
+        return request_fail(rq, upstream_failed(up, SG_ERR_PROTO),
+                            "chat backend at %s: answered subscribe without acknowledging it", up->name);
+    return SG_OK;
+}
+
 int api_chat_events(struct request *rq)
 {
     struct upstream *up = &rq->gw->backends[BACKEND_CHAT];
@@ -69,7 +89,7 @@ int api_chat_events(struct request *rq)
     json_t *req = NULL, *ack = NULL;
     char err[384] = "", *first = NULL;
     int64_t deadline = request_deadline(rq);
-    uint64_t after = 0, body_size = 0;
+    uint64_t after = 0;
     int rc, fd;
 
     rc = resume_point(rq, &after);
@@ -97,26 +117,9 @@ int api_chat_events(struct request *rq)
         goto out;
     }
     /* The acknowledgement is read here, so a down or refusing chat service is an HTTP error, not an empty stream. */
-    rc = upstream_begin(up, req, &c, deadline, err, sizeof err);
-    if (rc != SG_OK) {
-        request_fail(rq, rc, "%s", err);
+    rc = api_chat_subscribe(rq, up, req, deadline, &c, &ack);
+    if (rc != SG_OK)
         goto out;
-    }
-    rc = upstream_read_header(c, &ack, &body_size, deadline, err, sizeof err);
-    if (rc != SG_OK) {
-        request_fail(rq, upstream_failed(up, rc), "chat backend at %s: %s", up->name, err);
-        goto out;
-    }
-    rc = upstream_answer_error(up, ack, err, sizeof err);
-    if (rc != SG_OK) {
-        request_fail(rq, rc, "%s", err);
-        goto out;
-    }
-    if (body_size != 0 || !json_is_true(json_object_get(ack, "subscribed"))) {
-        rc = request_fail(rq, upstream_failed(up, SG_ERR_PROTO),
-                          "chat backend at %s: answered subscribe without acknowledging it", up->name);
-        goto out;
-    }
     first = subscribed_event(ack);
     if (!first) {
         rc = request_fail(rq, SG_ERR_NOMEM, "out of memory");

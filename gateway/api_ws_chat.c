@@ -259,8 +259,7 @@ int api_ws_chat(struct request *rq)
     struct chat_bridge *b = NULL;
     json_t *req = NULL, *ack = NULL, *first = NULL;
     const char *protocol = NULL, *after_text = request_query(rq, "after");
-    char err[384] = "";
-    uint64_t after = 0, body_size = 0;
+    uint64_t after = 0;
     int64_t deadline = request_deadline(rq);
     int rc = ws_handshake_check(rq, protocols, &protocol), fl;
 
@@ -279,26 +278,9 @@ int api_ws_chat(struct request *rq)
     b->watch.fd = -1;
     sg_frame_decoder_init(&b->dec, MAX_HEADER);
     /* Subscribed before the 101, so a down or refusing chat service is an HTTP error, not a closed socket. */
-    rc = upstream_begin(up, req, &c, deadline, err, sizeof err);
-    if (rc != SG_OK) {
-        request_fail(rq, rc, "%s", err);
+    rc = api_chat_subscribe(rq, up, req, deadline, &c, &ack);
+    if (rc != SG_OK)
         goto out;
-    }
-    rc = upstream_read_header(c, &ack, &body_size, deadline, err, sizeof err);
-    if (rc != SG_OK) {
-        request_fail(rq, upstream_failed(up, rc), "chat backend at %s: %s", up->name, err);
-        goto out;
-    }
-    rc = upstream_answer_error(up, ack, err, sizeof err);
-    if (rc != SG_OK) {
-        request_fail(rq, rc, "%s", err);
-        goto out;
-    }
-    if (body_size != 0 || !json_is_true(json_object_get(ack, "subscribed"))) {
-        rc = request_fail(rq, upstream_failed(up, SG_ERR_PROTO),
-                          "chat backend at %s: answered subscribe without acknowledging it", up->name);
-        goto out;
-    }
     json_object_del(ack, "id");
     first = json_pack("{s:s,s:O}", "event", "subscribed", "data", ack);
     b->first = first ? json_dumps(first, JSON_COMPACT) : NULL;
