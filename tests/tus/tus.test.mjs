@@ -262,17 +262,14 @@ async function testCrashMidPatch() {
       metadata: { filename: 'crash.bin' },
       retryDelays: null,
     });
-    const killed = new Promise((resolve) => {
-      first.options.onProgress = (sent) => {
-        if (sent >= 10 * MiB && gw) {
-          const dying = gw;
-          gw = null;
-          resolve(dying.kill());
-        }
-      };
-    });
+    // The proxy holds the PATCH after 10 MiB, so the gateway is killed mid-body whatever the machine's speed
+    // (killed from the client's progress instead, a fast machine had sent all 24 MiB first).
+    const held = proxy.holdAfter(10 * MiB);
     const ended = run(first);
-    const how = await killed;
+    await held;
+    const dying = gw;
+    gw = null;
+    const how = await dying.kill();
     assert.equal(how.signal, 'SIGKILL');
     assert.notEqual(await ended, 'success');
     gw = await startProgram('sockgate', ['--listen', '127.0.0.1:0', '--file-root', root]);

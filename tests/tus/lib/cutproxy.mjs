@@ -11,10 +11,13 @@ import net from 'node:net';
 export function startCutProxy(target) {
   let armed = null;
   let onCut = null;
+  let holdAt = null;
+  let onHold = null;
   const sockets = new Set();
   const server = net.createServer((client) => {
     const upstream = net.connect(target, '127.0.0.1');
     let sent = 0;
+    let held = false;
     sockets.add(client);
     sockets.add(upstream);
     const drop = () => {
@@ -33,10 +36,24 @@ export function startCutProxy(target) {
         });
         return;
       }
+      if (holdAt !== null && sent + chunk.length > holdAt) {
+        // Forward exactly up to the mark, then stop reading the client: nothing more reaches the server.
+        const keep = holdAt - sent;
+        holdAt = null;
+        held = true;
+        client.pause();
+        upstream.write(chunk.subarray(0, keep), () => {
+          if (onHold) onHold(sent + keep);
+        });
+        sent += keep;
+        return;
+      }
       sent += chunk.length;
       if (!upstream.write(chunk)) client.pause();
     });
-    upstream.on('drain', () => client.resume());
+    upstream.on('drain', () => {
+      if (!held) client.resume();
+    });
     upstream.on('data', (chunk) => {
       if (!client.write(chunk)) upstream.pause();
     });
@@ -52,6 +69,13 @@ export function startCutProxy(target) {
         port: server.address().port,
         setTarget(port) {
           target = port;
+        },
+        /** Forwards n request bytes of a connection, then holds the rest (the connection stays open). */
+        holdAfter(n) {
+          holdAt = n;
+          return new Promise((res) => {
+            onHold = res;
+          });
         },
         cutAfter(n) {
           armed = n;
