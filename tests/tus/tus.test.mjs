@@ -39,6 +39,20 @@ async function headUpload(url) {
 }
 
 /**
+ * HEADs url every 50 ms until the server's offset reaches min or 10 s pass; returns the last
+ * { status, offset }. After a cut the gateway still hands the bytes it gathered to the file
+ * service (and a HEAD meanwhile may find the upload locked): the offset settles a moment later.
+ */
+async function settledOffset(url, min) {
+  const until = Date.now() + 10000;
+  for (;;) {
+    const h = await headUpload(url);
+    if ((h.status === 200 && h.offset >= min) || Date.now() > until) return h;
+    await sleep(50);
+  }
+}
+
+/**
  * Watches the file listing and the file's HEAD every 50 ms (at most 20 minutes) until stop().
  * The upload is never seen unfinished under its name: a listing or HEAD that shows the name
  * with another size or sha256 is a violation whenever it comes, and one that shows the whole
@@ -148,6 +162,8 @@ async function testResumeAcrossCutsAndRestarts() {
     const cutAt2 = await cut;
     assert.equal(posts, 1, 'resuming creates nothing new');
     assert.equal(patchOffsets.at(-1), h1.offset, 'the second Upload resumed from the offset HEAD gave');
+    // What the gateway gathered before the cut reaches the file service before that stops.
+    await settledOffset(first.url, h1.offset + cutAt2 - 1024 - GATEWAY_BLOCK);
 
     // Now the file backend restarts (same address, same root); the gateway stays.
     assert.equal((await file.stop()).code, 0);
