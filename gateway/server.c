@@ -881,13 +881,6 @@ int server_start(struct gateway *gw, struct server **out, char *err, size_t errl
         snprintf(err, errlen, "out of memory");
         return SG_ERR_NOMEM;
     }
-    rc = chat_streams_start(err, errlen);
-    if (rc != SG_OK) {
-        close(fd);
-        free(s->workers);
-        free(s);
-        return rc;
-    }
     s->listen_fd = fd;
     /* Each daemon takes its share of the connection limit, as libmicrohttpd's own thread pool divides it. */
     conn_limit = gw->cfg.max_conns / n > 0 ? gw->cfg.max_conns / n : 1;
@@ -903,7 +896,6 @@ int server_start(struct gateway *gw, struct server **out, char *err, size_t errl
             }
             worker_free(wk);
             stop_workers(s);
-            chat_streams_stop();
             close(fd);
             free(s);
             return SG_ERR_SYS;
@@ -927,14 +919,12 @@ void server_stop(struct server *s, unsigned grace_ms)
         return;
     for (unsigned i = 0; i < s->n_workers; i++)
         worker_quiesce(s->workers[i]); /* no new connections from here on */
-    /* Event streams never finish by themselves: end them now, or they would hold the grace period. */
-    chat_streams_close_all();
+    /* Event streams and WebSockets never finish by themselves: each worker ends its own as it quiesces. */
     while ((left = metrics_in_flight_now()) > 0 && sg_now_ms() < deadline)
         usleep(20 * 1000);
     if (left > 0)
         sg_warn("%ld requests still in flight after the %u ms grace period: closing them", left, grace_ms);
     stop_workers(s);
-    chat_streams_stop(); /* only now: libmicrohttpd released every stream's response */
     close(s->listen_fd); /* only now: a worker may have used it until its daemon stopped */
     free(s);
 }

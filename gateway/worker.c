@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "chat_stream.h"
 #include "http_strict.h"
 #include "metrics.h"
 #include "upcall.h"
@@ -551,6 +552,7 @@ static void *loop(void *arg)
             (void)MHD_quiesce_daemon(wk->daemon);
             wk->is_quiesced = 1;
             ws_close_all_here(); /* WebSockets never end by themselves: start their closing handshakes */
+            chat_streams_close_here(); /* nor do chat event streams: they send what they hold and end */
         }
         if (atomic_load(&wk->want_stop))
             break;
