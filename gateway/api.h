@@ -10,7 +10,6 @@
 
 struct request;
 struct upstream;
-struct upstream_conn;
 
 /* api_echo.c: POST /api/v1/echo through the echo backend. */
 int api_echo(struct request *rq);
