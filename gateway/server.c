@@ -821,8 +821,8 @@ static struct MHD_Daemon *daemon_start(struct gateway *gw, struct worker *wk, in
      * watches every client socket for EPOLLRDHUP itself and makes the daemon
      * see the hang-up (worker.c, docs/internals/gateway.md "Clients that abort
      * an upload"). No inter-thread channel: the loop runs the daemon after
-     * every round, so a resume from its own thread needs no wake-up, and the
-     * chat's pump thread wakes the loop itself (worker_kick); the channel
+     * every round, so a resume from its own thread needs no wake-up (every
+     * resume is, since the chat streams run on the loop too); the channel
      * would cost an eventfd write and read per deferred request.
      */
     unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE | MHD_USE_ERROR_LOG;
