@@ -92,17 +92,10 @@ static void end(struct upcall_stream *s, int rc, const char *what)
 /* Writes what may go of the request; returns 0, or -1 when s ended. */
 static int pump_out(struct upcall_stream *s)
 {
-    while (s->out_off < s->out_len) {
-        ssize_t w = send(s->watch.fd, s->out + s->out_off, s->out_len - s->out_off, MSG_NOSIGNAL);
-        if (w < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return 0;
-            if (errno == EINTR)
-                continue;
-            end(s, SG_ERR_CLOSED, strerror(errno));
-            return -1;
-        }
-        s->out_off += (size_t)w;
+    int err = upcall_send_some(s->watch.fd, s->out, s->out_len, &s->out_off);
+    if (err) {
+        end(s, SG_ERR_CLOSED, strerror(err));
+        return -1;
     }
     return 0;
 }
