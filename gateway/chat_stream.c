@@ -298,8 +298,11 @@ void chat_streams_close_here(void)
 static ssize_t cs_read(void *cls, uint64_t pos, char *buf, size_t max)
 {
     struct chat_stream *cs = cls;
-    size_t n = queued(cs);
+    size_t n;
     (void)pos;
+    if (worker_is_stopping())
+        end_stream(cs, "the gateway is shutting down"); /* one that began after its worker quiesced */
+    n = queued(cs);
     if (n > 0) {
         if (n > max)
             n = max;

@@ -648,6 +648,12 @@ void request_wake(struct request *rq)
 static enum MHD_Result answer_deferred(struct request *rq)
 {
     int (*resume)(struct request *) = rq->resume;
+    if (!rq->is_woken && worker_is_stopping() && !worker_client_gone(rq->conn)) {
+        /* The grace period is over and its backend has not answered: say so rather than close. */
+        rq->resume = NULL;
+        answer_outcome(rq, request_fail(rq, SG_ERR_REFUSED, "the gateway is shutting down"));
+        return rq->has_responded ? MHD_YES : MHD_NO;
+    }
     if (!rq->is_woken)
         return MHD_NO;
     rq->resume = NULL;

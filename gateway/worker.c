@@ -52,8 +52,6 @@ struct wk_conn {
     struct wk_conn *prev, *next; /* every connection of the worker (the stop sweep) */
 };
 
-/* Run on each worker's thread when its loop stops, before its daemon does (worker_at_stop). */
-static void (*_Atomic stop_hook)(void);
 
 struct worker {
     int epfd;
@@ -64,6 +62,7 @@ struct worker {
     int is_running;
     atomic_int want_quiesce, want_stop;
     int is_quiesced;
+    int is_stopping;      /* the loop ended: parked answers are resumed one last time (worker_is_stopping) */
     int needs_run;        /* a connection was resumed since the daemon last ran: do not sleep */
     struct wk_timer **heap;
     size_t n_heap, cap_heap;
@@ -460,9 +459,9 @@ static void free_later_now(struct worker *wk)
     wk->n_later = 0;
 }
 
-void worker_at_stop(void (*fn)(void))
+int worker_is_stopping(void)
 {
-    atomic_store(&stop_hook, fn);
+    return self && self->is_stopping;
 }
 
 int worker_client_gone(struct MHD_Connection *conn)
@@ -477,9 +476,12 @@ int worker_client_gone(struct MHD_Connection *conn)
  * Before the daemon stops: libmicrohttpd 0.9.75 aborts the process when a
  * daemon stops with a suspended connection, and after the grace period some
  * may still be (a deferred call, a held upload body, a download waiting for
- * its backend). Each is cut and resumed; its handler or content callback
- * then sees the client gone and the connection closes. A handler may park
- * it once more before libmicrohttpd notices the shutdown, hence the rounds.
+ * its backend, a stream). The first round resumes each as it is, so that
+ * what can still say why it ends does (worker_is_stopping: a deferred call
+ * is answered 503, an exec stream sends its error event); then each one
+ * parked again is cut and resumed, its handler or content callback sees the
+ * client gone and the connection closes. A handler may park it once more
+ * before libmicrohttpd notices the shutdown, hence the rounds.
  */
 static void release_suspended(struct worker *wk)
 {
@@ -489,7 +491,10 @@ static void release_suspended(struct worker *wk)
             if (!c->is_suspended)
                 continue;
             n++;
-            if (!c->is_cut) {
+            if (round == 0) {
+                c->is_suspended = 0;
+                MHD_resume_connection(c->conn);
+            } else if (!c->is_cut) {
                 cut(c);
             } else {
                 c->is_suspended = 0;
@@ -557,19 +562,7 @@ static void *loop(void *arg)
         if (atomic_load(&wk->want_stop))
             break;
     }
-    {
-        /*
-         * Responses that never end by themselves (streams) may be parked:
-         * libmicrohttpd 0.9.75 aborts the process when a daemon stops with a
-         * suspended connection. The hook ends them, and one more round lets
-         * libmicrohttpd take them back and send their last bytes.
-         */
-        void (*hook)(void) = atomic_load(&stop_hook);
-        if (hook) {
-            hook();
-            MHD_run(wk->daemon);
-        }
-    }
+    wk->is_stopping = 1;
     release_suspended(wk);
     if (!wk->is_quiesced)
         (void)MHD_quiesce_daemon(wk->daemon); /* so MHD_stop_daemon does not close the shared listener */
