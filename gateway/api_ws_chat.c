@@ -33,7 +33,7 @@
 /* A reply or peers command waiting for the chat service. */
 struct chat_cmd {
     struct chat_cmd *next;
-    struct chat_bridge *b;
+    struct chat_bridge *b;   /* NULL once the socket ended (the call waits for a reaper) */
     struct upcall *c;
     json_t *ref; /* the client's "ref", echoed in the answer (may be NULL) */
     int is_done; /* answered: freed from the loop (on_flush), not inside the call's own callback */
@@ -179,11 +179,13 @@ static void send_error(struct ws *ws, const json_t *ref, int err, const char *me
 /* Unlinks and frees cmd (its call ended or is cancelled). */
 static void cmd_free(struct chat_cmd *cmd)
 {
-    struct chat_cmd **pp = &cmd->b->cmds;
-    while (*pp && *pp != cmd)
-        pp = &(*pp)->next;
-    if (*pp)
-        *pp = cmd->next;
+    if (cmd->b) {
+        struct chat_cmd **pp = &cmd->b->cmds;
+        while (*pp && *pp != cmd)
+            pp = &(*pp)->next;
+        if (*pp)
+            *pp = cmd->next;
+    }
     upcall_free(cmd->c);
     json_decref(cmd->ref);
     free(cmd);
@@ -195,6 +197,9 @@ static void on_cmd_done(struct upcall *c, const struct upcall_result *res, void 
     struct chat_cmd *cmd = arg;
     struct chat_bridge *b = cmd->b;
     (void)c;
+    cmd->is_done = 1;
+    if (!b)
+        return; /* the socket ended: the reaper frees it */
     if (res->rc != SG_OK) {
         send_error(b->ws, cmd->ref, res->rc, res->err);
     } else {
@@ -208,7 +213,6 @@ static void on_cmd_done(struct upcall *c, const struct upcall_result *res, void 
             json_object_set(ev, "ref", cmd->ref);
         send_event(b->ws, ev);
     }
-    cmd->is_done = 1;
     flush_soon(b);
 }
 
@@ -308,11 +312,43 @@ static void on_start(struct ws *ws, void *arg)
         on_room(ws, b);      /* the messages that waited for the socket */
 }
 
+/* Commands still in flight when their socket ended, cancelled after the loop's round. */
+struct cmd_reaper {
+    struct wk_timer t;
+    struct chat_cmd *cmds;
+};
+
+static void on_reap(struct wk_timer *t)
+{
+    struct cmd_reaper *r = (struct cmd_reaper *)((char *)t - offsetof(struct cmd_reaper, t));
+    while (r->cmds) {
+        struct chat_cmd *cmd = r->cmds;
+        r->cmds = cmd->next;
+        cmd_free(cmd);
+    }
+    free(r);
+}
+
 /* Frees what b holds: the subscription (the chat service forgets the subscriber at once), the commands in flight. */
 static void bridge_free(struct chat_bridge *b)
 {
+    struct cmd_reaper *r;
     upcall_stream_close(b->us);
     b->us = NULL;
+    /*
+     * A socket may end in the middle of a round whose batch still holds an
+     * event of a command's backend connection, which upcall_free would free
+     * under it: the commands are cancelled from a timer due now (timers run
+     * after the batch). Once the loop stopped no batch is running.
+     */
+    if (b->cmds && b->wk && !worker_is_stopping() && (r = calloc(1, sizeof *r)) != NULL) {
+        r->t.fire = on_reap;
+        r->cmds = b->cmds;
+        b->cmds = NULL;
+        for (struct chat_cmd *cmd = r->cmds; cmd; cmd = cmd->next)
+            cmd->b = NULL;
+        worker_timer_arm(b->wk, &r->t, sg_now_ms());
+    }
     while (b->cmds)
         cmd_free(b->cmds);
     if (b->wk)
