@@ -159,6 +159,42 @@ static int expand_embedded_listen(const char *text, struct gw_config *cfg)
     return 0;
 }
 
+/* A duration flag: its checked text, its range, and the field of struct gw_config it sets. */
+struct duration_flag {
+    const char *name;
+    const char *text;
+    uint64_t min_ms, max_ms;
+    uint64_t unit_ms; /* the field counts these, rounded up; a bare number means this many ms (0: ms, no bare numbers) */
+    unsigned *field;
+};
+
+/* Checks every duration flag of f and sets its field of cfg; 0, or -1 after printing what is wrong. */
+static int parse_durations(const struct flags *f, struct gw_config *cfg)
+{
+    /* upload-expiry is in whole seconds, as the file backend counts them: a shorter duration waits one. */
+    const struct duration_flag table[] = {
+        {"timeout", f->timeout, 10, 3600000, 0, &cfg->timeout_ms},
+        {"grace", f->grace, 0, 3600000, 0, &cfg->grace_ms},
+        {"drain", f->drain, 0, 3600000, 0, &cfg->drain_ms},
+        {"resolve-interval", f->resolve_interval, 100, 3600000, 0, &cfg->resolve_interval_ms},
+        {"eject", f->eject, 10, 30000, 0, &cfg->eject_ms},
+        {"header-timeout", f->header_timeout, 0, 3600000, 0, &cfg->header_timeout_ms},
+        {"body-timeout", f->body_timeout, 0, 3600000, 0, &cfg->body_timeout_ms},
+        {"ws-ping", f->ws_ping, 0, 3600000, 0, &cfg->ws_ping_ms},
+        {"ws-pong-timeout", f->ws_pong, 10, 3600000, 0, &cfg->ws_pong_ms},
+        {"ws-idle-timeout", f->ws_idle, 0, 7 * 24 * 3600000u, 0, &cfg->ws_idle_ms},
+        {"upload-expiry", f->upload_expiry, 1000, UINT64_C(366) * 86400000, 1000, &cfg->upload_expiry_s},
+    };
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
+        const struct duration_flag *d = &table[i];
+        uint64_t ms, unit = d->unit_ms ? d->unit_ms : 1;
+        if (sg_flag_duration("sockgate", d->name, d->text, d->min_ms, d->max_ms, d->unit_ms, &ms))
+            return -1;
+        *d->field = (unsigned)((ms + unit - 1) / unit);
+    }
+    return 0;
+}
+
 /* Parses argv and the environment into cfg; returns 0 to run, 1 to exit 0, 2 to exit 2. */
 static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_routes)
 {
@@ -312,7 +348,8 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
         if (f.emb_listen[i] && *f.emb_listen[i] && check_addr_flag(backend_listen_flag(i), f.emb_listen[i]))
             return 2;
     if (sg_flag_size("sockgate", "max-upload", f.max_upload, 0, UINT64_C(1) << 50, &cfg->max_upload) ||
-        sg_flag_size("sockgate", "max-json", f.max_json, 2, 256u << 20, &cfg->max_json))
+        sg_flag_size("sockgate", "max-json", f.max_json, 2, 256u << 20, &cfg->max_json) ||
+        sg_flag_size("sockgate", "ws-max-message", f.ws_max_message, 1, 256u << 20, &cfg->ws_max_message))
         return 2;
     cfg->max_upload_text = f.max_upload;
     cfg->max_json_text = f.max_json;
@@ -322,48 +359,14 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
     if (sg_flag_count("sockgate", "max-conns", f.max_conns, 1, 1000000, &v))
         return 2;
     cfg->max_conns = (unsigned)v;
-    if (sg_flag_duration("sockgate", "timeout", f.timeout, 10, 3600000, 0, &v))
+    if (parse_durations(&f, cfg) != 0)
         return 2;
-    cfg->timeout_ms = (unsigned)v;
-    if (sg_flag_duration("sockgate", "grace", f.grace, 0, 3600000, 0, &v))
-        return 2;
-    cfg->grace_ms = (unsigned)v;
-    if (sg_flag_duration("sockgate", "drain", f.drain, 0, 3600000, 0, &v))
-        return 2;
-    cfg->drain_ms = (unsigned)v;
-    if (sg_flag_duration("sockgate", "resolve-interval", f.resolve_interval, 100, 3600000, 0, &v))
-        return 2;
-    cfg->resolve_interval_ms = (unsigned)v;
-    if (sg_flag_duration("sockgate", "eject", f.eject, 10, 30000, 0, &v))
-        return 2;
-    cfg->eject_ms = (unsigned)v;
     if (!cfg->sandbox)
         cfg->sandbox = "best-effort";
     if (strcmp(cfg->sandbox, "strict") && strcmp(cfg->sandbox, "best-effort") && strcmp(cfg->sandbox, "off")) {
         fprintf(stderr, "sockgate: --sandbox must be strict, best-effort or off, not '%s'\n", cfg->sandbox);
         return 2;
     }
-    if (sg_flag_duration("sockgate", "header-timeout", f.header_timeout, 0, 3600000, 0, &v))
-        return 2;
-    cfg->header_timeout_ms = (unsigned)v;
-    if (sg_flag_duration("sockgate", "body-timeout", f.body_timeout, 0, 3600000, 0, &v))
-        return 2;
-    cfg->body_timeout_ms = (unsigned)v;
-    if (sg_flag_size("sockgate", "ws-max-message", f.ws_max_message, 1, 256u << 20, &cfg->ws_max_message))
-        return 2;
-    if (sg_flag_duration("sockgate", "ws-ping", f.ws_ping, 0, 3600000, 0, &v))
-        return 2;
-    cfg->ws_ping_ms = (unsigned)v;
-    if (sg_flag_duration("sockgate", "ws-pong-timeout", f.ws_pong, 10, 3600000, 0, &v))
-        return 2;
-    cfg->ws_pong_ms = (unsigned)v;
-    if (sg_flag_duration("sockgate", "ws-idle-timeout", f.ws_idle, 0, 7 * 24 * 3600000u, 0, &v))
-        return 2;
-    cfg->ws_idle_ms = (unsigned)v;
-    /* The file backend counts whole seconds: a shorter duration waits one. */
-    if (sg_flag_duration("sockgate", "upload-expiry", f.upload_expiry, 1000, UINT64_C(366) * 86400000, 1000, &v))
-        return 2;
-    cfg->upload_expiry_s = (unsigned)((v + 999) / 1000);
     if (sg_log_format_parse(f.log_format, &cfg->log_format) != SG_OK) {
         fprintf(stderr, "sockgate: --log-format must be text or json, not '%s'\n", f.log_format);
         return 2;
