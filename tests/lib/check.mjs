@@ -79,13 +79,25 @@ export function watchPage(page, label) {
 }
 
 /** Returns the console problems nobody declared as expected, as printable lines. */
-export function unexpectedConsoleProblems() {
+function unexpectedConsoleProblems() {
   return consoleProblems.filter((p) => !isExpected(p)).map((p) => `[${p.page}, ${p.step}] ${p.text} ${p.url}`);
 }
 
 /** Returns how many console problems were declared expected and seen (for the log). */
-export function expectedConsoleCount() {
+function expectedConsoleCount() {
   return consoleProblems.filter(isExpected).length;
+}
+
+/**
+ * Runs the closing step of a page test: every console problem of the run was declared expected
+ * (expectNetworkError), apart from those whose printed line matches ignore.
+ */
+export function stepNoConsoleErrors(ignore = null) {
+  return step('no console errors anywhere', async () => {
+    const problems = unexpectedConsoleProblems().filter((p) => !ignore || !ignore.test(p));
+    console.log(`  (${expectedConsoleCount()} expected console lines from refused requests)`);
+    assert.deepEqual(problems, []);
+  });
 }
 
 /** Returns true when some step has failed so far. */
