@@ -226,6 +226,18 @@ int respond_json(struct request *rq, unsigned status, json_t *body)
     return respond(rq, status, resp);
 }
 
+int respond_json_text(struct request *rq, unsigned status, const char *text)
+{
+    size_t len = strlen(text);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)text, MHD_RESPMEM_PERSISTENT);
+    if (!resp)
+        return SG_ERR_NOMEM;
+    MHD_add_response_header(resp, "Content-Type", "application/json");
+    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    rq->bytes_out += len;
+    return respond(rq, status, resp);
+}
+
 int respond_error_with(struct request *rq, int err, const char *message, const char *const *headers)
 {
     struct MHD_Response *resp;
@@ -739,25 +751,27 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
 static void access_log(struct request *rq, unsigned status, int is_complete, int64_t duration_us)
 {
-    json_t *f = json_pack("{s:s,s:s,s:s,s:s,s:i,s:I,s:I,s:I,s:s}", "id", rq->id, "method", rq->method, "path",
-                          rq->url, "route", router_slot_name(rq->slot), "status", (int)status, "us",
-                          (json_int_t)duration_us, "in", (json_int_t)rq->bytes_in, "out",
-                          (json_int_t)rq->bytes_out, "remote", rq->remote);
-    if (!f) /* a path that is not UTF-8: log it without the path */
-        f = json_pack("{s:s,s:s,s:s,s:i}", "id", rq->id, "method", rq->method, "route", router_slot_name(rq->slot),
-                      "status", (int)status);
-    if (!f)
-        return;
+    struct sg_log_field f[11];
+    size_t n = 0;
+    f[n++] = SG_LOG_FIELD_STR("id", rq->id);
+    f[n++] = SG_LOG_FIELD_STR("method", rq->method);
+    f[n++] = SG_LOG_FIELD_STR("path", rq->url);
+    f[n++] = SG_LOG_FIELD_STR("route", router_slot_name(rq->slot));
+    f[n++] = SG_LOG_FIELD_INT("status", status);
+    f[n++] = SG_LOG_FIELD_INT("us", duration_us);
+    f[n++] = SG_LOG_FIELD_INT("in", rq->bytes_in);
+    f[n++] = SG_LOG_FIELD_INT("out", rq->bytes_out);
+    f[n++] = SG_LOG_FIELD_STR("remote", rq->remote);
     if (rq->err != SG_OK) {
         unsigned st;
         const char *code;
         http_error(rq->err, &st, &code);
-        json_object_set_new(f, "error", json_string(code));
+        f[n++] = SG_LOG_FIELD_STR("error", code);
     }
     if (!is_complete)
-        json_object_set_new(f, "aborted", json_true());
-    sg_log_fields(SG_LOG_INFO, "request", f);
-    json_decref(f);
+        f[n++] = SG_LOG_FIELD_BOOL("aborted", 1);
+    /* Logged on every request: fields as an array, with no JSON object built for the text format. */
+    sg_log_record(SG_LOG_INFO, "request", f, n);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,

@@ -665,7 +665,13 @@ static void on_owned(struct upcall *c, uint32_t events)
     }
     if (pump_out(c) < 0)
         return;
-    if (pump_in(c) < 0)
+    /*
+     * Reads only on a readable edge: the backend taking the request raises a
+     * writable one first, and reading then would only hear EAGAIN. epoll
+     * reports what the socket holds when it hands the event over, so bytes
+     * already there always come with EPOLLIN.
+     */
+    if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && pump_in(c) < 0)
         return;
     /* The header is out and the socket may take more: the caller's body goes on (it may end c). */
     if (c->is_body_fed && c->body_owed > 0 && c->out_off == c->out_len && c->writable &&
