@@ -164,7 +164,8 @@ struct duration_flag {
     const char *name;
     const char *text;
     uint64_t min_ms, max_ms;
-    uint64_t unit_ms; /* the field counts these, rounded up; a bare number means this many ms (0: ms, no bare numbers) */
+    /* The field counts units of this many ms, rounded up, and a bare number means as many (0: ms, no bare numbers). */
+    uint64_t unit_ms;
     unsigned *field;
 };
 
