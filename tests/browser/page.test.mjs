@@ -7,7 +7,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import {
-  assert, expectNetworkError, hasFailures, step, stepNoConsoleErrors, summary, watchPage,
+  assert, expectNetworkError, hasFailures, runMain, step, stepNoConsoleErrors, watchPage,
 } from '../lib/check.mjs';
 import { chatSteps } from './lib/chat_steps.mjs';
 import { launchChromium } from './lib/chromium.mjs';
@@ -514,9 +514,4 @@ async function main() {
   }
 }
 
-await main().catch((err) => {
-  console.log(`FAIL - the test itself: ${err && err.stack ? err.stack : err}`);
-  process.exitCode = 1;
-});
-const code = summary();
-process.exitCode = process.exitCode || code;
+await runMain(main);

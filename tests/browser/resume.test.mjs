@@ -10,7 +10,7 @@ import path from 'node:path';
 
 import { startCutProxy } from '../lib/cutproxy.mjs';
 import {
-  assert, expectNetworkError, hasFailures, step, stepNoConsoleErrors, summary, watchPage,
+  assert, expectNetworkError, hasFailures, runMain, step, stepNoConsoleErrors, watchPage,
 } from '../lib/check.mjs';
 import { launchChromium } from './lib/chromium.mjs';
 import { startGateway } from '../lib/procs.mjs';
@@ -165,9 +165,4 @@ async function main() {
   }
 }
 
-await main().catch((err) => {
-  console.log(`FAIL - the test itself: ${err && err.stack ? err.stack : err}`);
-  process.exitCode = 1;
-});
-const code = summary();
-process.exitCode = process.exitCode || code;
+await runMain(main);

@@ -105,6 +105,19 @@ export function hasFailures() {
   return results.some((r) => !r.ok);
 }
 
+/**
+ * Runs a test's main(), counts a throw outside any step as a failure, prints the closing line
+ * and sets the process exit code (0 only when every step passed).
+ */
+export async function runMain(main) {
+  await main().catch((err) => {
+    console.log(`FAIL - the test itself: ${err && err.stack ? err.stack : err}`);
+    process.exitCode = 1;
+  });
+  const code = summary();
+  process.exitCode = process.exitCode || code;
+}
+
 /** Prints the closing line and returns the process exit code (0 only when all passed). */
 export function summary() {
   const passed = results.filter((r) => r.ok).length;
