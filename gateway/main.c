@@ -57,41 +57,25 @@ struct flags {
     struct gw_config *cfg;
 };
 
-/* Appends a copy of value to items (n of cap used); -1 when full, empty or out of memory. */
-static int append_copy(const char **items, size_t *n, size_t cap, const char *value)
+/* A repeatable flag's list in struct gw_config: its items, how many are used, and how many fit. */
+struct list_flag {
+    const char **items;
+    size_t *n;
+    size_t cap;
+};
+
+/* Appends a copy of value to the list_flag ctx; -1 when full, empty or out of memory. */
+static int append_copy(const char *value, void *ctx)
 {
-    if (*n >= cap || !*value)
+    struct list_flag *list = ctx;
+    if (*list->n >= list->cap || !*value)
         return -1;
     /* sg_options_parse frees its copy of a comma list, so keep our own. */
-    items[*n] = strdup(value);
-    if (!items[*n])
+    list->items[*list->n] = strdup(value);
+    if (!list->items[*list->n])
         return -1;
-    (*n)++;
+    (*list->n)++;
     return 0;
-}
-
-static int add_cors_origin(const char *value, void *ctx)
-{
-    struct gw_config *cfg = ctx;
-    return append_copy(cfg->cors_origins, &cfg->n_cors_origins, GW_MAX_CORS_ORIGINS, value);
-}
-
-static int add_allow_host(const char *value, void *ctx)
-{
-    struct gw_config *cfg = ctx;
-    return append_copy(cfg->allow_hosts, &cfg->n_allow_hosts, GW_MAX_ALLOW_HOSTS, value);
-}
-
-static int add_sandbox_read(const char *value, void *ctx)
-{
-    struct gw_config *cfg = ctx;
-    return append_copy(cfg->sandbox_read, &cfg->n_sandbox_read, GW_MAX_SANDBOX_DIRS, value);
-}
-
-static int add_sandbox_write(const char *value, void *ctx)
-{
-    struct gw_config *cfg = ctx;
-    return append_copy(cfg->sandbox_write, &cfg->n_sandbox_write, GW_MAX_SANDBOX_DIRS, value);
 }
 
 /* 0 when path is absent or a directory (must_exist: a directory); else prints why and returns -1. */
@@ -212,6 +196,10 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
                       .drain = "0", .resolve_interval = "5s", .eject = "2s",
                       .header_timeout = "20s", .body_timeout = "30s", .upload_expiry = "24h", .log_format = "text", .cfg = cfg,
                       .ws_max_message = "1M", .ws_ping = "30s", .ws_pong = "10s", .ws_idle = "1h"};
+    struct list_flag sandbox_read = {cfg->sandbox_read, &cfg->n_sandbox_read, GW_MAX_SANDBOX_DIRS};
+    struct list_flag sandbox_write = {cfg->sandbox_write, &cfg->n_sandbox_write, GW_MAX_SANDBOX_DIRS};
+    struct list_flag cors = {cfg->cors_origins, &cfg->n_cors_origins, GW_MAX_CORS_ORIGINS};
+    struct list_flag hosts = {cfg->allow_hosts, &cfg->n_allow_hosts, GW_MAX_ALLOW_HOSTS};
     const struct sg_option opts[] = {
         {"listen", "SOCKGATE_LISTEN", "HOST:PORT", "HTTP address (port 0 picks a free one)", &f.listen, NULL, NULL},
         {"embedded-listen", "SOCKGATE_EMBEDDED_LISTEN", "HOST:PORT",
@@ -246,20 +234,20 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
          "start without Landlock",
          &cfg->sandbox, NULL, NULL},
         {"sandbox-read", "SOCKGATE_SANDBOX_READ", "DIR", "let the embedded exec's commands read DIR (repeatable)",
-         NULL, add_sandbox_read, cfg},
+         NULL, append_copy, &sandbox_read},
         {"sandbox-write", "SOCKGATE_SANDBOX_WRITE", "DIR",
-         "let the embedded exec's commands read and write DIR (repeatable)", NULL, add_sandbox_write, cfg},
+         "let the embedded exec's commands read and write DIR (repeatable)", NULL, append_copy, &sandbox_write},
         {"web-root", "SOCKGATE_WEB_ROOT", "DIR", "serve the page from DIR instead of the built-in copy",
          &f.web_root, NULL, NULL},
         {"token", "SOCKGATE_TOKEN", "TOKEN",
          "require Authorization: Bearer TOKEN on /api/v1, /readyz and /metrics (/healthz stays open)", &f.token, NULL,
          NULL},
         {"cors-origin", "SOCKGATE_CORS_ORIGIN", "ORIGIN", "allow cross-origin calls from ORIGIN (repeatable, * for any)",
-         NULL, add_cors_origin, cfg},
+         NULL, append_copy, &cors},
         {"allow-host", "SOCKGATE_ALLOW_HOST", "NAME",
          "answer to Host NAME (repeatable; .domain for it and below, * for any); without it and without a token, "
          "only addresses, single-label names and *.localhost",
-         NULL, add_allow_host, cfg},
+         NULL, append_copy, &hosts},
         {"max-upload", "SOCKGATE_MAX_UPLOAD", "SIZE", "largest upload (PUT body or multipart total)",
          &f.max_upload, NULL, NULL},
         {"max-json", "SOCKGATE_MAX_JSON", "SIZE", "largest JSON request body", &f.max_json, NULL, NULL},
