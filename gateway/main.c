@@ -283,7 +283,7 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
          &f.upload_expiry, NULL, NULL},
         {"drain", "SOCKGATE_DRAIN", "DURATION",
          "on SIGTERM, /readyz answers 503 at once while everything is still served this long (so load balancers "
-         "notice), then the grace period starts (default 0)",
+         "notice), then the grace period starts",
          &f.drain, NULL, NULL},
         {"drain-ms", "SOCKGATE_DRAIN_MS", "MS", "milliseconds", &f.drain, NULL, NULL},
         {"resolve-interval", "SOCKGATE_RESOLVE_INTERVAL", "DURATION",
