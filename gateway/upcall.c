@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "sockgate/drain.h"
 #include "sockgate/error.h"
 #include "sockgate/frame.h"
 #include "sockgate/log.h"
@@ -169,7 +170,13 @@ static struct bconn *pool_take(struct upstream *up, const struct bal_pick *p)
         pool[up->id][p->slot].n--;
         b->next = NULL;
         /* A connection of the slot's previous address (gen changed) never carries a call meant for the new one. */
-        if (!b->is_dead && b->gen == p->gen && sg_now_ms() - b->idle_since <= POOL_MAX_IDLE_MS)
+        /*
+         * The peek catches an EOF the loop has not dispatched yet (a backend
+         * that started draining closed it this instant): a request sent on it
+         * would fail, and one that may not be replayed (exec) would fail the call.
+         */
+        if (!b->is_dead && b->gen == p->gen && sg_now_ms() - b->idle_since <= POOL_MAX_IDLE_MS &&
+            !sg_drain_has_input(b->watch.fd))
             return b;
         bconn_close(b);
     }

@@ -47,6 +47,7 @@ struct exec_server {
     struct exec_sandbox sandbox; /* built once; entered by every child */
     int listen_fd;
     int stop_fd;               /* eventfd: readable forever once stop() was called */
+    int drain_fd;              /* eventfd: readable forever once the drain (or the stop) started */
     int slot_fd;               /* eventfd semaphore holding the free command slots */
     pthread_mutex_t lock;
     pthread_cond_t idle;       /* signalled when live drops */
@@ -58,6 +59,7 @@ struct exec_conn {
     struct exec_server *srv;
     int fd;
     char peer[SG_ADDR_STRLEN];
+    unsigned served;           /* requests answered: a drain closes only a connection that had one */
     struct sg_frame_decoder dec;
     size_t in_off;             /* bytes of in[] already used */
     size_t in_len;             /* bytes of in[] received */

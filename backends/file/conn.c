@@ -11,6 +11,7 @@
 
 #include "conn.h"
 #include "name.h"
+#include "sockgate/drain.h"
 #include "sockgate/error.h"
 #include "sockgate/log.h"
 
@@ -227,7 +228,17 @@ static void serve(struct file_conn *c)
         const uint8_t *chunk;
         size_t len;
         int64_t wait = c->srv->idle_timeout_ms;
-        int rc = sg_frame_reader_next(c->rd, &ev, &chunk, &len, deadline(wait));
+        int rc;
+        /*
+         * Between requests a draining server closes the connection (the
+         * gateway sees EOF on its idle pooled connection and moves on); a
+         * fresh one gets its first request served, since its client may be
+         * sending it already.
+         */
+        if (c->served > 0 && c->rd->off == c->rd->len &&
+            sg_drain_wait(c->fd, c->srv->drain_fd, deadline(wait)) != SG_DRAIN_READABLE)
+            return;
+        rc = sg_frame_reader_next(c->rd, &ev, &chunk, &len, deadline(wait));
         if (rc == SG_ERR_PROTO) {
             c->id = NULL;
             file_conn_reply_error(c, SG_ERR_PROTO, "%s", sg_frame_decoder_error(&c->rd->dec));
@@ -240,6 +251,7 @@ static void serve(struct file_conn *c)
             return; /* cannot happen: every handler consumes its frame to END */
         if (dispatch(c, sg_frame_decoder_header(&c->rd->dec), sg_frame_decoder_body_size(&c->rd->dec)) != FILE_NEXT)
             return;
+        c->served++;
     }
 }
 

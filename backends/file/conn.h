@@ -30,6 +30,7 @@ struct file_server {
     int64_t idle_timeout_ms; /* -1: none */
     int listen_fd;
     int wake_fd;             /* eventfd written by stop() */
+    int drain_fd;            /* eventfd: readable forever once the drain started */
     pthread_mutex_t lock;    /* guards conns, nconns and every conn's fd and done */
     struct file_conn *conns;
     unsigned nconns;         /* connections whose thread has not finished */
@@ -48,6 +49,7 @@ struct file_conn {
     struct sg_frame_reader *rd;
     const json_t *id;        /* the current request's "id" (borrowed), echoed in its response */
     int linger;              /* unread bytes may follow: drain a little before closing */
+    unsigned served;         /* requests answered: a drain closes only a connection that had one */
     char peer[SG_ADDR_STRLEN];
 };
 
