@@ -86,6 +86,7 @@ struct upcall {
     int is_replayable;  /* a failure before any answer byte may be retried on a fresh connection */
     int has_retried;
     int is_reusable;    /* the exchange ended exactly on a frame boundary */
+    int is_closing;     /* the answer said "close": the backend (draining) closes the connection after it */
     struct bal_pick pick; /* the address this attempt went to */
     int has_pick;       /* pick is outstanding at the balancer */
     uint64_t avoid;     /* slots this call already failed on */
@@ -307,7 +308,7 @@ static void finish(struct upcall *c, int rc, const char *what)
     if (c->state == ST_DONE)
         return;
     /* An answer (what NULL), error frames included, shows the address works. */
-    release_pick(c, what ? outcome_of(c, rc) : BAL_OK);
+    release_pick(c, what ? outcome_of(c, rc) : c->is_closing ? BAL_DRAINING : BAL_OK);
     c->state = ST_DONE;
     detach(c);
     c->res.rc = rc;
@@ -335,7 +336,7 @@ void upcall_free(struct upcall *c)
     detach(c);
     release_pick(c, BAL_NEUTRAL); /* cancelled: says nothing about the address */
     if (c->bc) {
-        if (c->state == ST_DONE && c->is_reusable)
+        if (c->state == ST_DONE && c->is_reusable && !c->is_closing)
             pool_put(c->up, c->bc);
         else
             bconn_close(c->bc); /* mid-exchange: the backend sees the hang-up and drops the work */
@@ -432,6 +433,7 @@ static void reset_attempt(struct upcall *c)
     c->out_off = 0;
     c->got = 0;
     c->is_reusable = 0;
+    c->is_closing = 0;
     if (c->kind == KIND_FRAME) {
         sg_frame_decoder_free(&c->dec);
         sg_frame_decoder_init(&c->dec, 0);
@@ -533,6 +535,8 @@ static int take_frame(struct upcall *c, const uint8_t *buf, size_t len)
             uint64_t size = sg_frame_decoder_body_size(&c->dec);
             char why[300];
             c->res.header = json_incref(sg_frame_decoder_header(&c->dec));
+            /* Never pooled then: a request sent on it would meet the close, and an exec could not be repeated. */
+            c->is_closing = json_is_true(json_object_get(c->res.header, "close"));
             /* Believed only when it answers this request, with the fields its op promises. */
             if (reply_check(backend_name(c->up->id), c->req_op[0] ? c->req_op : NULL, c->req_id[0] ? c->req_id : NULL,
                             c->res.header, size, why, sizeof why) != SG_OK) {

@@ -404,7 +404,7 @@ void *exec_conn_main(void *arg)
     sigaddset(&pipe_set, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &pipe_set, NULL);
     sg_frame_decoder_init(&c->dec, 0);
-    while (serve_one(c) == 0)
+    while (serve_one(c) == 0 && !c->is_closing)
         c->served++;
     sg_frame_decoder_free(&c->dec);
     close(c->fd);

@@ -335,6 +335,7 @@ static void exec_stop(void *p)
 /* Idle connections close now (they wait on drain_fd between requests), busy ones after their answer. */
 static void exec_drain(void *p)
 {
+    atomic_store(&((struct exec_server *)p)->is_draining, 1);
     sg_wake_signal(((struct exec_server *)p)->drain_fd);
 }
 
