@@ -24,6 +24,14 @@ static int64_t deadline(int64_t timeout_ms)
     return timeout_ms < 0 ? -1 : sg_now_ms() + timeout_ms;
 }
 
+void file_conn_mark_closing(struct file_conn *c, json_t *header)
+{
+    if (!atomic_load_explicit(&c->srv->is_draining, memory_order_relaxed))
+        return;
+    c->is_closing = 1; /* even when the mark does not fit: the client then sees EOF, as after any idle close */
+    json_object_set_new(header, "close", json_true());
+}
+
 int file_conn_reply(struct file_conn *c, json_t *header)
 {
     int rc;
@@ -31,6 +39,7 @@ int file_conn_reply(struct file_conn *c, json_t *header)
         return FILE_CLOSE;
     if (c->id)
         json_object_set(header, "id", (json_t *)c->id);
+    file_conn_mark_closing(c, header);
     rc = sg_frame_send(c->fd, header, NULL, 0, deadline(c->srv->io_timeout_ms));
     json_decref(header);
     /* A client that never reads (the tutorial's) has gone: its upload is already committed. */
@@ -249,7 +258,8 @@ static void serve(struct file_conn *c)
             return; /* the client left, or stayed silent past the idle timeout */
         if (ev != SG_FRAME_HEADER)
             return; /* cannot happen: every handler consumes its frame to END */
-        if (dispatch(c, sg_frame_decoder_header(&c->rd->dec), sg_frame_decoder_body_size(&c->rd->dec)) != FILE_NEXT)
+        if (dispatch(c, sg_frame_decoder_header(&c->rd->dec), sg_frame_decoder_body_size(&c->rd->dec)) != FILE_NEXT ||
+            c->is_closing)
             return;
         c->served++;
     }

@@ -234,6 +234,7 @@ static void file_stop(void *p)
 /* Idle connections close now (they wait on drain_fd between requests), busy ones after their answer. */
 static void file_drain(void *p)
 {
+    atomic_store(&((struct file_server *)p)->is_draining, 1);
     sg_wake_signal(((struct file_server *)p)->drain_fd);
 }
 
