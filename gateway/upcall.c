@@ -115,6 +115,7 @@ struct upcall {
 /* ---- the per-worker pool ---- */
 
 static void on_owned(struct upcall *c, uint32_t events);
+static void dgram_move(struct upcall *c, int rc, const char *what);
 
 static void on_bconn(struct wk_watch *w, uint32_t events)
 {
@@ -692,6 +693,8 @@ static void on_deadline(struct wk_timer *t)
             return;
         fail(c, SG_ERR_TIMEOUT, "connect timed out");
     }
+    else if (c->kind == KIND_DGRAM && sg_now_ms() < c->deadline_ms)
+        dgram_move(c, SG_ERR_TIMEOUT, "no answer"); /* this address's share of the deadline is up */
     else
         fail(c, SG_ERR_TIMEOUT, c->got == 0 ? "no answer before the deadline" : "stalled in the middle of an answer");
 }
@@ -730,7 +733,7 @@ static void on_dgram(struct wk_watch *w, uint32_t events)
             return;
         }
         if (errno == ECONNREFUSED) {
-            fail(c, SG_ERR_REFUSED, "nothing listens on that port (ICMP port unreachable)");
+            dgram_move(c, SG_ERR_REFUSED, "nothing listens on that port (ICMP port unreachable)");
             return;
         }
         if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -740,6 +743,79 @@ static void on_dgram(struct wk_watch *w, uint32_t events)
             return;
         }
     }
+}
+
+/*
+ * When the attempt on the current address gives up: the time left is shared
+ * evenly by the addresses this call may still try (each at least two sends),
+ * and the last one has what is left of the deadline.
+ */
+static int64_t dgram_attempt_end(const struct upcall *c)
+{
+    int64_t now = sg_now_ms(), left = c->deadline_ms - now, share;
+    int others = balancer_count(c->up->bal) - 1 - __builtin_popcountll(c->avoid);
+    int tries = 1 + (others < MAX_MOVES - c->moves ? others : MAX_MOVES - c->moves);
+    if (tries <= 1 || left <= 0)
+        return c->deadline_ms;
+    share = left / tries;
+    if (share < 2 * (int64_t)c->retry_ms)
+        share = 2 * (int64_t)c->retry_ms;
+    return now + share < c->deadline_ms ? now + share : c->deadline_ms;
+}
+
+/* Sends c's datagram from a new socket to an address the balancer picks (none in c->avoid); SG_OK or why in err. */
+static int dgram_attach(struct upcall *c, char *err, size_t errlen)
+{
+    int rc, is_pending, e;
+    if (balancer_pick(c->up->bal, c->avoid, &c->pick) != SG_OK) {
+        snprintf(err, errlen, "no address of %s left to try", c->up->name);
+        return SG_ERR_REFUSED;
+    }
+    c->has_pick = 1;
+    rc = connect_start(&c->pick, SOCK_DGRAM, &c->watch.fd, &is_pending, err, errlen);
+    if (rc != SG_OK)
+        return rc;
+    if (worker_watch(c->wk, &c->watch, EPOLLIN | EPOLLET) != 0) {
+        snprintf(err, errlen, "epoll_ctl: %s", strerror(errno));
+        return SG_ERR_SYS;
+    }
+    c->is_watched = 1;
+    c->state = ST_EXCHANGING;
+    worker_timer_arm(c->wk, &c->deadline, dgram_attempt_end(c));
+    worker_timer_arm(c->wk, &c->retry, sg_now_ms() + c->retry_ms);
+    e = dgram_send(c);
+    if (e != 0) {
+        snprintf(err, errlen, "%s", strerror(e));
+        return SG_ERR_CLOSED;
+    }
+    return SG_OK;
+}
+
+/*
+ * The datagram's address refused it or left it unanswered for its share of
+ * the deadline: a time request only reads, so it goes to another address when
+ * there is one (and time and moves are left); else the call fails with rc.
+ */
+static void dgram_move(struct upcall *c, int rc, const char *what)
+{
+    char err[256] = "";
+    int others = balancer_count(c->up->bal) - 1 - __builtin_popcountll(c->avoid);
+    if (c->moves >= MAX_MOVES || others <= 0 || sg_now_ms() >= c->deadline_ms) {
+        fail(c, rc, what);
+        return;
+    }
+    release_pick(c, outcome_of(c, rc));
+    c->avoid |= UINT64_C(1) << c->pick.slot;
+    c->moves++;
+    detach(c);
+    if (c->watch.fd >= 0)
+        close(c->watch.fd);
+    c->watch.fd = -1;
+    if (dgram_attach(c, err, sizeof err) == SG_OK)
+        return;
+    release_pick(c, BAL_NEUTRAL);
+    c->state = ST_EXCHANGING;
+    fail(c, rc, what);
 }
 
 /* ---- starting ---- */
@@ -862,7 +938,7 @@ int upcall_datagram(struct upstream *up, const void *req, size_t len, size_t cap
                     size_t errlen)
 {
     struct upcall *c = upcall_new(up, KIND_DGRAM, deadline_ms, done, arg, err, errlen);
-    int rc, is_pending;
+    int rc;
     *out = NULL;
     if (!c)
         return up->is_configured ? SG_ERR_NOMEM : SG_ERR_REFUSED;
@@ -877,27 +953,9 @@ int upcall_datagram(struct upstream *up, const void *req, size_t len, size_t cap
     c->out_len = len;
     c->body_cap = cap;
     c->retry_ms = retry_ms;
-    if (balancer_pick(up->bal, 0, &c->pick) != SG_OK) {
-        snprintf(err, errlen, "no address known");
-        return start_failed(c, up, SG_ERR_REFUSED, err, errlen);
-    }
-    c->has_pick = 1;
-    rc = connect_start(&c->pick, SOCK_DGRAM, &c->watch.fd, &is_pending, err, errlen);
-    if (rc != SG_OK)
+    rc = dgram_attach(c, err, errlen);
+    if (rc != SG_OK) /* reported now, never through done() */
         return start_failed(c, up, rc, err, errlen);
-    if (worker_watch(c->wk, &c->watch, EPOLLIN | EPOLLET) != 0) {
-        snprintf(err, errlen, "epoll_ctl: %s", strerror(errno));
-        return start_failed(c, up, SG_ERR_SYS, err, errlen);
-    }
-    c->is_watched = 1;
-    c->state = ST_EXCHANGING;
-    worker_timer_arm(c->wk, &c->deadline, deadline_ms);
-    worker_timer_arm(c->wk, &c->retry, sg_now_ms() + retry_ms);
-    rc = dgram_send(c);
-    if (rc != 0) { /* reported now, never through done() */
-        snprintf(err, errlen, "%s", strerror(rc));
-        return start_failed(c, up, SG_ERR_CLOSED, err, errlen);
-    }
     *out = c;
     return SG_OK;
 }

@@ -384,6 +384,71 @@ static void test_exec_drain_without_errors(void)
     CHECK_INT_EQ(sg_proc_stop(&e2, 10000), 0);
 }
 
+/* Returns 1 after a 200 from GET /api/v1/time with a "time" field, else 0 (logged). */
+static int time_ok(struct gw *gx)
+{
+    struct http_resp *r = gw_do(gx, "GET", "/api/v1/time", NULL, NULL);
+    int ok = 0;
+    if (r->status == 200) {
+        json_t *j = http_json(r);
+        ok = json_string_value(json_object_get(j, "time")) != NULL;
+        json_decref(j);
+    }
+    if (!ok)
+        fprintf(stderr, "time answered %ld: %s\n", r->status, r->body);
+    http_free(r);
+    return ok;
+}
+
+/*
+ * A time call (a datagram: it only reads) moves to the other address within the same call, when
+ * its address is stopped (no answer within its share of --timeout) and when it is gone (ICMP
+ * port unreachable): every call is answered, and the bad address shows failures.
+ */
+static void test_time_moves_to_another_address(void)
+{
+    struct sg_proc t1, t2;
+    struct gw gt;
+    char list[300];
+    const char *argv1[] = {"sockgate-time", "--listen", "127.0.0.14:0", NULL};
+    const char *argv2[] = {"sockgate-time", "--listen", "127.0.0.15:0", NULL};
+    CHECK(sg_proc_start(&t1, argv1, 10000) == 0);
+    CHECK(sg_proc_start(&t2, argv2, 10000) == 0);
+    snprintf(list, sizeof list, "%s,%s", t1.addr, t2.addr);
+    {
+        /* A long ejection: an address stays out once ejected, so the calls that meet it come first. */
+        const char *extra[] = {"--time", list, "--timeout", "4s", "--eject", "30s", NULL};
+        gw_start(&gt, extra);
+    }
+    for (int k = 0; k < 10; k++)
+        CHECK(time_ok(&gt));
+    CHECK(metric(&gt, "sockgate_backend_address_calls_total", "time", t1.addr) > 0);
+
+    /* Stopped: silent. Calls that go to it move on after its share of the deadline. */
+    CHECK(kill(t1.pid, SIGSTOP) == 0);
+    for (int k = 0; k < 200 && metric(&gt, "sockgate_backend_address_failures_total", "time", t1.addr) < 1; k++)
+        CHECK(time_ok(&gt));
+    CHECK(metric(&gt, "sockgate_backend_address_failures_total", "time", t1.addr) >= 1);
+    CHECK(kill(t1.pid, SIGKILL) == 0);
+    waitpid(t1.pid, NULL, 0);
+    sg_test_forget(t1.pid);
+    t1.pid = 0;
+    gw_stop(&gt);
+
+    /* Gone: refused at once (ICMP). A fresh gateway, so the address is not already ejected. */
+    {
+        const char *extra[] = {"--time", list, "--timeout", "4s", "--eject", "30s", NULL};
+        gw_start(&gt, extra);
+    }
+    for (int k = 0; k < 200 && metric(&gt, "sockgate_backend_address_failures_total", "time", t1.addr) < 1; k++)
+        CHECK(time_ok(&gt));
+    CHECK(metric(&gt, "sockgate_backend_address_failures_total", "time", t1.addr) >= 1);
+    for (int k = 0; k < 10; k++)
+        CHECK(time_ok(&gt));
+    gw_stop(&gt);
+    CHECK_INT_EQ(sg_proc_stop(&t2, 10000), 0);
+}
+
 /* SIGTERM: /readyz is 503 at once while the API still serves for --drain, then a clean exit. */
 static void test_gateway_drain(void)
 {
@@ -449,6 +514,7 @@ int main(void)
     RUN_TEST(test_read_retried_elsewhere);
     RUN_TEST(test_backend_drain_without_errors);
     RUN_TEST(test_exec_drain_without_errors);
+    RUN_TEST(test_time_moves_to_another_address);
     RUN_TEST(test_gateway_drain);
     gw_stop(&g);
     for (int i = 0; i < N_REPLICAS; i++)
