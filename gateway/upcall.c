@@ -163,8 +163,13 @@ static void pool_put(struct upstream *up, struct bconn *b)
     pool[up->id][b->slot].n++;
 }
 
-/* Returns a live idle connection of up to the picked address (no sign of input while idle, not too old), or NULL. */
-static struct bconn *pool_take(struct upstream *up, const struct bal_pick *p)
+/*
+ * Returns a live idle connection of up to the picked address (no sign of
+ * input while idle, not too old), or NULL. is_peeked: also look for an EOF
+ * the loop has not dispatched yet (one recv, about 1.4 us here: worth it only
+ * for a request that cannot be repeated; a read is repeated by broke()).
+ */
+static struct bconn *pool_take(struct upstream *up, const struct bal_pick *p, int is_peeked)
 {
     struct bconn *b;
     while ((b = pool[up->id][p->slot].head)) {
@@ -178,7 +183,7 @@ static struct bconn *pool_take(struct upstream *up, const struct bal_pick *p)
          * would fail, and one that may not be replayed (exec) would fail the call.
          */
         if (!b->is_dead && b->gen == p->gen && sg_now_ms() - b->idle_since <= POOL_MAX_IDLE_MS &&
-            !sg_drain_has_input(b->watch.fd))
+            !(is_peeked && sg_drain_has_input(b->watch.fd)))
             return b;
         bconn_close(b);
     }
@@ -382,7 +387,7 @@ static int attach(struct upcall *c, int fresh_only, char *err, size_t errlen)
             return SG_ERR_REFUSED;
         }
         c->has_pick = 1;
-        b = fresh_only ? NULL : pool_take(c->up, &c->pick);
+        b = fresh_only ? NULL : pool_take(c->up, &c->pick, !c->is_replayable);
         if (b)
             break;
         rc = connect_start(&c->pick, SOCK_STREAM, &fd, &is_pending, err, errlen);
