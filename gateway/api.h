@@ -6,9 +6,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "upcall_stream.h"
+
 struct request;
 struct upstream;
-struct upstream_conn;
 
 /* api_echo.c: POST /api/v1/echo through the echo backend. */
 int api_echo(struct request *rq);
@@ -56,12 +57,14 @@ int api_chat_reply(struct request *rq);
 int api_chat_peers(struct request *rq);
 
 /*
- * Sends the chat backend a subscribe request (blocking, bounded by deadline)
- * and checks its acknowledgement: SG_OK with *c and *ack (the caller's to
- * release), or the request failed with why (rq's answer) and *c as far as it got.
+ * Subscribes to the chat for rq (messages after seq after) on the calling
+ * worker's loop: the first frame on_frame gets is the acknowledgement (checked
+ * as subscribe's answer, with rq's id), then one per message, with no
+ * deadline once the caller lifts it (upcall_stream_set_deadline 0). SG_OK and
+ * *out, or why in err.
  */
-int api_chat_subscribe(struct request *rq, struct upstream *up, const json_t *req, int64_t deadline,
-                       struct upstream_conn **c, json_t **ack);
+int api_chat_subscribe(struct request *rq, uint64_t after, upcall_stream_frame_fn on_frame, upcall_stream_end_fn on_end,
+                       void *arg, struct upcall_stream **out, char *err, size_t errlen);
 
 /* api_ws_echo.c, api_ws_chat.c: WebSockets to the echo backend (a byte stream) and to the chat (JSON events). */
 int api_ws_echo(struct request *rq);

@@ -44,105 +44,42 @@ static void add_stream_headers(struct MHD_Response *resp)
     MHD_add_response_header(resp, "X-Accel-Buffering", "no");
 }
 
-/* The first event of a stream: the subscription's acknowledgement (replay count, missed, reset). */
-static char *subscribed_event(json_t *ack)
+int api_chat_subscribe(struct request *rq, uint64_t after, upcall_stream_frame_fn on_frame, upcall_stream_end_fn on_end,
+                       void *arg, struct upcall_stream **out, char *err, size_t errlen)
 {
-    char *data, *text = NULL;
-    size_t n;
-    json_object_del(ack, "id");
-    data = json_dumps(ack, JSON_COMPACT);
-    if (!data)
-        return NULL;
-    n = strlen(data) + 64;
-    text = malloc(n);
-    if (text)
-        snprintf(text, n, "event: subscribed\ndata: %s\n\n", data);
-    free(data);
-    return text;
-}
-
-int api_chat_subscribe(struct request *rq, struct upstream *up, const json_t *req, int64_t deadline,
-                       struct upstream_conn **c, json_t **ack)
-{
-    char err[384] = "";
-    uint64_t body_size = 0;
-    int rc = upstream_begin(up, req, c, deadline, err, sizeof err);
-    if (rc != SG_OK)
-        return request_fail(rq, rc, "%s", err);
-    rc = upstream_read_header(*c, ack, &body_size, deadline, err, sizeof err);
-    if (rc != SG_OK)
-        return request_fail(rq, upstream_failed(up, rc), "chat backend at %s: %s", up->name, err);
-    rc = upstream_answer_error(up, *ack, err, sizeof err);
-    if (rc != SG_OK)
-        return request_fail(rq, rc, "%s", err);
-    if (body_size != 0 || !json_is_true(json_object_get(*ack, "subscribed")))
-        return request_fail(rq, upstream_failed(up, SG_ERR_PROTO),
-                            "chat backend at %s: answered subscribe without acknowledging it", up->name);
-    return SG_OK;
+    json_t *req = json_pack("{s:s,s:I,s:s}", "op", "subscribe", "after", (json_int_t)after, "id", rq->id);
+    int rc;
+    *out = NULL;
+    if (!req) {
+        snprintf(err, errlen, "out of memory");
+        return SG_ERR_NOMEM;
+    }
+    /* No message has a body; the request's deadline holds until the acknowledgement, then none. */
+    rc = upcall_stream_open(&rq->gw->backends[BACKEND_CHAT], req, NULL, 0, 0, request_deadline(rq), on_frame, on_end,
+                            arg, out, err, errlen);
+    if (rc == SG_OK)
+        upcall_stream_expect_pushed(*out, "subscribe");
+    json_decref(req);
+    return rc;
 }
 
 int api_chat_events(struct request *rq)
 {
-    struct upstream *up = &rq->gw->backends[BACKEND_CHAT];
-    struct upstream_conn *c = NULL;
-    struct MHD_Response *resp = NULL;
-    json_t *req = NULL, *ack = NULL;
-    char err[384] = "", *first = NULL;
-    int64_t deadline = request_deadline(rq);
+    struct MHD_Response *resp;
     uint64_t after = 0;
-    int rc, fd;
+    int rc = resume_point(rq, &after);
 
-    rc = resume_point(rq, &after);
     if (rc != SG_OK)
-        goto out;
+        return rc;
     if (strcmp(rq->method, "HEAD") == 0) {
         /* The headers alone: no subscription for a body nobody will read. */
         resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
-        if (!resp) {
-            rc = request_fail(rq, SG_ERR_NOMEM, "out of memory");
-            goto out;
-        }
+        if (!resp)
+            return request_fail(rq, SG_ERR_NOMEM, "out of memory");
         add_stream_headers(resp);
-        rc = respond(rq, 200, resp);
-        goto out;
+        return respond(rq, 200, resp);
     }
-    if (!chat_streams_have_room()) {
-        rc = request_fail(rq, SG_ERR_BUSY, "%d chat event streams are open already, the most this gateway serves",
-                          CHAT_STREAMS_MAX);
-        goto out;
-    }
-    req = json_pack("{s:s,s:I,s:s}", "op", "subscribe", "after", (json_int_t)after, "id", rq->id);
-    if (!req) {
-        rc = request_fail(rq, SG_ERR_NOMEM, "out of memory");
-        goto out;
-    }
-    /* The acknowledgement is read here, so a down or refusing chat service is an HTTP error, not an empty stream. */
-    rc = api_chat_subscribe(rq, up, req, deadline, &c, &ack);
-    if (rc != SG_OK)
-        goto out;
-    first = subscribed_event(ack);
-    if (!first) {
-        rc = request_fail(rq, SG_ERR_NOMEM, "out of memory");
-        goto out;
-    }
-    /* The connection becomes the stream's: its socket and the bytes read past the acknowledgement. */
-    fd = c->fd;
-    c->fd = -1;
-    rc = chat_stream_response(rq->conn, fd, c->rbuf ? c->rbuf + c->roff : NULL, c->rlen - c->roff, first,
-                              &rq->bytes_out, &resp, err, sizeof err);
-    c->roff = c->rlen = 0;
-    if (rc != SG_OK) {
-        request_fail(rq, rc, "%s", err);
-        goto out;
-    }
-    add_stream_headers(resp);
-    rc = respond(rq, 200, resp);
-out:
-    upstream_release(c, 0); /* a subscription is never pooled */
-    json_decref(req);
-    json_decref(ack);
-    free(first);
-    return rc;
+    return chat_stream_start(rq, after);
 }
 
 /* The chat service answered the reply: its {"sent", "to", "bytes", "seq"}, or its refusal. */

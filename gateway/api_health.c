@@ -19,7 +19,8 @@
 
 int api_healthz(struct request *rq)
 {
-    return respond_json(rq, 200, json_pack("{s:s}", "status", "ok"));
+    /* The answer never changes: the liveness probe costs no JSON encoding. */
+    return respond_json_text(rq, 200, "{\"status\":\"ok\"}");
 }
 
 /* One backend's probe in flight, and what it found. */

@@ -1,51 +1,33 @@
-/* chat_stream.h - chat subscriptions turned into Server-Sent Events, fed by one pump thread. */
+/* chat_stream.h - chat subscriptions as Server-Sent Events, read on the worker's loop with backpressure. */
 #ifndef SOCKGATE_GATEWAY_CHAT_STREAM_H
 #define SOCKGATE_GATEWAY_CHAT_STREAM_H
 
-#include <microhttpd.h>
-#include <stddef.h>
 #include <stdint.h>
 
-/* Event streams open at once; one more is refused with 503 (busy). */
+struct request;
+
+/* Event streams open at once (waiting for their acknowledgement included); one more is refused with 503 (busy). */
 #define CHAT_STREAMS_MAX 256
 /* With nothing else to send, a comment line goes out this often, so dead clients and idle proxies are noticed. */
 #define CHAT_HEARTBEAT_MS 15000
 
 /*
- * Starts the pump thread that reads every subscription and wakes the
- * suspended HTTP connections. Call once, before libmicrohttpd starts.
+ * Subscribes rq to the chat (messages after seq after) on the calling
+ * worker's loop and defers it: once the chat service acknowledged, rq gets a
+ * 200 whose body is the events ("subscribed" first); a refusal, a down
+ * service or the deadline before that is answered as a JSON error. Returns
+ * SG_OK, or the error recorded in rq (request_fail).
  */
-int chat_streams_start(char *err, size_t errlen);
+int chat_stream_start(struct request *rq, uint64_t after);
 
 /*
- * The first step of shutdown: every open stream sends what it holds and
- * ends, and new streams are refused, so no connection stays suspended when
- * libmicrohttpd stops (which would be undefined behaviour there).
+ * The first step of shutdown, on each worker's thread (when it quiesces):
+ * every stream of this thread sends what it holds and ends, one waiting for
+ * its acknowledgement is answered 503, and new streams here are refused.
  */
-void chat_streams_close_all(void);
+void chat_streams_close_here(void);
 
-/* Stops the pump thread and frees what is left; call after libmicrohttpd has stopped. */
-void chat_streams_stop(void);
-
-/* Returns the number of event streams open now (for /metrics). */
+/* Returns the number of event streams open now, in every worker (for /metrics). */
 long chat_streams_open(void);
-
-/* Returns 1 when another stream would be accepted now (a hint: chat_stream_response decides). */
-int chat_streams_have_room(void);
-
-/*
- * Makes the response of one event stream. fd is a subscription connection to
- * the chat service whose acknowledgement was already read; it is taken in
- * every case (closed on failure). pending holds the bytes read past the
- * acknowledgement, first the text sent before any message (an SSE event or
- * comment, may be NULL). *bytes_out counts the bytes handed to the client; it
- * must stay valid until the request completes. The connection conn is
- * suspended whenever nothing is there to send. Returns SG_OK and *out (to
- * queue with status 200), SG_ERR_BUSY when CHAT_STREAMS_MAX are open,
- * SG_ERR_REFUSED while shutting down, with why in err.
- */
-int chat_stream_response(struct MHD_Connection *conn, int fd, const void *pending, size_t pending_len,
-                         const char *first, uint64_t *bytes_out, struct MHD_Response **out, char *err,
-                         size_t errlen);
 
 #endif

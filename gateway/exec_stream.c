@@ -37,7 +37,6 @@ static const char *const kind_name[] = {"stdout", "stderr"};
  * Everything runs on the worker's thread that owns the connection.
  */
 struct exec_stream {
-    struct exec_stream *prev, *next; /* this worker's open streams (streams_of_thread) */
     int refs;
     struct request *rq;           /* NULL once the request ended */
     struct MHD_Connection *conn;  /* the response's connection, NULL once released */
@@ -64,9 +63,6 @@ struct exec_stream {
     size_t carry_len[2];
 };
 
-/* The streams of the calling worker: ended when its loop stops (worker_at_stop). */
-static _Thread_local struct exec_stream *streams_of_thread;
-
 enum exec_stream_format exec_stream_format(const char *accept)
 {
     const char *p = accept;
@@ -88,12 +84,6 @@ static void es_drop(struct exec_stream *es)
 {
     if (--es->refs > 0)
         return;
-    if (es->prev)
-        es->prev->next = es->next;
-    else
-        streams_of_thread = es->next;
-    if (es->next)
-        es->next->prev = es->prev;
     upcall_stream_close(es->us);
     worker_timer_cancel(es->wk, &es->heartbeat);
     json_decref(es->argv);
@@ -417,39 +407,30 @@ static void on_heartbeat(struct wk_timer *t)
 }
 
 /*
- * The worker's loop stops (after the shutdown's grace period): every stream
- * of this thread ends now, with an error event when its command still runs,
- * and a stream still waiting for its start is answered 503.
+ * The worker's loop stopped (after the shutdown's grace period) with the
+ * command still running: it is stopped (its connection closed: the exec
+ * service kills it), and an error event says so after what was sent.
  */
-static void end_all_streams(void)
+static void stop_now(struct exec_stream *es)
 {
-    for (struct exec_stream *es = streams_of_thread; es; es = es->next) {
-        upcall_stream_close(es->us); /* the exec service kills what still runs */
-        es->us = NULL;
-        worker_timer_cancel(es->wk, &es->heartbeat);
-        if (!es->has_started) {
-            es->end_rc = SG_ERR_REFUSED;
-            snprintf(es->end_err, sizeof es->end_err, "the gateway is shutting down");
-            if (es->rq)
-                request_wake(es->rq);
-            continue;
-        }
-        if (!es->is_ended) {
-            es->pend_off = es->pend_len = 0;
-            put_event_json(es, "error", json_pack("{s:s,s:s}", "code", sg_err_code(SG_ERR_REFUSED), "message",
-                                                  "the gateway is shutting down: the command was stopped"));
-            es->is_ended = 1;
-        }
-        es_wake(es);
-    }
+    upcall_stream_close(es->us);
+    es->us = NULL;
+    worker_timer_cancel(es->wk, &es->heartbeat);
+    es->pend_off = es->pend_len = 0;
+    put_event_json(es, "error", json_pack("{s:s,s:s}", "code", sg_err_code(SG_ERR_REFUSED), "message",
+                                          "the gateway is shutting down: the command was stopped"));
+    es->is_ended = 1;
 }
 
 /* libmicrohttpd wants more of the body: hand over what is queued, end, or park the connection. */
 static ssize_t es_read(void *cls, uint64_t pos, char *buf, size_t max)
 {
     struct exec_stream *es = cls;
-    size_t n = queued(es);
+    size_t n;
     (void)pos;
+    if (!es->is_ended && worker_is_stopping())
+        stop_now(es);
+    n = queued(es);
     if (n > 0) {
         if (n > max)
             n = max;
@@ -537,11 +518,6 @@ int exec_stream_start(struct request *rq, enum exec_stream_format fmt, const jso
         return request_fail(rq, SG_ERR_NOMEM, "out of memory");
     }
     es->refs = 1;
-    es->next = streams_of_thread;
-    if (es->next)
-        es->next->prev = es;
-    streams_of_thread = es;
-    worker_at_stop(end_all_streams);
     es->rq = rq;
     es->wk = worker_self();
     es->fmt = fmt;

@@ -226,6 +226,18 @@ int respond_json(struct request *rq, unsigned status, json_t *body)
     return respond(rq, status, resp);
 }
 
+int respond_json_text(struct request *rq, unsigned status, const char *text)
+{
+    size_t len = strlen(text);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)text, MHD_RESPMEM_PERSISTENT);
+    if (!resp)
+        return SG_ERR_NOMEM;
+    MHD_add_response_header(resp, "Content-Type", "application/json");
+    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    rq->bytes_out += len;
+    return respond(rq, status, resp);
+}
+
 int respond_error_with(struct request *rq, int err, const char *message, const char *const *headers)
 {
     struct MHD_Response *resp;
@@ -648,6 +660,12 @@ void request_wake(struct request *rq)
 static enum MHD_Result answer_deferred(struct request *rq)
 {
     int (*resume)(struct request *) = rq->resume;
+    if (!rq->is_woken && worker_is_stopping() && !worker_client_gone(rq->conn)) {
+        /* The grace period is over and its backend has not answered: say so rather than close. */
+        rq->resume = NULL;
+        answer_outcome(rq, request_fail(rq, SG_ERR_REFUSED, "the gateway is shutting down"));
+        return rq->has_responded ? MHD_YES : MHD_NO;
+    }
     if (!rq->is_woken)
         return MHD_NO;
     rq->resume = NULL;
@@ -739,25 +757,27 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
 static void access_log(struct request *rq, unsigned status, int is_complete, int64_t duration_us)
 {
-    json_t *f = json_pack("{s:s,s:s,s:s,s:s,s:i,s:I,s:I,s:I,s:s}", "id", rq->id, "method", rq->method, "path",
-                          rq->url, "route", router_slot_name(rq->slot), "status", (int)status, "us",
-                          (json_int_t)duration_us, "in", (json_int_t)rq->bytes_in, "out",
-                          (json_int_t)rq->bytes_out, "remote", rq->remote);
-    if (!f) /* a path that is not UTF-8: log it without the path */
-        f = json_pack("{s:s,s:s,s:s,s:i}", "id", rq->id, "method", rq->method, "route", router_slot_name(rq->slot),
-                      "status", (int)status);
-    if (!f)
-        return;
+    struct sg_log_field f[11];
+    size_t n = 0;
+    f[n++] = SG_LOG_FIELD_STR("id", rq->id);
+    f[n++] = SG_LOG_FIELD_STR("method", rq->method);
+    f[n++] = SG_LOG_FIELD_STR("path", rq->url);
+    f[n++] = SG_LOG_FIELD_STR("route", router_slot_name(rq->slot));
+    f[n++] = SG_LOG_FIELD_INT("status", status);
+    f[n++] = SG_LOG_FIELD_INT("us", duration_us);
+    f[n++] = SG_LOG_FIELD_INT("in", rq->bytes_in);
+    f[n++] = SG_LOG_FIELD_INT("out", rq->bytes_out);
+    f[n++] = SG_LOG_FIELD_STR("remote", rq->remote);
     if (rq->err != SG_OK) {
         unsigned st;
         const char *code;
         http_error(rq->err, &st, &code);
-        json_object_set_new(f, "error", json_string(code));
+        f[n++] = SG_LOG_FIELD_STR("error", code);
     }
     if (!is_complete)
-        json_object_set_new(f, "aborted", json_true());
-    sg_log_fields(SG_LOG_INFO, "request", f);
-    json_decref(f);
+        f[n++] = SG_LOG_FIELD_BOOL("aborted", 1);
+    /* Logged on every request: fields as an array, with no JSON object built for the text format. */
+    sg_log_record(SG_LOG_INFO, "request", f, n);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
@@ -821,8 +841,8 @@ static struct MHD_Daemon *daemon_start(struct gateway *gw, struct worker *wk, in
      * watches every client socket for EPOLLRDHUP itself and makes the daemon
      * see the hang-up (worker.c, docs/internals/gateway.md "Clients that abort
      * an upload"). No inter-thread channel: the loop runs the daemon after
-     * every round, so a resume from its own thread needs no wake-up, and the
-     * chat's pump thread wakes the loop itself (worker_kick); the channel
+     * every round, so a resume from its own thread needs no wake-up (every
+     * resume is, since the chat streams run on the loop too); the channel
      * would cost an eventfd write and read per deferred request.
      */
     unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE | MHD_USE_ERROR_LOG;
@@ -881,13 +901,6 @@ int server_start(struct gateway *gw, struct server **out, char *err, size_t errl
         snprintf(err, errlen, "out of memory");
         return SG_ERR_NOMEM;
     }
-    rc = chat_streams_start(err, errlen);
-    if (rc != SG_OK) {
-        close(fd);
-        free(s->workers);
-        free(s);
-        return rc;
-    }
     s->listen_fd = fd;
     /* Each daemon takes its share of the connection limit, as libmicrohttpd's own thread pool divides it. */
     conn_limit = gw->cfg.max_conns / n > 0 ? gw->cfg.max_conns / n : 1;
@@ -903,7 +916,6 @@ int server_start(struct gateway *gw, struct server **out, char *err, size_t errl
             }
             worker_free(wk);
             stop_workers(s);
-            chat_streams_stop();
             close(fd);
             free(s);
             return SG_ERR_SYS;
@@ -927,14 +939,12 @@ void server_stop(struct server *s, unsigned grace_ms)
         return;
     for (unsigned i = 0; i < s->n_workers; i++)
         worker_quiesce(s->workers[i]); /* no new connections from here on */
-    /* Event streams never finish by themselves: end them now, or they would hold the grace period. */
-    chat_streams_close_all();
+    /* Event streams and WebSockets never finish by themselves: each worker ends its own as it quiesces. */
     while ((left = metrics_in_flight_now()) > 0 && sg_now_ms() < deadline)
         usleep(20 * 1000);
     if (left > 0)
         sg_warn("%ld requests still in flight after the %u ms grace period: closing them", left, grace_ms);
     stop_workers(s);
-    chat_streams_stop(); /* only now: libmicrohttpd released every stream's response */
     close(s->listen_fd); /* only now: a worker may have used it until its daemon stopped */
     free(s);
 }

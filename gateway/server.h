@@ -126,6 +126,9 @@ int respond(struct request *rq, unsigned status, struct MHD_Response *resp);
 /* Queues body (stolen) as compact JSON with status. */
 int respond_json(struct request *rq, unsigned status, json_t *body);
 
+/* respond_json for a body that never changes: text is static, sent as it is, never copied. */
+int respond_json_text(struct request *rq, unsigned status, const char *text);
+
 /* Queues the error body of err with its status; message NULL means rq->errmsg or the generic sentence. */
 int respond_error(struct request *rq, int err, const char *message);
 

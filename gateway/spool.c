@@ -97,52 +97,6 @@ json_t *upload_result(const json_t *resp)
     return out;
 }
 
-int spool_upload(struct request *rq, const struct spool *s, uint64_t off, uint64_t len, const char *name,
-                 const json_t *conditions, json_t **result)
-{
-    struct upstream *up = &rq->gw->backends[BACKEND_FILE];
-    struct upstream_conn *c = NULL;
-    json_t *hdr, *resp = NULL;
-    char err[384] = "";
-    uint64_t size = 0;
-    int rc;
-
-    *result = NULL;
-    hdr = json_pack("{s:s,s:s,s:I,s:s}", "op", "upload", "filename", name, "total_size", (json_int_t)len, "id",
-                    rq->id);
-    if (!hdr)
-        return request_fail(rq, SG_ERR_INVALID, "the file name is not valid UTF-8");
-    if (conditions)
-        json_object_update(hdr, (json_t *)conditions);
-    rc = upstream_begin(up, hdr, &c, request_deadline(rq), err, sizeof err);
-    json_decref(hdr);
-    if (rc != SG_OK)
-        return request_fail(rq, rc, "%s", err);
-    rc = upstream_sendfile(c, s->fd, off, len, (int)rq->gw->cfg.timeout_ms);
-    if (rc != SG_OK) {
-        rc = upstream_failed_send(c, rc, err, sizeof err);
-        upstream_release(c, 0);
-        return request_fail(rq, rc, "%s", err);
-    }
-    rc = upstream_read_header(c, &resp, &size, request_deadline(rq), err, sizeof err);
-    if (rc == SG_OK)
-        rc = upstream_skip_body(c, size, request_deadline(rq));
-    if (rc != SG_OK) {
-        upstream_release(c, 0);
-        json_decref(resp);
-        return request_fail(rq, upstream_failed(up, rc), "file backend at %s: %s", up->name,
-                            err[0] ? err : sg_strerror(rc));
-    }
-    upstream_release(c, 1);
-    rc = upstream_answer_error(up, resp, err, sizeof err);
-    if (rc == SG_OK)
-        *result = upload_result(resp);
-    json_decref(resp);
-    if (rc != SG_OK)
-        return request_fail(rq, rc, "%s", err);
-    return *result ? SG_OK : request_fail(rq, SG_ERR_NOMEM, "out of memory");
-}
-
 /* ---- the same on the loop ---- */
 
 struct spool_send {

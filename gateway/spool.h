@@ -30,18 +30,9 @@ void spool_close(struct spool *s);
 /*
  * Uploads len bytes of s starting at off to the file backend as name, with
  * the request's id and the frame fields of conditions (NULL: none; see
- * files_conditions). On success *result is a new {"name", "size", "sha256",
- * "created"}.
- * On failure records the error in rq (request_fail) and returns it.
- */
-int spool_upload(struct request *rq, const struct spool *s, uint64_t off, uint64_t len, const char *name,
-                 const json_t *conditions, json_t **result);
-
-/*
- * The loop's way to do what spool_upload does: sends len bytes of s from off
- * to the file backend as name (with conditions, as there) on the worker's
- * loop, sendfile as the socket takes it. sent(arg) runs on the loop when the
- * backend answered or the upload failed, possibly from inside this call;
+ * files_conditions), on the worker's loop, sendfile as the socket takes it.
+ * sent(arg) runs on the loop when the backend answered or the upload
+ * failed, possibly from inside this call;
  * spool_send_is_done says so either way. Returns SG_OK and *out, or the
  * error recorded in rq. s must stay open until spool_send_free.
  */

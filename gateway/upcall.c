@@ -499,25 +499,35 @@ static void broke(struct upcall *c, int rc, const char *what)
 }
 
 /* Writes what may go now; returns 0, or -1 when c ended. */
-static int pump_out(struct upcall *c)
+int upcall_send_some(int fd, const uint8_t *buf, size_t len, size_t *off)
 {
-    while (c->out_off < c->out_len) {
-        size_t n = c->out_len - c->out_off;
-        ssize_t w;
-        if (c->kind == KIND_RAW && c->out_off - c->got >= c->piece)
-            return 0; /* the backend holds only so much unread reply: read first */
-        if (c->kind == KIND_RAW && n > c->piece - (c->out_off - c->got))
-            n = c->piece - (c->out_off - c->got);
-        w = send(c->bc->watch.fd, c->out + c->out_off, n, MSG_NOSIGNAL);
+    while (*off < len) {
+        ssize_t w = send(fd, buf + *off, len - *off, MSG_NOSIGNAL);
         if (w < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 return 0;
             if (errno == EINTR)
                 continue;
-            broke(c, SG_ERR_CLOSED, strerror(errno));
-            return -1;
+            return errno;
         }
-        c->out_off += (size_t)w;
+        *off += (size_t)w;
+    }
+    return 0;
+}
+
+static int pump_out(struct upcall *c)
+{
+    size_t end = c->out_len;
+    int err;
+    /* Raw: the backend holds only so much unread reply, so never more than a piece ahead of what came back. */
+    if (c->kind == KIND_RAW && end > c->got + c->piece)
+        end = (size_t)(c->got + c->piece);
+    if (c->out_off >= end)
+        return 0;
+    err = upcall_send_some(c->bc->watch.fd, c->out, end, &c->out_off);
+    if (err) {
+        broke(c, SG_ERR_CLOSED, strerror(err));
+        return -1;
     }
     return 0;
 }
@@ -682,7 +692,13 @@ static void on_owned(struct upcall *c, uint32_t events)
     }
     if (pump_out(c) < 0)
         return;
-    if (pump_in(c) < 0)
+    /*
+     * Reads only on a readable edge: the backend taking the request raises a
+     * writable one first, and reading then would only hear EAGAIN. epoll
+     * reports what the socket holds when it hands the event over, so bytes
+     * already there always come with EPOLLIN.
+     */
+    if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && pump_in(c) < 0)
         return;
     /* The header is out and the socket may take more: the caller's body goes on (it may end c). */
     if (c->is_body_fed && c->body_owed > 0 && c->out_off == c->out_len && c->writable &&

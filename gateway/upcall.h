@@ -125,6 +125,14 @@ void upcall_free(struct upcall *c);
  */
 int upcall_connect(struct upstream *up, struct bal_pick *pick, int *fd, int *is_pending, char *err, size_t errlen);
 
+/*
+ * Sends buf[*off..len) on the non-blocking socket fd until it is all sent or
+ * the socket is full, advancing *off (retries EINTR). Returns 0, or the errno
+ * of a send that failed otherwise (the connection broke). For the loop's
+ * exchanges, which all write their request this way.
+ */
+int upcall_send_some(int fd, const uint8_t *buf, size_t len, size_t *off);
+
 /* Returns 1 when fd is connected to itself (a loopback port picked as its own source; see sg_connect). */
 int upcall_is_self_connected(int fd);
 

@@ -43,6 +43,9 @@ struct upcall_stream {
     uint8_t *body;          /* its body, max_frame_body at most */
     size_t body_len, max_frame_body;
     char req_id[80];
+    char first_op[16];      /* the op whose answer the first frame must be ("" : any) */
+    int is_pushed;          /* after the first frame, frames are pushed and carry no request id */
+    uint64_t n_headers;
     upcall_stream_frame_fn on_frame;
     upcall_stream_end_fn on_end;
     void *arg;
@@ -89,17 +92,10 @@ static void end(struct upcall_stream *s, int rc, const char *what)
 /* Writes what may go of the request; returns 0, or -1 when s ended. */
 static int pump_out(struct upcall_stream *s)
 {
-    while (s->out_off < s->out_len) {
-        ssize_t w = send(s->watch.fd, s->out + s->out_off, s->out_len - s->out_off, MSG_NOSIGNAL);
-        if (w < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return 0;
-            if (errno == EINTR)
-                continue;
-            end(s, SG_ERR_CLOSED, strerror(errno));
-            return -1;
-        }
-        s->out_off += (size_t)w;
+    int err = upcall_send_some(s->watch.fd, s->out, s->out_len, &s->out_off);
+    if (err) {
+        end(s, SG_ERR_CLOSED, strerror(err));
+        return -1;
     }
     return 0;
 }
@@ -111,7 +107,9 @@ static int take_header(struct upcall_stream *s)
     uint64_t size = sg_frame_decoder_body_size(&s->dec);
     char why[384];
     int rc;
-    if (reply_check(backend_name(s->up->id), NULL, s->req_id, h, size, why, sizeof why) != SG_OK) {
+    int is_first = s->n_headers++ == 0;
+    if (reply_check(backend_name(s->up->id), is_first && s->first_op[0] ? s->first_op : NULL,
+                    is_first || !s->is_pushed ? s->req_id : NULL, h, size, why, sizeof why) != SG_OK) {
         end(s, SG_ERR_PROTO, why);
         return -1;
     }
@@ -210,6 +208,15 @@ static void pump_in(struct upcall_stream *s)
     }
 }
 
+/* Arms the deadline of an open stream, or cancels it when it has none (a subscription once acknowledged). */
+static void arm_deadline(struct upcall_stream *s)
+{
+    if (s->deadline_ms > 0)
+        worker_timer_arm(s->wk, &s->deadline, s->deadline_ms);
+    else
+        worker_timer_cancel(s->wk, &s->deadline);
+}
+
 static void on_ready(struct wk_watch *w, uint32_t events)
 {
     struct upcall_stream *s = (struct upcall_stream *)((char *)w - offsetof(struct upcall_stream, watch));
@@ -231,7 +238,7 @@ static void on_ready(struct wk_watch *w, uint32_t events)
             return;
         }
         s->state = ST_OPEN;
-        worker_timer_arm(s->wk, &s->deadline, s->deadline_ms);
+        arm_deadline(s);
     }
     if (pump_out(s) < 0)
         return;
@@ -263,7 +270,13 @@ void upcall_stream_set_deadline(struct upcall_stream *s, int64_t deadline_ms)
 {
     s->deadline_ms = deadline_ms;
     if (s->state == ST_OPEN)
-        worker_timer_arm(s->wk, &s->deadline, deadline_ms);
+        arm_deadline(s);
+}
+
+void upcall_stream_expect_pushed(struct upcall_stream *s, const char *first_op)
+{
+    snprintf(s->first_op, sizeof s->first_op, "%s", first_op);
+    s->is_pushed = 1;
 }
 
 void upcall_stream_resume(struct upcall_stream *s)
@@ -282,14 +295,22 @@ void upcall_stream_close(struct upcall_stream *s)
         return;
     detach(s);
     report(s, BAL_NEUTRAL); /* closed by its owner before it ended */
-    if (s->watch.fd >= 0) {
-        worker_unwatch(s->wk, &s->watch);
-        close(s->watch.fd);
-    }
     sg_frame_decoder_free(&s->dec);
     json_decref(s->header);
     free(s->body);
     free(s->out);
+    if (s->watch.fd >= 0) {
+        worker_unwatch(s->wk, &s->watch);
+        close(s->watch.fd);
+        /* This round's batch may still hold an event of its watch: on_ready must find it ended, then it goes. */
+        s->watch.fd = -1;
+        s->state = ST_ENDED;
+        s->header = NULL;
+        s->body = NULL;
+        s->out = NULL;
+        worker_free_later(s->wk, s);
+        return;
+    }
     free(s);
 }
 

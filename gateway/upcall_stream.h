@@ -46,8 +46,19 @@ int upcall_stream_open(struct upstream *up, const json_t *header, const void *bo
  */
 void upcall_stream_pause(struct upcall_stream *s);
 
-/* Moves the deadline of an open stream to deadline_ms (from on_frame too: a backend that queued the request before starting it). */
+/*
+ * Moves the deadline of an open stream to deadline_ms (from on_frame too: a
+ * backend that queued the request before starting it); 0: no deadline any
+ * more (a subscription, once acknowledged, lasts as long as its reader).
+ */
 void upcall_stream_set_deadline(struct upcall_stream *s, int64_t deadline_ms);
+
+/*
+ * Says the backend pushes frames after the first (a chat subscription): the
+ * first must answer first_op with the request's id (reply_check.c), later
+ * ones carry no id. Call right after upcall_stream_open.
+ */
+void upcall_stream_expect_pushed(struct upcall_stream *s, const char *first_op);
 
 /* Hands frames over again, from the loop's next round (never from inside this call). Idempotent. */
 void upcall_stream_resume(struct upcall_stream *s);

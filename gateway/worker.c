@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "chat_stream.h"
 #include "http_strict.h"
 #include "metrics.h"
 #include "upcall.h"
@@ -43,6 +44,7 @@ struct wk_conn {
     struct wk_timer timer; /* the head or body deadline */
     enum conn_phase phase;
     int64_t last_in;       /* when bytes last arrived (sg_now_ms) */
+    unsigned long seen_round; /* the loop round in which libmicrohttpd last began or ended a request here */
     int is_hup;            /* the client closed its side */
     int is_suspended;      /* suspended by worker_suspend */
     int is_cut;            /* we shut the socket down: libmicrohttpd will close it */
@@ -51,8 +53,6 @@ struct wk_conn {
     struct wk_conn *prev, *next; /* every connection of the worker (the stop sweep) */
 };
 
-/* Run on each worker's thread when its loop stops, before its daemon does (worker_at_stop). */
-static void (*_Atomic stop_hook)(void);
 
 struct worker {
     int epfd;
@@ -63,7 +63,9 @@ struct worker {
     int is_running;
     atomic_int want_quiesce, want_stop;
     int is_quiesced;
+    int is_stopping;      /* the loop ended: parked answers are resumed one last time (worker_is_stopping) */
     int needs_run;        /* a connection was resumed since the daemon last ran: do not sleep */
+    unsigned long round;  /* loop rounds so far: one epoll_wait, its events, one libmicrohttpd run */
     struct wk_timer **heap;
     size_t n_heap, cap_heap;
     struct wk_conn *hups; /* connections whose client closed, checked after each libmicrohttpd round */
@@ -255,10 +257,15 @@ static void on_client_ready(struct wk_watch *w, uint32_t events)
         c->last_in = sg_now_ms();
         /*
          * The first bytes of a next request on a kept-alive connection start
-         * its head deadline. Only bytes still unread count: libmicrohttpd may
-         * already have read (and answered) what raised this edge.
+         * its head deadline. libmicrohttpd reads its own epoll later in a
+         * round than this loop does, so an edge seen in the round right after
+         * it began or ended a request here may be for bytes it has already
+         * taken: such an edge starts nothing, and a head that is still short
+         * starts its deadline at its next byte's edge. Asking the socket how
+         * much is unread would settle it exactly, at one system call per
+         * request on the busiest path there is.
          */
-        if (c->phase == PHASE_IDLE && header_timeout_ms && unread_bytes(w->fd) > 0) {
+        if (c->phase == PHASE_IDLE && header_timeout_ms && c->wk->round - c->seen_round > 1) {
             c->phase = PHASE_HEAD;
             worker_timer_arm(c->wk, &c->timer, c->last_in + header_timeout_ms);
         }
@@ -372,6 +379,7 @@ void worker_request_started(struct MHD_Connection *conn, struct request *rq, int
         return;
     worker_timer_cancel(c->wk, &c->timer);
     c->phase = has_body ? PHASE_BODY : PHASE_BUSY;
+    c->seen_round = c->wk->round;
     if (has_body && body_timeout_ms) {
         c->last_in = sg_now_ms();
         worker_timer_arm(c->wk, &c->timer, c->last_in + body_timeout_ms);
@@ -394,6 +402,7 @@ void worker_request_ended(struct MHD_Connection *conn)
         return;
     worker_timer_cancel(c->wk, &c->timer);
     c->phase = PHASE_IDLE;
+    c->seen_round = c->wk->round;
     c->is_suspended = 0;
 }
 
@@ -459,9 +468,9 @@ static void free_later_now(struct worker *wk)
     wk->n_later = 0;
 }
 
-void worker_at_stop(void (*fn)(void))
+int worker_is_stopping(void)
 {
-    atomic_store(&stop_hook, fn);
+    return self && self->is_stopping;
 }
 
 int worker_client_gone(struct MHD_Connection *conn)
@@ -476,9 +485,12 @@ int worker_client_gone(struct MHD_Connection *conn)
  * Before the daemon stops: libmicrohttpd 0.9.75 aborts the process when a
  * daemon stops with a suspended connection, and after the grace period some
  * may still be (a deferred call, a held upload body, a download waiting for
- * its backend). Each is cut and resumed; its handler or content callback
- * then sees the client gone and the connection closes. A handler may park
- * it once more before libmicrohttpd notices the shutdown, hence the rounds.
+ * its backend, a stream). The first round resumes each as it is, so that
+ * what can still say why it ends does (worker_is_stopping: a deferred call
+ * is answered 503, an exec stream sends its error event); then each one
+ * parked again is cut and resumed, its handler or content callback sees the
+ * client gone and the connection closes. A handler may park it once more
+ * before libmicrohttpd notices the shutdown, hence the rounds.
  */
 static void release_suspended(struct worker *wk)
 {
@@ -488,7 +500,10 @@ static void release_suspended(struct worker *wk)
             if (!c->is_suspended)
                 continue;
             n++;
-            if (!c->is_cut) {
+            if (round == 0) {
+                c->is_suspended = 0;
+                MHD_resume_connection(c->conn);
+            } else if (!c->is_cut) {
                 cut(c);
             } else {
                 c->is_suspended = 0;
@@ -521,6 +536,7 @@ static void *loop(void *arg)
     struct worker *wk = arg;
     struct epoll_event evs[MAX_EVENTS];
     self = wk;
+    sg_log_batch_begin(); /* access lines leave in one write per round, before the loop sleeps */
     for (;;) {
         MHD_UNSIGNED_LONG_LONG mt;
         int timeout = timers_wait(wk), n;
@@ -532,11 +548,13 @@ static void *loop(void *arg)
             timeout = 0;
         else if (timeout == INT_MAX)
             timeout = -1;
+        sg_log_batch_flush();
         n = epoll_wait(wk->epfd, evs, MAX_EVENTS, timeout);
         if (n < 0 && errno != EINTR) {
             sg_error("worker: epoll_wait: %s", strerror(errno));
             break;
         }
+        wk->round++;
         for (int i = 0; i < n; i++) {
             struct wk_watch *w = evs[i].data.ptr;
             w->ready(w, evs[i].events);
@@ -551,23 +569,12 @@ static void *loop(void *arg)
             (void)MHD_quiesce_daemon(wk->daemon);
             wk->is_quiesced = 1;
             ws_close_all_here(); /* WebSockets never end by themselves: start their closing handshakes */
+            chat_streams_close_here(); /* nor do chat event streams: they send what they hold and end */
         }
         if (atomic_load(&wk->want_stop))
             break;
     }
-    {
-        /*
-         * Responses that never end by themselves (streams) may be parked:
-         * libmicrohttpd 0.9.75 aborts the process when a daemon stops with a
-         * suspended connection. The hook ends them, and one more round lets
-         * libmicrohttpd take them back and send their last bytes.
-         */
-        void (*hook)(void) = atomic_load(&stop_hook);
-        if (hook) {
-            hook();
-            MHD_run(wk->daemon);
-        }
-    }
+    wk->is_stopping = 1;
     release_suspended(wk);
     if (!wk->is_quiesced)
         (void)MHD_quiesce_daemon(wk->daemon); /* so MHD_stop_daemon does not close the shared listener */
@@ -578,6 +585,7 @@ static void *loop(void *arg)
     wk->daemon = NULL;
     free_later_now(wk);
     upcall_pool_drain();
+    sg_log_batch_end();
     self = NULL;
     return NULL;
 }

@@ -115,11 +115,12 @@ void worker_release_socket(struct MHD_Connection *conn);
 int worker_client_gone(struct MHD_Connection *conn);
 
 /*
- * Sets the function each worker runs on its own thread when its loop stops,
- * just before its daemon stops: it must end every response of that thread
- * that waits parked (one hook for the process; the last call wins). Any thread.
+ * Returns 1 on a worker's thread whose loop has stopped (after the shutdown's
+ * grace period): a parked connection is being resumed one last time before
+ * its daemon stops, and a handler or content callback should end now, saying
+ * why if it can (an answer, a last event), rather than park again.
  */
-void worker_at_stop(void (*fn)(void));
+int worker_is_stopping(void);
 
 /* Timeouts (milliseconds) of a request's head and of the silence within its body; 0 turns one off. */
 void worker_set_timeouts(unsigned header_ms, unsigned body_ms);

@@ -195,3 +195,16 @@ build_network() {
         echo host
     fi
 }
+
+# Builds sockgate:local from the checkout $SRC with the classic builder (bounded, 20 min), the
+# build's log in $ENGINE_DIR/build.log and its tail shown on failure.
+image_build() {
+    local network
+    network=$(build_network)
+    log "build: docker build --network $network (the network apt-get inside the build uses)"
+    bounded 1200 "$DOCKER" build --network "$network" -f "$SRC/docker/Dockerfile" -t sockgate:local "$SRC" \
+        >"$ENGINE_DIR/build.log" 2>&1 || {
+        tail -n 40 "$ENGINE_DIR/build.log" >&2
+        die "docker build failed"
+    }
+}

@@ -11,7 +11,8 @@
 # leaves no container or volume behind. Needs root (apt-get, dockerd).
 #
 # Environment: SOCKGATE_DOCKER_CACHE (rootfs cache folder, /var/tmp/sockgate-docker),
-# SOCKGATE_DOCKER_KEEP=1 (leave the engine's folder for inspection).
+# SOCKGATE_DOCKER_KEEP=1 (leave the engine's folder for inspection), SOCKGATE_DOCKER_IMAGE (save the
+# built image to this archive, for tests/docker/swarm.sh).
 # Exit 0 when every check passed; the last line counts them.
 set -euo pipefail
 
@@ -148,13 +149,11 @@ phase base-image
 base_image_ensure
 
 phase build
-NETWORK=$(build_network)
-log "build: docker build --network $NETWORK (the network apt-get inside the build uses)"
-bounded 1200 "$DOCKER" build --network "$NETWORK" -f "$SRC/docker/Dockerfile" -t sockgate:local "$SRC" \
-    >"$ENGINE_DIR/build.log" 2>&1 || {
-    tail -n 40 "$ENGINE_DIR/build.log" >&2
-    die "docker build failed"
-}
+image_build
+if [ -n "${SOCKGATE_DOCKER_IMAGE:-}" ]; then
+    # For tests/docker/swarm.sh, run next by .ci/run in an engine of its own: the image, built once.
+    bounded 300 "$DOCKER" save -o "$SOCKGATE_DOCKER_IMAGE" sockgate:local || die "docker save to $SOCKGATE_DOCKER_IMAGE failed"
+fi
 log "build: image $("$DOCKER" image inspect -f '{{.Id}} {{.Size}}' sockgate:local | awk '{ printf "%s, %.1f MiB", substr($1, 8, 12), $2 / 1048576 }')"
 IMAGE_USER=$("$DOCKER" image inspect -f '{{.Config.User}}' sockgate:local)
 check "image runs as a non-root user by default ($IMAGE_USER)" test -n "$IMAGE_USER" -a "${IMAGE_USER%%:*}" != 0 -a "${IMAGE_USER%%:*}" != root

@@ -11,7 +11,8 @@
 #     killed, nor while echo is rolled (docker service update --force);
 #   - requests through the other gateway see no failure while one is rolled.
 # Needs root. Run it under `flock /tmp/sockgate-docker.lock`: never two engines.
-# Environment: SOCKGATE_DOCKER_CACHE, SOCKGATE_DOCKER_KEEP=1 (as run.sh).
+# Environment: SOCKGATE_DOCKER_CACHE, SOCKGATE_DOCKER_KEEP=1 (as run.sh); SOCKGATE_DOCKER_IMAGE,
+# an image archive run.sh saved from the same tree, loaded instead of building again.
 set -euo pipefail
 
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -152,14 +153,14 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 engine_start
-base_image_ensure
-NETWORK=$(build_network)
-log "build: docker build --network $NETWORK"
-bounded 1200 "$DOCKER" build --network "$NETWORK" -f "$SRC/docker/Dockerfile" -t sockgate:local "$SRC" \
-    >"$ENGINE_DIR/build.log" 2>&1 || {
-    tail -n 40 "$ENGINE_DIR/build.log" >&2
-    die "docker build failed"
-}
+if [ -n "${SOCKGATE_DOCKER_IMAGE:-}" ] && [ -s "$SOCKGATE_DOCKER_IMAGE" ]; then
+    # The image tests/docker/run.sh built from this same tree (.ci/run passes it on): no second build.
+    log "image: loading $SOCKGATE_DOCKER_IMAGE"
+    bounded 300 "$DOCKER" load -i "$SOCKGATE_DOCKER_IMAGE" >/dev/null || die "docker load $SOCKGATE_DOCKER_IMAGE failed"
+else
+    base_image_ensure
+    image_build
+fi
 
 # The engine's events, read back when something failed.
 "$DOCKER" events --format '{{.Time}} {{.Type}} {{.Action}} {{index .Actor.Attributes "name"}}' >"$ENGINE_DIR/events.log" 2>&1 &

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <arpa/inet.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -736,6 +737,106 @@ static void test_slow_reader_is_bounded(void)
     wait_streams(&g2, 0, 0);
 }
 
+/* Sends a raw request to gw on a new connection and returns the socket, without waiting for any answer. */
+static int raw_request(struct gw *gw, const char *req)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(gw->proc.port)};
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    CHECK(fd >= 0);
+    inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr);
+    CHECK(connect(fd, (struct sockaddr *)&sin, sizeof sin) == 0);
+    CHECK(write(fd, req, strlen(req)) == (ssize_t)strlen(req));
+    return fd;
+}
+
+/* The first bytes raw_read_until read on its last connection (the status line). */
+static char raw_head[64];
+
+/*
+ * Reads from fd until want shows up (bounded by WAIT_MS), keeping the
+ * first bytes in raw_head and a window of the last ones (a replayed history
+ * may come first).
+ */
+static void raw_read_until(int fd, const char *want)
+{
+    static char buf[16384];
+    size_t len = 0, total = 0;
+    int64_t deadline = sg_now_ms() + WAIT_MS;
+    buf[0] = '\0';
+    raw_head[0] = '\0';
+    while (!strstr(buf, want)) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        ssize_t n;
+        if (sg_now_ms() >= deadline)
+            fprintf(stderr, "waited for '%s', got %zu bytes, the last:\n%s\n", want, total, buf);
+        CHECK(sg_now_ms() < deadline);
+        if (len > sizeof buf / 2) {
+            memmove(buf, buf + len - 1024, 1024);
+            len = 1024;
+        }
+        if (poll(&pfd, 1, 200) <= 0)
+            continue;
+        n = read(fd, buf + len, sizeof buf - 1 - len);
+        CHECK(n > 0);
+        if (total == 0)
+            snprintf(raw_head, sizeof raw_head, "%.*s", (int)n, buf);
+        len += (size_t)n;
+        total += (size_t)n;
+        buf[len] = '\0';
+    }
+}
+
+/*
+ * A chat subscription never blocks its worker: with one worker thread and
+ * the chat service frozen (SIGSTOP) while an event stream and a WebSocket
+ * wait for their subscription's acknowledgement, /healthz and echo still
+ * answer. The backend deadline is 10 minutes, beyond curl's 2, so a worker
+ * stuck on the subscribe would fail these checks rather than answer late.
+ * After SIGCONT both subscriptions are acknowledged and a message reaches both.
+ */
+static void test_subscribe_does_not_block_worker(void)
+{
+    const char *extra[] = {"--threads", "1", "--chat", chat_p.addr, "--timeout", "10m", NULL};
+    const char sse_req[] = "GET /api/v1/chat/events?after=1000000000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    const char ws_req[] = "GET /api/v1/ws/chat?after=1000000000 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                          "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: sockgate.chat.v1\r\n\r\n";
+    struct gw one;
+    struct http_resp *r;
+    json_t *j;
+    int sse_fd, ws_fd;
+
+    gw_start(&one, extra);
+    wait_streams(&one, 0, 0);
+    CHECK(kill(chat_p.pid, SIGSTOP) == 0);
+    sse_fd = raw_request(&one, sse_req);
+    ws_fd = raw_request(&one, ws_req);
+    /* Both requests are surely in the gateway's hands: a second connection's answer comes after their heads. */
+    r = gw_do(&one, "GET", "/healthz", NULL, NULL);
+    CHECK_INT_EQ(r->status, 200);
+    http_free(r);
+    j = gw_expect_json(&one, "POST", "/api/v1/echo", gw_json_headers, "{\"message\": \"not blocked\"}", 200);
+    CHECK_STR_EQ(json_string_value(json_object_get(j, "reply")), "NOT BLOCKED");
+    json_decref(j);
+    r = gw_do(&one, "GET", "/healthz", NULL, NULL);
+    CHECK_INT_EQ(r->status, 200);
+    http_free(r);
+
+    CHECK(kill(chat_p.pid, SIGCONT) == 0);
+    raw_read_until(sse_fd, "event: subscribed\n");
+    CHECK(strncmp(raw_head, "HTTP/1.1 200", 12) == 0);
+    raw_read_until(ws_fd, "\"event\":\"subscribed\"");
+    CHECK(strncmp(raw_head, "HTTP/1.1 101", 12) == 0);
+    wait_streams(&one, 1, 1 + 1);
+    udp_say("after the thaw");
+    raw_read_until(sse_fd, "after the thaw");
+    raw_read_until(ws_fd, "after the thaw");
+    close(sse_fd);
+    close(ws_fd);
+    wait_streams(&one, 0, 0);
+    gw_stop(&one);
+}
+
 int main(void)
 {
     const char *const chat_listen[] = {"--chat-listen", "127.0.0.1:0", NULL};
@@ -763,6 +864,7 @@ int main(void)
     gw_start(&g2, g2_args);
     RUN_TEST(test_token_and_cookie);
     RUN_TEST(test_slow_reader_is_bounded);
+    RUN_TEST(test_subscribe_does_not_block_worker);
     gw_stop(&g2);
     CHECK_INT_EQ(sg_proc_stop(&chat_p, 10000), 0);
 
