@@ -57,41 +57,25 @@ struct flags {
     struct gw_config *cfg;
 };
 
-/* Appends a copy of value to items (n of cap used); -1 when full, empty or out of memory. */
-static int append_copy(const char **items, size_t *n, size_t cap, const char *value)
+/* A repeatable flag's list in struct gw_config: its items, how many are used, and how many fit. */
+struct list_flag {
+    const char **items;
+    size_t *n;
+    size_t cap;
+};
+
+/* Appends a copy of value to the list_flag ctx; -1 when full, empty or out of memory. */
+static int append_copy(const char *value, void *ctx)
 {
-    if (*n >= cap || !*value)
+    struct list_flag *list = ctx;
+    if (*list->n >= list->cap || !*value)
         return -1;
     /* sg_options_parse frees its copy of a comma list, so keep our own. */
-    items[*n] = strdup(value);
-    if (!items[*n])
+    list->items[*list->n] = strdup(value);
+    if (!list->items[*list->n])
         return -1;
-    (*n)++;
+    (*list->n)++;
     return 0;
-}
-
-static int add_cors_origin(const char *value, void *ctx)
-{
-    struct gw_config *cfg = ctx;
-    return append_copy(cfg->cors_origins, &cfg->n_cors_origins, GW_MAX_CORS_ORIGINS, value);
-}
-
-static int add_allow_host(const char *value, void *ctx)
-{
-    struct gw_config *cfg = ctx;
-    return append_copy(cfg->allow_hosts, &cfg->n_allow_hosts, GW_MAX_ALLOW_HOSTS, value);
-}
-
-static int add_sandbox_read(const char *value, void *ctx)
-{
-    struct gw_config *cfg = ctx;
-    return append_copy(cfg->sandbox_read, &cfg->n_sandbox_read, GW_MAX_SANDBOX_DIRS, value);
-}
-
-static int add_sandbox_write(const char *value, void *ctx)
-{
-    struct gw_config *cfg = ctx;
-    return append_copy(cfg->sandbox_write, &cfg->n_sandbox_write, GW_MAX_SANDBOX_DIRS, value);
 }
 
 /* 0 when path is absent or a directory (must_exist: a directory); else prints why and returns -1. */
@@ -159,6 +143,43 @@ static int expand_embedded_listen(const char *text, struct gw_config *cfg)
     return 0;
 }
 
+/* A duration flag: its checked text, its range, and the field of struct gw_config it sets. */
+struct duration_flag {
+    const char *name;
+    const char *text;
+    uint64_t min_ms, max_ms;
+    /* The field counts units of this many ms, rounded up, and a bare number means as many (0: ms, no bare numbers). */
+    uint64_t unit_ms;
+    unsigned *field;
+};
+
+/* Checks every duration flag of f and sets its field of cfg; 0, or -1 after printing what is wrong. */
+static int parse_durations(const struct flags *f, struct gw_config *cfg)
+{
+    /* upload-expiry is in whole seconds, as the file backend counts them: a shorter duration waits one. */
+    const struct duration_flag table[] = {
+        {"timeout", f->timeout, 10, 3600000, 0, &cfg->timeout_ms},
+        {"grace", f->grace, 0, 3600000, 0, &cfg->grace_ms},
+        {"drain", f->drain, 0, 3600000, 0, &cfg->drain_ms},
+        {"resolve-interval", f->resolve_interval, 100, 3600000, 0, &cfg->resolve_interval_ms},
+        {"eject", f->eject, 10, 30000, 0, &cfg->eject_ms},
+        {"header-timeout", f->header_timeout, 0, 3600000, 0, &cfg->header_timeout_ms},
+        {"body-timeout", f->body_timeout, 0, 3600000, 0, &cfg->body_timeout_ms},
+        {"ws-ping", f->ws_ping, 0, 3600000, 0, &cfg->ws_ping_ms},
+        {"ws-pong-timeout", f->ws_pong, 10, 3600000, 0, &cfg->ws_pong_ms},
+        {"ws-idle-timeout", f->ws_idle, 0, 7 * 24 * 3600000u, 0, &cfg->ws_idle_ms},
+        {"upload-expiry", f->upload_expiry, 1000, UINT64_C(366) * 86400000, 1000, &cfg->upload_expiry_s},
+    };
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
+        const struct duration_flag *d = &table[i];
+        uint64_t ms, unit = d->unit_ms ? d->unit_ms : 1;
+        if (sg_flag_duration("sockgate", d->name, d->text, d->min_ms, d->max_ms, d->unit_ms, &ms))
+            return -1;
+        *d->field = (unsigned)((ms + unit - 1) / unit);
+    }
+    return 0;
+}
+
 /* Parses argv and the environment into cfg; returns 0 to run, 1 to exit 0, 2 to exit 2. */
 static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_routes)
 {
@@ -175,6 +196,10 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
                       .drain = "0", .resolve_interval = "5s", .eject = "2s",
                       .header_timeout = "20s", .body_timeout = "30s", .upload_expiry = "24h", .log_format = "text", .cfg = cfg,
                       .ws_max_message = "1M", .ws_ping = "30s", .ws_pong = "10s", .ws_idle = "1h"};
+    struct list_flag sandbox_read = {cfg->sandbox_read, &cfg->n_sandbox_read, GW_MAX_SANDBOX_DIRS};
+    struct list_flag sandbox_write = {cfg->sandbox_write, &cfg->n_sandbox_write, GW_MAX_SANDBOX_DIRS};
+    struct list_flag cors = {cfg->cors_origins, &cfg->n_cors_origins, GW_MAX_CORS_ORIGINS};
+    struct list_flag hosts = {cfg->allow_hosts, &cfg->n_allow_hosts, GW_MAX_ALLOW_HOSTS};
     const struct sg_option opts[] = {
         {"listen", "SOCKGATE_LISTEN", "HOST:PORT", "HTTP address (port 0 picks a free one)", &f.listen, NULL, NULL},
         {"embedded-listen", "SOCKGATE_EMBEDDED_LISTEN", "HOST:PORT",
@@ -209,20 +234,20 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
          "start without Landlock",
          &cfg->sandbox, NULL, NULL},
         {"sandbox-read", "SOCKGATE_SANDBOX_READ", "DIR", "let the embedded exec's commands read DIR (repeatable)",
-         NULL, add_sandbox_read, cfg},
+         NULL, append_copy, &sandbox_read},
         {"sandbox-write", "SOCKGATE_SANDBOX_WRITE", "DIR",
-         "let the embedded exec's commands read and write DIR (repeatable)", NULL, add_sandbox_write, cfg},
+         "let the embedded exec's commands read and write DIR (repeatable)", NULL, append_copy, &sandbox_write},
         {"web-root", "SOCKGATE_WEB_ROOT", "DIR", "serve the page from DIR instead of the built-in copy",
          &f.web_root, NULL, NULL},
         {"token", "SOCKGATE_TOKEN", "TOKEN",
          "require Authorization: Bearer TOKEN on /api/v1, /readyz and /metrics (/healthz stays open)", &f.token, NULL,
          NULL},
         {"cors-origin", "SOCKGATE_CORS_ORIGIN", "ORIGIN", "allow cross-origin calls from ORIGIN (repeatable, * for any)",
-         NULL, add_cors_origin, cfg},
+         NULL, append_copy, &cors},
         {"allow-host", "SOCKGATE_ALLOW_HOST", "NAME",
          "answer to Host NAME (repeatable; .domain for it and below, * for any); without it and without a token, "
          "only addresses, single-label names and *.localhost",
-         NULL, add_allow_host, cfg},
+         NULL, append_copy, &hosts},
         {"max-upload", "SOCKGATE_MAX_UPLOAD", "SIZE", "largest upload (PUT body or multipart total)",
          &f.max_upload, NULL, NULL},
         {"max-json", "SOCKGATE_MAX_JSON", "SIZE", "largest JSON request body", &f.max_json, NULL, NULL},
@@ -258,7 +283,7 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
          &f.upload_expiry, NULL, NULL},
         {"drain", "SOCKGATE_DRAIN", "DURATION",
          "on SIGTERM, /readyz answers 503 at once while everything is still served this long (so load balancers "
-         "notice), then the grace period starts (default 0)",
+         "notice), then the grace period starts",
          &f.drain, NULL, NULL},
         {"drain-ms", "SOCKGATE_DRAIN_MS", "MS", "milliseconds", &f.drain, NULL, NULL},
         {"resolve-interval", "SOCKGATE_RESOLVE_INTERVAL", "DURATION",
@@ -312,7 +337,8 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
         if (f.emb_listen[i] && *f.emb_listen[i] && check_addr_flag(backend_listen_flag(i), f.emb_listen[i]))
             return 2;
     if (sg_flag_size("sockgate", "max-upload", f.max_upload, 0, UINT64_C(1) << 50, &cfg->max_upload) ||
-        sg_flag_size("sockgate", "max-json", f.max_json, 2, 256u << 20, &cfg->max_json))
+        sg_flag_size("sockgate", "max-json", f.max_json, 2, 256u << 20, &cfg->max_json) ||
+        sg_flag_size("sockgate", "ws-max-message", f.ws_max_message, 1, 256u << 20, &cfg->ws_max_message))
         return 2;
     cfg->max_upload_text = f.max_upload;
     cfg->max_json_text = f.max_json;
@@ -322,48 +348,14 @@ static int parse_flags(int argc, char **argv, struct gw_config *cfg, int *print_
     if (sg_flag_count("sockgate", "max-conns", f.max_conns, 1, 1000000, &v))
         return 2;
     cfg->max_conns = (unsigned)v;
-    if (sg_flag_duration("sockgate", "timeout", f.timeout, 10, 3600000, 0, &v))
+    if (parse_durations(&f, cfg) != 0)
         return 2;
-    cfg->timeout_ms = (unsigned)v;
-    if (sg_flag_duration("sockgate", "grace", f.grace, 0, 3600000, 0, &v))
-        return 2;
-    cfg->grace_ms = (unsigned)v;
-    if (sg_flag_duration("sockgate", "drain", f.drain, 0, 3600000, 0, &v))
-        return 2;
-    cfg->drain_ms = (unsigned)v;
-    if (sg_flag_duration("sockgate", "resolve-interval", f.resolve_interval, 100, 3600000, 0, &v))
-        return 2;
-    cfg->resolve_interval_ms = (unsigned)v;
-    if (sg_flag_duration("sockgate", "eject", f.eject, 10, 30000, 0, &v))
-        return 2;
-    cfg->eject_ms = (unsigned)v;
     if (!cfg->sandbox)
         cfg->sandbox = "best-effort";
     if (strcmp(cfg->sandbox, "strict") && strcmp(cfg->sandbox, "best-effort") && strcmp(cfg->sandbox, "off")) {
         fprintf(stderr, "sockgate: --sandbox must be strict, best-effort or off, not '%s'\n", cfg->sandbox);
         return 2;
     }
-    if (sg_flag_duration("sockgate", "header-timeout", f.header_timeout, 0, 3600000, 0, &v))
-        return 2;
-    cfg->header_timeout_ms = (unsigned)v;
-    if (sg_flag_duration("sockgate", "body-timeout", f.body_timeout, 0, 3600000, 0, &v))
-        return 2;
-    cfg->body_timeout_ms = (unsigned)v;
-    if (sg_flag_size("sockgate", "ws-max-message", f.ws_max_message, 1, 256u << 20, &cfg->ws_max_message))
-        return 2;
-    if (sg_flag_duration("sockgate", "ws-ping", f.ws_ping, 0, 3600000, 0, &v))
-        return 2;
-    cfg->ws_ping_ms = (unsigned)v;
-    if (sg_flag_duration("sockgate", "ws-pong-timeout", f.ws_pong, 10, 3600000, 0, &v))
-        return 2;
-    cfg->ws_pong_ms = (unsigned)v;
-    if (sg_flag_duration("sockgate", "ws-idle-timeout", f.ws_idle, 0, 7 * 24 * 3600000u, 0, &v))
-        return 2;
-    cfg->ws_idle_ms = (unsigned)v;
-    /* The file backend counts whole seconds: a shorter duration waits one. */
-    if (sg_flag_duration("sockgate", "upload-expiry", f.upload_expiry, 1000, UINT64_C(366) * 86400000, 1000, &v))
-        return 2;
-    cfg->upload_expiry_s = (unsigned)((v + 999) / 1000);
     if (sg_log_format_parse(f.log_format, &cfg->log_format) != SG_OK) {
         fprintf(stderr, "sockgate: --log-format must be text or json, not '%s'\n", f.log_format);
         return 2;

@@ -130,7 +130,7 @@ static void bconn_close(struct bconn *b)
 {
     worker_unwatch(b->wk, &b->watch);
     close(b->watch.fd);
-    free(b);
+    worker_free_later(b->wk, b); /* this round may still hold an event of its watch */
 }
 
 /* Wraps a connected (or connecting) socket and watches it; NULL (fd closed) on failure. */

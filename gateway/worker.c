@@ -583,8 +583,8 @@ static void *loop(void *arg)
     MHD_run(wk->daemon);
     MHD_stop_daemon(wk->daemon); /* on this thread: every callback it makes runs where the loop's state lives */
     wk->daemon = NULL;
-    free_later_now(wk);
     upcall_pool_drain();
+    free_later_now(wk);
     sg_log_batch_end();
     self = NULL;
     return NULL;

@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
 
-import { startGateway } from './lib/gateway.mjs';
+import { startGateway } from '../lib/procs.mjs';
 
 const CHROMIUM = process.env.SOCKGATE_CHROMIUM || '/usr/bin/chromium';
 const FLAGS = [

@@ -7,11 +7,11 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import {
-  assert, expectNetworkError, expectedConsoleCount, hasFailures, step, summary, unexpectedConsoleProblems, watchPage,
-} from './lib/check.mjs';
+  assert, expectNetworkError, hasFailures, runMain, step, stepNoConsoleErrors, watchPage,
+} from '../lib/check.mjs';
 import { chatSteps } from './lib/chat_steps.mjs';
 import { launchChromium } from './lib/chromium.mjs';
-import { startGateway } from './lib/gateway.mjs';
+import { startGateway } from '../lib/procs.mjs';
 import { tokenSteps } from './lib/token_steps.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -506,11 +506,7 @@ async function main() {
 
     await tokenSteps({ launch: launchChromium, viewport: DESKTOP, tmp, inputs: { small, big }, artifacts: ARTIFACTS });
 
-    await step('no console errors anywhere', async () => {
-      const problems = unexpectedConsoleProblems();
-      console.log(`  (${expectedConsoleCount()} expected "Failed to load resource" lines from refused requests)`);
-      assert.deepEqual(problems, []);
-    });
+    await stepNoConsoleErrors();
   } finally {
     if (gw && hasFailures()) console.log(`gateway log:\n${gw.log()}`);
     await stopAll();
@@ -518,9 +514,4 @@ async function main() {
   }
 }
 
-await main().catch((err) => {
-  console.log(`FAIL - the test itself: ${err && err.stack ? err.stack : err}`);
-  process.exitCode = 1;
-});
-const code = summary();
-process.exitCode = process.exitCode || code;
+await runMain(main);

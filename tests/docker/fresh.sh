@@ -62,7 +62,7 @@ base_image_ensure
 
 # The tree as a newcomer gets it: the sources, none of this machine's build output or packages.
 log "copying the tree (without build*/, node_modules/, .git)"
-tar -C "$SRC" --exclude='./build*' --exclude='./tests/browser/node_modules' --exclude='./.git' \
+tar -C "$SRC" --exclude='./build*' --exclude='node_modules' --exclude='./.git' \
     -cf "$ENGINE_DIR/tree.tar" .
 
 # The commands the README prints, read from it so that the test follows the README, not a copy:

@@ -12,8 +12,8 @@ import os from 'node:os';
 import path from 'node:path';
 import * as tus from 'tus-js-client';
 
-import { startCutProxy } from './lib/cutproxy.mjs';
-import { startProgram } from './lib/procs.mjs';
+import { startCutProxy } from '../lib/cutproxy.mjs';
+import { startProgram } from '../lib/procs.mjs';
 
 const MiB = 1 << 20;
 // The gateway gathers a PATCH's body into blocks of this size before writing them on (upload_stream.c).

@@ -1,6 +1,6 @@
-// Helpers of the WebSocket tests: processes on free ports, a ws client that collects, a raw client.
+// Helpers of the WebSocket tests: free ports, a ws client that collects, a raw client (programs: tests/lib/procs.mjs).
 
-import { spawn, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -18,29 +18,6 @@ export function within(what, promise, ms = WAIT_MS) {
       timer = setTimeout(() => reject(new Error(`not within ${ms} ms: ${what}`)), ms);
     }),
   ]).finally(() => clearTimeout(timer));
-}
-
-/**
- * Starts a program that prints `listening on HOST:PORT` on stderr (a sockgate program) and
- * resolves with { port, child, log(), stop() } once it did.
- */
-export function startListener(bin, args) {
-  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let log = '';
-  child.stdout.on('data', (c) => { log = (log + c).slice(-16384); });
-  const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
-  return within(`${bin} to listen`, new Promise((resolve, reject) => {
-    child.stderr.on('data', (c) => {
-      log = (log + c).slice(-16384);
-      const m = /listening on (?:https:\/\/)?(\S+):(\d+)/.exec(log);
-      if (m) resolve({
-        port: Number(m[2]), child, log: () => log,
-        stop: async () => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM'); return exited; },
-        kill: async () => { child.kill('SIGKILL'); return exited; },
-      });
-    });
-    exited.then((how) => reject(new Error(`${bin} exited (${how.code ?? how.signal}) before listening:\n${log}`)));
-  }));
 }
 
 /** Returns a TCP port that was free a moment ago (for websockify, which cannot report the one it got). */

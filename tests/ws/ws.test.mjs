@@ -9,22 +9,20 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-import { assert, step, summary } from '../browser/lib/check.mjs';
-import { gatewayBinary } from '../browser/lib/gateway.mjs';
+import { assert, step, summary } from '../lib/check.mjs';
+import { startProgram } from '../lib/procs.mjs';
 import {
-  WAIT_MS, clientFrame, collect, freePort, open, randomBytes, rawOpen, rssKiB, selfSigned, startListener, upper,
+  WAIT_MS, clientFrame, collect, freePort, open, randomBytes, rawOpen, rssKiB, selfSigned, upper,
   waitForPort, within,
 } from './lib.mjs';
 
 const MiB = 1024 * 1024;
-const bin = gatewayBinary();
-const binDir = path.dirname(bin);
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sockgate-ws-'));
 const procs = [];
 
 async function gateway(args) {
   const root = fs.mkdtempSync(path.join(tmp, 'files-'));
-  const gw = await startListener(bin, ['--listen', '127.0.0.1:0', '--file-root', root, ...args]);
+  const gw = await startProgram('sockgate', ['--listen', '127.0.0.1:0', '--file-root', root, ...args]);
   procs.push(gw);
   return gw;
 }
@@ -63,7 +61,7 @@ let ws;
 
 try {
   const ok = await step('start sockgate-echo and the gateway (pings every 300 ms, 1 MiB messages)', async () => {
-    echo = await startListener(path.join(binDir, 'sockgate-echo'), ['--listen', '127.0.0.1:0']);
+    echo = await startProgram('sockgate-echo', ['--listen', '127.0.0.1:0']);
     procs.push(echo);
     gw = await gateway(['--echo', `127.0.0.1:${echo.port}`, '--ws-ping', '300ms', '--ws-pong-timeout', '3s',
       '--ws-max-message', '1M', '--chat-listen', '127.0.0.1:0']);
@@ -166,7 +164,7 @@ try {
   await step('a client that stops reading does not grow the gateway (backpressure to the backend and back)', async () => {
     const raw = await rawOpen(gw.port, '/api/v1/ws/echo', { 'Sec-WebSocket-Protocol': 'binary' });
     raw.socket.pause(); // reads nothing from here on: the echo piles up towards the client
-    const before = rssKiB(gw.child.pid);
+    const before = rssKiB(gw.pid);
     const frame = clientFrame(2, Buffer.alloc(256 * 1024, 0x30));
     const total = 256; // 64 MiB at most, far more than every socket buffer on the way
     let sent = 0;
@@ -180,7 +178,7 @@ try {
         if (!drained) break;
       }
     }
-    const after = rssKiB(gw.child.pid);
+    const after = rssKiB(gw.pid);
     console.log(`     wrote ${sent} of ${total} frames of 256 KiB; gateway VmRSS ${before} -> ${after} KiB`);
     assert.ok(sent < total, 'the gateway stopped taking data from a client that does not read');
     assert.ok(after - before < 24 * 1024, `VmRSS grew by ${after - before} KiB (bounded queues keep it under 24 MiB)`);
@@ -337,7 +335,7 @@ try {
   });
 
   await step('websockify (Debian) and sockgate answer the same client code alike', async () => {
-    const echo2 = await startListener(path.join(binDir, 'sockgate-echo'), ['--listen', '127.0.0.1:0']);
+    const echo2 = await startProgram('sockgate-echo', ['--listen', '127.0.0.1:0']);
     procs.push(echo2);
     const g = await gateway(['--echo', `127.0.0.1:${echo2.port}`]);
     const wsPort = await freePort();

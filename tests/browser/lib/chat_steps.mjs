@@ -3,7 +3,7 @@
 
 import dgram from 'node:dgram';
 
-import { assert, step } from './check.mjs';
+import { assert, step } from '../../lib/check.mjs';
 
 const WAIT_MS = 15000;
 

@@ -5,8 +5,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 
 import { chatMessageArrives } from './chat_steps.mjs';
-import { assert, expectNetworkError, step, watchPage } from './check.mjs';
-import { startGateway } from './gateway.mjs';
+import { assert, expectNetworkError, step, watchPage } from '../../lib/check.mjs';
+import { startGateway } from '../../lib/procs.mjs';
 
 const TOKEN = 'browser-test-token-1f0c';
 // This gateway also has a small upload limit, to see a 413 told in words.

@@ -70,6 +70,72 @@ def free_run(n):
             return base
     raise SystemExit("no run of free ports")
 
+# sockgate's duration flags: (flag, environment variable, least, most, as --help and errors write them).
+DURATIONS = [("timeout", "SOCKGATE_TIMEOUT", "10ms", "1h"),
+             ("grace", "SOCKGATE_GRACE", "0ms", "1h"),
+             ("drain", "SOCKGATE_DRAIN", "0ms", "1h"),
+             ("resolve-interval", "SOCKGATE_RESOLVE_INTERVAL", "100ms", "1h"),
+             ("eject", "SOCKGATE_EJECT", "10ms", "30s"),
+             ("header-timeout", "SOCKGATE_HEADER_TIMEOUT", "0ms", "1h"),
+             ("body-timeout", "SOCKGATE_BODY_TIMEOUT", "0ms", "1h"),
+             ("ws-ping", "SOCKGATE_WS_PING", "0ms", "1h"),
+             ("ws-pong-timeout", "SOCKGATE_WS_PONG_TIMEOUT", "10ms", "1h"),
+             ("ws-idle-timeout", "SOCKGATE_WS_IDLE_TIMEOUT", "0ms", "168h"),
+             ("upload-expiry", "SOCKGATE_UPLOAD_EXPIRY", "1s", "8784h")]
+# Their old spellings in milliseconds, and the flag each one sets.
+OLD_MS = [("timeout-ms", "SOCKGATE_TIMEOUT_MS", "timeout"), ("grace-ms", "SOCKGATE_GRACE_MS", "grace"),
+          ("header-timeout-ms", "SOCKGATE_HEADER_TIMEOUT_MS", "header-timeout"),
+          ("body-timeout-ms", "SOCKGATE_BODY_TIMEOUT_MS", "body-timeout"),
+          ("drain-ms", "SOCKGATE_DRAIN_MS", "drain"),
+          ("resolve-interval-ms", "SOCKGATE_RESOLVE_INTERVAL_MS", "resolve-interval"),
+          ("eject-ms", "SOCKGATE_EJECT_MS", "eject")]
+
+
+def ms_of(text):
+    """Milliseconds of a duration as the tables above write it."""
+    m = re.fullmatch(r"(\d+)(ms|s|h)", text)
+    return int(m.group(1)) * {"ms": 1, "s": 1000, "h": 3600000}[m.group(2)]
+
+
+def run_env(argv, cwd, env):
+    return subprocess.run([os.path.join(BIN, argv[0])] + argv[1:], cwd=cwd, capture_output=True, text=True,
+                          timeout=30, env=dict(os.environ, **env))
+
+
+def check_durations(work):
+    """Every duration flag, by flag and by environment variable, keeps its own range: the ends are taken
+    (--print-routes exits 0 once every flag is checked), one past them is refused naming the flag and range."""
+    r = run(["sockgate", "--help"], work)
+    for flag, env, least, most in DURATIONS:
+        check(re.search(r"^  --%s DURATION .*\[env %s\]$" % (flag, env), r.stdout, re.M) is not None,
+              "--help lists --%s with %s" % (flag, env))
+        says = "--%s '%%s' must be a duration from %s to %s" % (flag, least, most)
+        over = "%dms" % (ms_of(most) + 1)
+        for how in ("flag", "env"):
+            for value in (least, most):
+                got = run(["sockgate", "--%s" % flag, value, "--print-routes"], work) if how == "flag" else \
+                    run_env(["sockgate", "--print-routes"], work, {env: value})
+                check(got.returncode == 0 and "GET /healthz" in got.stdout,
+                      "%s of --%s takes %s: %d %s" % (how, flag, value, got.returncode, got.stderr))
+            bad = [over, "soon"] + (["%dms" % (ms_of(least) - 1)] if ms_of(least) > 0 else [])
+            for value in bad:
+                got = run(["sockgate", "--%s" % flag, value], work) if how == "flag" else \
+                    run_env(["sockgate"], work, {env: value})
+                check(got.returncode == 2 and (says % value) in got.stderr,
+                      "%s of --%s refuses %s saying %r: %d %s" % (how, flag, value, says % value, got.returncode,
+                                                                  got.stderr))
+    ranges = {flag: (least, most) for flag, _, least, most in DURATIONS}
+    for old, env, flag in OLD_MS:
+        least, most = ranges[flag]
+        over = str(ms_of(most) + 1)
+        got = run(["sockgate", "--%s" % old, str(ms_of(most)), "--print-routes"], work)
+        check(got.returncode == 0, "--%s %d is taken: %s" % (old, ms_of(most), got.stderr))
+        for argv, env_set in [(["sockgate", "--%s" % old, over], {}), (["sockgate"], {env: over})]:
+            got = run_env(argv, work, env_set)
+            check(got.returncode == 2 and ("--%s '%sms' must be a duration from %s to %s" % (flag, over, least, most))
+                  in got.stderr, "%s %s sets --%s: %s" % (argv, env_set, flag, got.stderr))
+    check(os.listdir(work) == [], "checking durations created %s" % os.listdir(work))
+
 
 def main():
     work = tempfile.mkdtemp(prefix="sg-flags-")
@@ -91,6 +157,7 @@ def main():
             r = run([prog, "--listen", "nope"], work)
             check(r.returncode == 2, "%s --listen nope exits 2, got %d" % (prog, r.returncode))
         check(os.listdir(work) == [], "a bad --listen created %s" % os.listdir(work))
+        check_durations(work)
 
         # A busy port: exit 1, no embedded backend started, no file root made.
         busy = socket.socket()

@@ -1,11 +1,15 @@
 /* gwtest.c - start a gateway for a test and talk HTTP to it with libcurl. */
 #include "gwtest.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
+#include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <signal.h>
 
@@ -253,4 +257,27 @@ void sha256_hex(const void *buf, size_t len, char out[65])
     CHECK(sg_hash_init(&h, 0) == 0);
     sg_hash_update(&h, buf, len);
     sg_hash_final(&h, out, NULL);
+}
+
+int gw_connect_raw(const struct gw *to)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(to->proc.port)};
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    CHECK(fd >= 0);
+    CHECK(inet_pton(AF_INET, to->proc.host, &sa.sin_addr) == 1);
+    CHECK(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
+    return fd;
+}
+
+void send_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        CHECK(n > 0);
+        p += n;
+        len -= (size_t)n;
+    }
 }

@@ -83,6 +83,12 @@ json_t *gw_expect_json(struct gw *g, const char *method, const char *path, const
 void gw_expect_error(struct gw *g, const char *method, const char *path, const char *const headers[],
                      const char *body, long status, const char *code);
 
+/* Opens a plain TCP connection to the gateway, for tests that write raw HTTP bytes; fails the test when it cannot. */
+int gw_connect_raw(const struct gw *to);
+
+/* Sends all len bytes of buf on fd (retrying short writes, no SIGPIPE); fails the test when the peer is gone. */
+void send_all(int fd, const void *buf, size_t len);
+
 /* Writes len bytes of a repeatable pseudo-random stream (seeded by seed) into buf. */
 void fill_pattern(unsigned char *buf, size_t len, unsigned seed);
 

@@ -61,29 +61,6 @@ static const char *const ending_names[] = {"FIN with the last bytes", "FIN", "RS
 static unsigned char piece[PIECE];
 static int n_cases, n_stuck;
 
-static int connect_gateway(const struct gw *to)
-{
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(to->proc.port)};
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    CHECK(fd >= 0);
-    CHECK(inet_pton(AF_INET, to->proc.host, &sa.sin_addr) == 1);
-    CHECK(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
-    return fd;
-}
-
-static void send_all(int fd, const void *buf, size_t len)
-{
-    const char *p = buf;
-    while (len > 0) {
-        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
-        CHECK(n > 0);
-        p += n;
-        len -= (size_t)n;
-    }
-}
-
 static void send_headers(int fd, enum kind kind, unsigned id)
 {
     char head[512];
@@ -135,7 +112,7 @@ static void set_int(int fd, int level, int name, int value)
 /* Plays one client that gives up: its headers, maybe some body, then the ending. Returns its port. */
 static unsigned play_client(const struct gw *to, enum kind kind, enum point point, enum ending ending, unsigned id)
 {
-    int fd = connect_gateway(to);
+    int fd = gw_connect_raw(to);
     struct linger abortive = {1, 0};
     struct sockaddr_in me;
     socklen_t len = sizeof me;
@@ -481,7 +458,7 @@ static void test_slow_head_and_silent_body_are_cut(void)
 
     gw_start(&one, args);
     /* A head that trickles a byte every 50 ms, for ever. */
-    slow = connect_gateway(&one);
+    slow = gw_connect_raw(&one);
     send_all(slow, head, strlen(head));
     until = sg_now_ms() + NOTICE_MS;
     while (!is_cut && sg_now_ms() < until) {
@@ -496,7 +473,7 @@ static void test_slow_head_and_silent_body_are_cut(void)
     close(slow);
 
     /* A body that stops after 1,000 of its 1,000,000 bytes. */
-    silent = connect_gateway(&one);
+    silent = gw_connect_raw(&one);
     snprintf(put, sizeof put,
              "PUT /api/v1/files/silent.bin HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000000\r\n\r\n");
     send_all(silent, put, strlen(put));
@@ -508,7 +485,7 @@ static void test_slow_head_and_silent_body_are_cut(void)
     close(silent);
 
     /* A body of 3,000 bytes in 100-byte pieces 150 ms apart: slow, never silent for 2 s. */
-    live = connect_gateway(&one);
+    live = gw_connect_raw(&one);
     snprintf(put, sizeof put,
              "PUT /api/v1/files/live.bin HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 3000\r\n\r\n");
     send_all(live, put, strlen(put));

@@ -513,35 +513,12 @@ static void test_termination(void)
     free(path);
 }
 
-static int connect_to(const struct gw *to)
-{
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(to->proc.port)};
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    CHECK(fd >= 0);
-    CHECK(inet_pton(AF_INET, to->proc.host, &sa.sin_addr) == 1);
-    CHECK(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
-    return fd;
-}
-
-static void send_all(int fd, const void *buf, size_t len)
-{
-    const char *p = buf;
-    while (len > 0) {
-        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
-        CHECK(n > 0);
-        p += n;
-        len -= (size_t)n;
-    }
-}
-
 /* Starts a PATCH of total bytes at offset over a raw socket to to and sends the first sent of them; returns the socket. */
 static int raw_patch_start_at(const struct gw *to, const char *path, long long offset, size_t total,
                               const unsigned char *data, size_t sent)
 {
     char head_text[600];
-    int fd = connect_to(to);
+    int fd = gw_connect_raw(to);
     snprintf(head_text, sizeof head_text,
              "PATCH %s HTTP/1.1\r\nHost: 127.0.0.1\r\n" TUS "\r\n" OCTETS "\r\nUpload-Offset: %lld\r\n"
              "Content-Length: %zu\r\n\r\n",

@@ -79,18 +79,43 @@ export function watchPage(page, label) {
 }
 
 /** Returns the console problems nobody declared as expected, as printable lines. */
-export function unexpectedConsoleProblems() {
+function unexpectedConsoleProblems() {
   return consoleProblems.filter((p) => !isExpected(p)).map((p) => `[${p.page}, ${p.step}] ${p.text} ${p.url}`);
 }
 
 /** Returns how many console problems were declared expected and seen (for the log). */
-export function expectedConsoleCount() {
+function expectedConsoleCount() {
   return consoleProblems.filter(isExpected).length;
+}
+
+/**
+ * Runs the closing step of a page test: every console problem of the run was declared expected
+ * (expectNetworkError), apart from those whose printed line matches ignore.
+ */
+export function stepNoConsoleErrors(ignore = null) {
+  return step('no console errors anywhere', async () => {
+    const problems = unexpectedConsoleProblems().filter((p) => !ignore || !ignore.test(p));
+    console.log(`  (${expectedConsoleCount()} expected console lines from refused requests)`);
+    assert.deepEqual(problems, []);
+  });
 }
 
 /** Returns true when some step has failed so far. */
 export function hasFailures() {
   return results.some((r) => !r.ok);
+}
+
+/**
+ * Runs a test's main(), counts a throw outside any step as a failure, prints the closing line
+ * and sets the process exit code (0 only when every step passed).
+ */
+export async function runMain(main) {
+  await main().catch((err) => {
+    console.log(`FAIL - the test itself: ${err && err.stack ? err.stack : err}`);
+    process.exitCode = 1;
+  });
+  const code = summary();
+  process.exitCode = process.exitCode || code;
 }
 
 /** Prints the closing line and returns the process exit code (0 only when all passed). */
