@@ -519,6 +519,12 @@ void balancer_done(struct balancer *b, const struct bal_pick *p, enum bal_outcom
             break;
         case BAL_NEUTRAL:
             break;
+        case BAL_DRAINING:
+            /* It answered, but it is going: calls started now could meet its end of drain (a reset backlog). */
+            sl->broke_in_row = 0;
+            eject(b, sl, "draining");
+            b->want_resolve = kick = !b->is_fixed;
+            break;
         case BAL_CONNECT_FAIL:
             atomic_fetch_add_explicit(&sl->failures, 1, memory_order_relaxed);
             eject(b, sl, "connect failed");

@@ -28,6 +28,7 @@ enum bal_outcome {
     BAL_CONNECT_FAIL, /* refused, unreachable, connect timed out: never reached the backend */
     BAL_BROKE,        /* hung up or went silent mid-exchange */
     BAL_PROTO,        /* answered with something that breaks the protocol */
+    BAL_DRAINING,     /* answered, saying it drains ("close": true): no failure, but no new calls either */
 };
 
 /* The balancers' shared settings (flags --resolve-interval-ms and --eject-ms). */
@@ -61,7 +62,8 @@ int balancer_pick(struct balancer *b, uint64_t avoid, struct bal_pick *out);
  * Reports how a picked call ended and ends it as outstanding. A connect
  * failure or a protocol break ejects the address at once, three hang-ups in
  * a row eject it too; a connect failure also asks the resolver to look the
- * name up again at once.
+ * name up again at once. A draining address is ejected the same way (and the
+ * name looked up again: it is leaving) without counting a failure.
  */
 void balancer_done(struct balancer *b, const struct bal_pick *p, enum bal_outcome how);
 

@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "sockgate/drain.h"
 #include "sockgate/error.h"
 #include "sockgate/frame.h"
 #include "sockgate/log.h"
@@ -85,6 +86,7 @@ struct upcall {
     int is_replayable;  /* a failure before any answer byte may be retried on a fresh connection */
     int has_retried;
     int is_reusable;    /* the exchange ended exactly on a frame boundary */
+    int is_closing;     /* the answer said "close": the backend (draining) closes the connection after it */
     struct bal_pick pick; /* the address this attempt went to */
     int has_pick;       /* pick is outstanding at the balancer */
     uint64_t avoid;     /* slots this call already failed on */
@@ -113,6 +115,7 @@ struct upcall {
 /* ---- the per-worker pool ---- */
 
 static void on_owned(struct upcall *c, uint32_t events);
+static void dgram_move(struct upcall *c, int rc, const char *what);
 
 static void on_bconn(struct wk_watch *w, uint32_t events)
 {
@@ -160,8 +163,13 @@ static void pool_put(struct upstream *up, struct bconn *b)
     pool[up->id][b->slot].n++;
 }
 
-/* Returns a live idle connection of up to the picked address (no sign of input while idle, not too old), or NULL. */
-static struct bconn *pool_take(struct upstream *up, const struct bal_pick *p)
+/*
+ * Returns a live idle connection of up to the picked address (no sign of
+ * input while idle, not too old), or NULL. is_peeked: also look for an EOF
+ * the loop has not dispatched yet (one recv, about 1.4 us here: worth it only
+ * for a request that cannot be repeated; a read is repeated by broke()).
+ */
+static struct bconn *pool_take(struct upstream *up, const struct bal_pick *p, int is_peeked)
 {
     struct bconn *b;
     while ((b = pool[up->id][p->slot].head)) {
@@ -169,7 +177,13 @@ static struct bconn *pool_take(struct upstream *up, const struct bal_pick *p)
         pool[up->id][p->slot].n--;
         b->next = NULL;
         /* A connection of the slot's previous address (gen changed) never carries a call meant for the new one. */
-        if (!b->is_dead && b->gen == p->gen && sg_now_ms() - b->idle_since <= POOL_MAX_IDLE_MS)
+        /*
+         * The peek catches an EOF the loop has not dispatched yet (a backend
+         * that started draining closed it this instant): a request sent on it
+         * would fail, and one that may not be replayed (exec) would fail the call.
+         */
+        if (!b->is_dead && b->gen == p->gen && sg_now_ms() - b->idle_since <= POOL_MAX_IDLE_MS &&
+            !(is_peeked && sg_drain_has_input(b->watch.fd)))
             return b;
         bconn_close(b);
     }
@@ -300,7 +314,7 @@ static void finish(struct upcall *c, int rc, const char *what)
     if (c->state == ST_DONE)
         return;
     /* An answer (what NULL), error frames included, shows the address works. */
-    release_pick(c, what ? outcome_of(c, rc) : BAL_OK);
+    release_pick(c, what ? outcome_of(c, rc) : c->is_closing ? BAL_DRAINING : BAL_OK);
     c->state = ST_DONE;
     detach(c);
     c->res.rc = rc;
@@ -328,7 +342,7 @@ void upcall_free(struct upcall *c)
     detach(c);
     release_pick(c, BAL_NEUTRAL); /* cancelled: says nothing about the address */
     if (c->bc) {
-        if (c->state == ST_DONE && c->is_reusable)
+        if (c->state == ST_DONE && c->is_reusable && !c->is_closing)
             pool_put(c->up, c->bc);
         else
             bconn_close(c->bc); /* mid-exchange: the backend sees the hang-up and drops the work */
@@ -373,7 +387,7 @@ static int attach(struct upcall *c, int fresh_only, char *err, size_t errlen)
             return SG_ERR_REFUSED;
         }
         c->has_pick = 1;
-        b = fresh_only ? NULL : pool_take(c->up, &c->pick);
+        b = fresh_only ? NULL : pool_take(c->up, &c->pick, !c->is_replayable);
         if (b)
             break;
         rc = connect_start(&c->pick, SOCK_STREAM, &fd, &is_pending, err, errlen);
@@ -425,6 +439,7 @@ static void reset_attempt(struct upcall *c)
     c->out_off = 0;
     c->got = 0;
     c->is_reusable = 0;
+    c->is_closing = 0;
     if (c->kind == KIND_FRAME) {
         sg_frame_decoder_free(&c->dec);
         sg_frame_decoder_init(&c->dec, 0);
@@ -536,6 +551,8 @@ static int take_frame(struct upcall *c, const uint8_t *buf, size_t len)
             uint64_t size = sg_frame_decoder_body_size(&c->dec);
             char why[300];
             c->res.header = json_incref(sg_frame_decoder_header(&c->dec));
+            /* Never pooled then: a request sent on it would meet the close, and an exec could not be repeated. */
+            c->is_closing = json_is_true(json_object_get(c->res.header, "close"));
             /* Believed only when it answers this request, with the fields its op promises. */
             if (reply_check(backend_name(c->up->id), c->req_op[0] ? c->req_op : NULL, c->req_id[0] ? c->req_id : NULL,
                             c->res.header, size, why, sizeof why) != SG_OK) {
@@ -697,6 +714,8 @@ static void on_deadline(struct wk_timer *t)
             return;
         fail(c, SG_ERR_TIMEOUT, "connect timed out");
     }
+    else if (c->kind == KIND_DGRAM && sg_now_ms() < c->deadline_ms)
+        dgram_move(c, SG_ERR_TIMEOUT, "no answer"); /* this address's share of the deadline is up */
     else
         fail(c, SG_ERR_TIMEOUT, c->got == 0 ? "no answer before the deadline" : "stalled in the middle of an answer");
 }
@@ -735,7 +754,7 @@ static void on_dgram(struct wk_watch *w, uint32_t events)
             return;
         }
         if (errno == ECONNREFUSED) {
-            fail(c, SG_ERR_REFUSED, "nothing listens on that port (ICMP port unreachable)");
+            dgram_move(c, SG_ERR_REFUSED, "nothing listens on that port (ICMP port unreachable)");
             return;
         }
         if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -745,6 +764,79 @@ static void on_dgram(struct wk_watch *w, uint32_t events)
             return;
         }
     }
+}
+
+/*
+ * When the attempt on the current address gives up: the time left is shared
+ * evenly by the addresses this call may still try (each at least two sends),
+ * and the last one has what is left of the deadline.
+ */
+static int64_t dgram_attempt_end(const struct upcall *c)
+{
+    int64_t now = sg_now_ms(), left = c->deadline_ms - now, share;
+    int others = balancer_count(c->up->bal) - 1 - __builtin_popcountll(c->avoid);
+    int tries = 1 + (others < MAX_MOVES - c->moves ? others : MAX_MOVES - c->moves);
+    if (tries <= 1 || left <= 0)
+        return c->deadline_ms;
+    share = left / tries;
+    if (share < 2 * (int64_t)c->retry_ms)
+        share = 2 * (int64_t)c->retry_ms;
+    return now + share < c->deadline_ms ? now + share : c->deadline_ms;
+}
+
+/* Sends c's datagram from a new socket to an address the balancer picks (none in c->avoid); SG_OK or why in err. */
+static int dgram_attach(struct upcall *c, char *err, size_t errlen)
+{
+    int rc, is_pending, e;
+    if (balancer_pick(c->up->bal, c->avoid, &c->pick) != SG_OK) {
+        snprintf(err, errlen, "no address of %s left to try", c->up->name);
+        return SG_ERR_REFUSED;
+    }
+    c->has_pick = 1;
+    rc = connect_start(&c->pick, SOCK_DGRAM, &c->watch.fd, &is_pending, err, errlen);
+    if (rc != SG_OK)
+        return rc;
+    if (worker_watch(c->wk, &c->watch, EPOLLIN | EPOLLET) != 0) {
+        snprintf(err, errlen, "epoll_ctl: %s", strerror(errno));
+        return SG_ERR_SYS;
+    }
+    c->is_watched = 1;
+    c->state = ST_EXCHANGING;
+    worker_timer_arm(c->wk, &c->deadline, dgram_attempt_end(c));
+    worker_timer_arm(c->wk, &c->retry, sg_now_ms() + c->retry_ms);
+    e = dgram_send(c);
+    if (e != 0) {
+        snprintf(err, errlen, "%s", strerror(e));
+        return SG_ERR_CLOSED;
+    }
+    return SG_OK;
+}
+
+/*
+ * The datagram's address refused it or left it unanswered for its share of
+ * the deadline: a time request only reads, so it goes to another address when
+ * there is one (and time and moves are left); else the call fails with rc.
+ */
+static void dgram_move(struct upcall *c, int rc, const char *what)
+{
+    char err[256] = "";
+    int others = balancer_count(c->up->bal) - 1 - __builtin_popcountll(c->avoid);
+    if (c->moves >= MAX_MOVES || others <= 0 || sg_now_ms() >= c->deadline_ms) {
+        fail(c, rc, what);
+        return;
+    }
+    release_pick(c, outcome_of(c, rc));
+    c->avoid |= UINT64_C(1) << c->pick.slot;
+    c->moves++;
+    detach(c);
+    if (c->watch.fd >= 0)
+        close(c->watch.fd);
+    c->watch.fd = -1;
+    if (dgram_attach(c, err, sizeof err) == SG_OK)
+        return;
+    release_pick(c, BAL_NEUTRAL);
+    c->state = ST_EXCHANGING;
+    fail(c, rc, what);
 }
 
 /* ---- starting ---- */
@@ -867,7 +959,7 @@ int upcall_datagram(struct upstream *up, const void *req, size_t len, size_t cap
                     size_t errlen)
 {
     struct upcall *c = upcall_new(up, KIND_DGRAM, deadline_ms, done, arg, err, errlen);
-    int rc, is_pending;
+    int rc;
     *out = NULL;
     if (!c)
         return up->is_configured ? SG_ERR_NOMEM : SG_ERR_REFUSED;
@@ -882,27 +974,9 @@ int upcall_datagram(struct upstream *up, const void *req, size_t len, size_t cap
     c->out_len = len;
     c->body_cap = cap;
     c->retry_ms = retry_ms;
-    if (balancer_pick(up->bal, 0, &c->pick) != SG_OK) {
-        snprintf(err, errlen, "no address known");
-        return start_failed(c, up, SG_ERR_REFUSED, err, errlen);
-    }
-    c->has_pick = 1;
-    rc = connect_start(&c->pick, SOCK_DGRAM, &c->watch.fd, &is_pending, err, errlen);
-    if (rc != SG_OK)
+    rc = dgram_attach(c, err, errlen);
+    if (rc != SG_OK) /* reported now, never through done() */
         return start_failed(c, up, rc, err, errlen);
-    if (worker_watch(c->wk, &c->watch, EPOLLIN | EPOLLET) != 0) {
-        snprintf(err, errlen, "epoll_ctl: %s", strerror(errno));
-        return start_failed(c, up, SG_ERR_SYS, err, errlen);
-    }
-    c->is_watched = 1;
-    c->state = ST_EXCHANGING;
-    worker_timer_arm(c->wk, &c->deadline, deadline_ms);
-    worker_timer_arm(c->wk, &c->retry, sg_now_ms() + retry_ms);
-    rc = dgram_send(c);
-    if (rc != 0) { /* reported now, never through done() */
-        snprintf(err, errlen, "%s", strerror(rc));
-        return start_failed(c, up, SG_ERR_CLOSED, err, errlen);
-    }
     *out = c;
     return SG_OK;
 }

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "echo_loop.h"
+#include "sockgate/drain.h"
 #include "sockgate/log.h"
 
 #define ACCEPT_BATCH 64          /* accepts per wake-up, so a connection storm cannot starve clients */
@@ -179,8 +180,20 @@ void echo_conn_ready(struct echo_server *srv, struct conn *c, uint32_t events, i
     } else if (events & (EPOLLIN | EPOLLHUP)) {
         rc = read_and_answer(srv, c, now);
     }
-    if (rc < 0)
+    /* Draining: a connection with nothing left to answer and nothing asked closes (the client sees EOF and moves on). */
+    if (rc < 0 || (srv->is_draining && !c->out && !sg_drain_has_input(c->fd)))
         echo_conn_close(srv, c);
+}
+
+void echo_conns_drain(struct echo_server *srv)
+{
+    struct conn *c = srv->head, *next;
+    srv->is_draining = 1;
+    for (; c; c = next) {
+        next = c->next;
+        if (!c->out && !sg_drain_has_input(c->fd))
+            echo_conn_close(srv, c);
+    }
 }
 
 int echo_conns_expire(struct echo_server *srv, int64_t now)

@@ -37,6 +37,8 @@ struct echo_server {
     unsigned max_conns;
     int64_t idle_timeout_ms;    /* 0: connections never time out */
     struct sg_evloop loop;      /* the epoll set; stop() wakes it */
+    int drain_fd;               /* wake-up descriptor: the drain started (drain()) */
+    int is_draining;            /* the loop's thread only: a connection closes once idle */
     int tcp_fd;
     int udp_fd;
     uint16_t port;              /* the UDP port we listen on (reflection guard) */
@@ -60,6 +62,9 @@ void echo_conn_close(struct echo_server *srv, struct conn *c);
 
 /* Closes the connections idle for idle_timeout_ms; returns ms until the next may expire, or -1. */
 int echo_conns_expire(struct echo_server *srv, int64_t now);
+
+/* Starts the drain: closes every idle connection now; echo_conn_ready closes the others once answered. */
+void echo_conns_drain(struct echo_server *srv);
 
 /* Answers the datagrams waiting on the UDP socket (a bounded batch per call). */
 void echo_udp_ready(struct echo_server *srv);

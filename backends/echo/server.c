@@ -1,4 +1,5 @@
 /* server.c - the echo service's life: create, the epoll loop, stop and destroy. */
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 #include "sockgate/error.h"
 #include "sockgate/log.h"
 #include "sockgate/net.h"
+#include "sockgate/wake.h"
 
 #define MAX_EVENTS 256
 #define WARN_INTERVAL_MS 10000
@@ -65,6 +67,7 @@ static void echo_destroy(void *p)
     while (srv->head)
         echo_conn_close(srv, srv->head);
     sg_evloop_close(&srv->loop);
+    sg_wake_close(&srv->drain_fd);
     sg_close_listener(&srv->tcp_fd);
     sg_close_listener(&srv->udp_fd);
     free(srv->scratch);
@@ -90,7 +93,7 @@ int echo_server_create(const struct echo_config *cfg, void **out, char *err, siz
         snprintf(err, errlen, "out of memory");
         return SG_ERR_NOMEM;
     }
-    srv->tcp_fd = srv->udp_fd = -1;
+    srv->tcp_fd = srv->udp_fd = srv->drain_fd = -1;
     srv->mode = cfg->mode;
     srv->max_conns = cfg->max_conns;
     srv->idle_timeout_ms = (int64_t)cfg->idle_timeout_s * 1000;
@@ -98,6 +101,14 @@ int echo_server_create(const struct echo_config *cfg, void **out, char *err, siz
     rc = sg_evloop_open(&srv->loop, err, errlen);
     if (rc != SG_OK)
         goto out;
+    rc = sg_wake_open(&srv->drain_fd, err, errlen);
+    if (rc != SG_OK)
+        goto out;
+    if (sg_evloop_add(&srv->loop, srv->drain_fd, EPOLLIN, &srv->drain_fd) < 0) {
+        snprintf(err, errlen, "epoll_ctl add: %s", strerror(errno));
+        rc = SG_ERR_SYS;
+        goto out;
+    }
     srv->scratch = malloc(ECHO_SCRATCH);
     if (!srv->scratch) {
         snprintf(err, errlen, "out of memory");
@@ -125,6 +136,7 @@ static int echo_run(void *p)
         /* Until the next idle expiry, -1 for none; the loop shortens it while accepts are paused. */
         int n = sg_evloop_wait(&srv->loop, evs, MAX_EVENTS, echo_conns_expire(srv, sg_now_ms()));
         int64_t now = sg_now_ms();
+        int drain_now = 0;
         if (n < 0)
             return SG_ERR_SYS;
         /*
@@ -136,12 +148,17 @@ static int echo_run(void *p)
             void *token = evs[i].data.ptr;
             if (token == &srv->tcp_fd) {
                 echo_accept_ready(srv, now);
+            } else if (token == &srv->drain_fd) {
+                sg_wake_drain(srv->drain_fd);
+                drain_now = 1; /* after the batch: it closes other connections than the one handled */
             } else if (token == &srv->udp_fd) {
                 echo_udp_ready(srv);
             } else {
                 echo_conn_ready(srv, token, evs[i].events, now);
             }
         }
+        if (drain_now)
+            echo_conns_drain(srv);
     }
     return SG_OK;
 }
@@ -149,6 +166,12 @@ static int echo_run(void *p)
 static void echo_stop(void *p)
 {
     sg_evloop_stop(&((struct echo_server *)p)->loop);
+}
+
+/* Wakes the loop to close its idle connections; the others close once answered (echo_conn_ready). */
+static void echo_drain(void *p)
+{
+    sg_wake_signal(((struct echo_server *)p)->drain_fd);
 }
 
 static int echo_listen_fd(void *p)
@@ -162,4 +185,5 @@ const struct sg_service_ops echo_service_ops = {
     .stop = echo_stop,
     .destroy = echo_destroy,
     .listen_fd = echo_listen_fd,
+    .drain = echo_drain,
 };

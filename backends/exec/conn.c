@@ -15,6 +15,7 @@
 #include "exec_internal.h"
 #include "reply.h"
 #include "sockgate/error.h"
+#include "sockgate/drain.h"
 #include "sockgate/log.h"
 
 /* What reading one request led to. */
@@ -219,6 +220,13 @@ static enum req_status read_request(struct exec_conn *c, struct exec_request *rq
     enum sg_sniff sniff;
     int r;
 
+    /*
+     * Between requests a draining server closes the connection (the gateway
+     * sees EOF on its idle pooled connection and moves on); a fresh one gets
+     * its first request served, since its client may be sending it already.
+     */
+    if (c->in_off == c->in_len && c->served > 0 && sg_drain_wait(c->fd, srv->drain_fd, deadline) != SG_DRAIN_READABLE)
+        return REQ_CLOSE;
     if (c->in_off == c->in_len && read_more(c, deadline) != 1)
         return REQ_CLOSE;
     deadline = sg_now_ms();
@@ -396,8 +404,8 @@ void *exec_conn_main(void *arg)
     sigaddset(&pipe_set, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &pipe_set, NULL);
     sg_frame_decoder_init(&c->dec, 0);
-    while (serve_one(c) == 0)
-        ;
+    while (serve_one(c) == 0 && !c->is_closing)
+        c->served++;
     sg_frame_decoder_free(&c->dec);
     close(c->fd);
     free(c);

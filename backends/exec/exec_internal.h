@@ -4,6 +4,7 @@
 
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -47,6 +48,8 @@ struct exec_server {
     struct exec_sandbox sandbox; /* built once; entered by every child */
     int listen_fd;
     int stop_fd;               /* eventfd: readable forever once stop() was called */
+    int drain_fd;              /* eventfd: readable forever once the drain (or the stop) started */
+    atomic_int is_draining;    /* replies say "close": true, and their connection closes after them */
     int slot_fd;               /* eventfd semaphore holding the free command slots */
     pthread_mutex_t lock;
     pthread_cond_t idle;       /* signalled when live drops */
@@ -58,6 +61,8 @@ struct exec_conn {
     struct exec_server *srv;
     int fd;
     char peer[SG_ADDR_STRLEN];
+    unsigned served;           /* requests answered: a drain closes only a connection that had one */
+    int is_closing;            /* the last reply said "close": the connection ends after it */
     struct sg_frame_decoder dec;
     size_t in_off;             /* bytes of in[] already used */
     size_t in_len;             /* bytes of in[] received */

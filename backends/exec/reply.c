@@ -87,6 +87,18 @@ static void md5_hex(const void *a, size_t alen, const void *b, size_t blen, char
     EVP_MD_CTX_free(ctx);
 }
 
+/*
+ * Marks a last reply of a draining server with "close": true (docs/protocol.md),
+ * so the client never sends another request on a connection about to close.
+ */
+static int mark_closing(struct exec_conn *c, json_t *hdr)
+{
+    if (!atomic_load_explicit(&c->srv->is_draining, memory_order_relaxed))
+        return SG_OK;
+    c->is_closing = 1;
+    return json_object_set_new(hdr, "close", json_true()) == 0 ? SG_OK : SG_ERR_NOMEM;
+}
+
 /* Adds the size and digest fields every exec response carries, then sends header and body. */
 static int send_frame(struct exec_conn *c, json_t *hdr, const uint8_t *out, size_t out_len, const uint8_t *err,
                       size_t err_len)
@@ -101,7 +113,7 @@ static int send_frame(struct exec_conn *c, json_t *hdr, const uint8_t *out, size
     if (json_object_set_new(hdr, "total_size", json_integer((json_int_t)(out_len + err_len))) != 0 ||
         json_object_set_new(hdr, "stdout_size", json_integer((json_int_t)out_len)) != 0 ||
         json_object_set_new(hdr, "stderr_size", json_integer((json_int_t)err_len)) != 0 ||
-        json_object_set_new(hdr, "md5", json_string(md5)) != 0)
+        json_object_set_new(hdr, "md5", json_string(md5)) != 0 || mark_closing(c, hdr) != SG_OK)
         return SG_ERR_NOMEM;
     rc = sg_frame_encode_header(hdr, 0, &head, &head_len);
     if (rc != SG_OK)
@@ -183,7 +195,8 @@ int exec_reply_stream_exit(struct exec_conn *c, const struct exec_request *rq, c
     size_t head_len = 0;
     struct iovec iov[1];
     int rc = SG_ERR_NOMEM;
-    if (!hdr || set_exit(hdr, res->status) != SG_OK || (rq->id && json_object_set(hdr, "id", rq->id) != 0))
+    if (!hdr || set_exit(hdr, res->status) != SG_OK || (rq->id && json_object_set(hdr, "id", rq->id) != 0) ||
+        mark_closing(c, hdr) != SG_OK)
         goto out;
     rc = sg_frame_encode_header(hdr, 0, &head, &head_len);
     if (rc != SG_OK)

@@ -173,7 +173,7 @@ int exec_server_create(const struct exec_config *cfg, void **out, char *err, siz
         snprintf(err, errlen, "out of memory");
         return SG_ERR_NOMEM;
     }
-    srv->listen_fd = srv->stop_fd = srv->slot_fd = srv->workdir_lock_fd = -1;
+    srv->listen_fd = srv->stop_fd = srv->drain_fd = srv->slot_fd = srv->workdir_lock_fd = -1;
     srv->spawn.workdir_fd = srv->spawn.devnull_fd = -1;
     srv->sandbox.ruleset_fd = -1;
     pthread_mutex_init(&srv->lock, NULL);
@@ -209,7 +209,8 @@ int exec_server_create(const struct exec_config *cfg, void **out, char *err, siz
         goto out;
     }
     /* Never drained: it stays readable for every connection thread that watches it too. */
-    if ((rc = sg_wake_open(&srv->stop_fd, err, errlen)) != SG_OK)
+    if ((rc = sg_wake_open(&srv->stop_fd, err, errlen)) != SG_OK ||
+        (rc = sg_wake_open(&srv->drain_fd, err, errlen)) != SG_OK)
         goto out;
     srv->slot_fd = eventfd(srv->max_procs, EFD_CLOEXEC | EFD_NONBLOCK | EFD_SEMAPHORE);
     if (srv->slot_fd < 0) {
@@ -327,7 +328,15 @@ static int exec_run_loop(void *p)
 
 static void exec_stop(void *p)
 {
+    sg_wake_signal(((struct exec_server *)p)->drain_fd); /* idle connections waiting on it close too */
     sg_wake_signal(((struct exec_server *)p)->stop_fd);
+}
+
+/* Idle connections close now (they wait on drain_fd between requests), busy ones after their answer. */
+static void exec_drain(void *p)
+{
+    atomic_store(&((struct exec_server *)p)->is_draining, 1);
+    sg_wake_signal(((struct exec_server *)p)->drain_fd);
 }
 
 static void exec_destroy(void *p)
@@ -337,6 +346,7 @@ static void exec_destroy(void *p)
         return;
     sg_close_listener(&srv->listen_fd);
     sg_wake_close(&srv->stop_fd);
+    sg_wake_close(&srv->drain_fd);
     if (srv->slot_fd >= 0)
         close(srv->slot_fd);
     if (srv->spawn.workdir_fd >= 0)
@@ -369,4 +379,5 @@ const struct sg_service_ops exec_service_ops = {
     .stop = exec_stop,
     .destroy = exec_destroy,
     .listen_fd = exec_listen_fd,
+    .drain = exec_drain,
 };

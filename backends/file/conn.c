@@ -11,6 +11,7 @@
 
 #include "conn.h"
 #include "name.h"
+#include "sockgate/drain.h"
 #include "sockgate/error.h"
 #include "sockgate/log.h"
 
@@ -23,6 +24,14 @@ static int64_t deadline(int64_t timeout_ms)
     return timeout_ms < 0 ? -1 : sg_now_ms() + timeout_ms;
 }
 
+void file_conn_mark_closing(struct file_conn *c, json_t *header)
+{
+    if (!atomic_load_explicit(&c->srv->is_draining, memory_order_relaxed))
+        return;
+    c->is_closing = 1; /* even when the mark does not fit: the client then sees EOF, as after any idle close */
+    json_object_set_new(header, "close", json_true());
+}
+
 int file_conn_reply(struct file_conn *c, json_t *header)
 {
     int rc;
@@ -30,6 +39,7 @@ int file_conn_reply(struct file_conn *c, json_t *header)
         return FILE_CLOSE;
     if (c->id)
         json_object_set(header, "id", (json_t *)c->id);
+    file_conn_mark_closing(c, header);
     rc = sg_frame_send(c->fd, header, NULL, 0, deadline(c->srv->io_timeout_ms));
     json_decref(header);
     /* A client that never reads (the tutorial's) has gone: its upload is already committed. */
@@ -227,7 +237,17 @@ static void serve(struct file_conn *c)
         const uint8_t *chunk;
         size_t len;
         int64_t wait = c->srv->idle_timeout_ms;
-        int rc = sg_frame_reader_next(c->rd, &ev, &chunk, &len, deadline(wait));
+        int rc;
+        /*
+         * Between requests a draining server closes the connection (the
+         * gateway sees EOF on its idle pooled connection and moves on); a
+         * fresh one gets its first request served, since its client may be
+         * sending it already.
+         */
+        if (c->served > 0 && c->rd->off == c->rd->len &&
+            sg_drain_wait(c->fd, c->srv->drain_fd, deadline(wait)) != SG_DRAIN_READABLE)
+            return;
+        rc = sg_frame_reader_next(c->rd, &ev, &chunk, &len, deadline(wait));
         if (rc == SG_ERR_PROTO) {
             c->id = NULL;
             file_conn_reply_error(c, SG_ERR_PROTO, "%s", sg_frame_decoder_error(&c->rd->dec));
@@ -238,8 +258,10 @@ static void serve(struct file_conn *c)
             return; /* the client left, or stayed silent past the idle timeout */
         if (ev != SG_FRAME_HEADER)
             return; /* cannot happen: every handler consumes its frame to END */
-        if (dispatch(c, sg_frame_decoder_header(&c->rd->dec), sg_frame_decoder_body_size(&c->rd->dec)) != FILE_NEXT)
+        if (dispatch(c, sg_frame_decoder_header(&c->rd->dec), sg_frame_decoder_body_size(&c->rd->dec)) != FILE_NEXT ||
+            c->is_closing)
             return;
+        c->served++;
     }
 }
 

@@ -4,6 +4,7 @@
 
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "server.h"
@@ -30,6 +31,8 @@ struct file_server {
     int64_t idle_timeout_ms; /* -1: none */
     int listen_fd;
     int wake_fd;             /* eventfd written by stop() */
+    int drain_fd;            /* eventfd: readable forever once the drain started */
+    atomic_int is_draining;  /* replies say "close": true, and their connection closes after them */
     pthread_mutex_t lock;    /* guards conns, nconns and every conn's fd and done */
     struct file_conn *conns;
     unsigned nconns;         /* connections whose thread has not finished */
@@ -48,6 +51,8 @@ struct file_conn {
     struct sg_frame_reader *rd;
     const json_t *id;        /* the current request's "id" (borrowed), echoed in its response */
     int linger;              /* unread bytes may follow: drain a little before closing */
+    unsigned served;         /* requests answered: a drain closes only a connection that had one */
+    int is_closing;          /* the last reply said "close": the connection ends after it */
     char peer[SG_ADDR_STRLEN];
 };
 
@@ -56,6 +61,12 @@ enum file_outcome { FILE_NEXT = 0, FILE_CLOSE = 1 };
 
 /* Starts the thread serving fd (owned from now on); SG_OK or an sg_err value (fd left to the caller). */
 int file_conn_start(struct file_server *srv, int fd);
+
+/*
+ * Marks a reply of a draining server with "close": true (docs/protocol.md) and
+ * c as closing after it, so the client never sends another request on it.
+ */
+void file_conn_mark_closing(struct file_conn *c, json_t *header);
 
 /* Sends header (stolen) plus the request's id; FILE_NEXT, or FILE_CLOSE when the client is gone. */
 int file_conn_reply(struct file_conn *c, json_t *header);

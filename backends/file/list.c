@@ -167,6 +167,8 @@ int file_op_list(struct file_conn *c, const json_t *req, uint64_t body_size)
     resp = json_pack("{s:I, s:I}", "count", (json_int_t)count, "total_size", (json_int_t)b.len);
     if (resp && c->id)
         json_object_set(resp, "id", (json_t *)c->id);
+    if (resp)
+        file_conn_mark_closing(c, resp);
     rc = resp ? sg_frame_send(c->fd, resp, b.p, b.len, c->srv->io_timeout_ms < 0 ? -1 : sg_now_ms() + c->srv->io_timeout_ms)
               : SG_ERR_NOMEM;
     json_decref(resp);

@@ -50,6 +50,7 @@ static void file_destroy(void *p)
     }
     sg_close_listener(&srv->listen_fd);
     sg_wake_close(&srv->wake_fd);
+    sg_wake_close(&srv->drain_fd);
     if (srv->has_sessions)
         file_sessions_close(&srv->sessions);
     if (srv->has_store)
@@ -78,7 +79,7 @@ int file_server_create(const struct file_config *cfg, void **out, char *err, siz
         snprintf(err, errlen, "out of memory");
         return SG_ERR_NOMEM;
     }
-    srv->listen_fd = srv->wake_fd = -1;
+    srv->listen_fd = srv->wake_fd = srv->drain_fd = -1;
     srv->max_size = cfg->max_size;
     srv->max_conns = cfg->max_conns;
     srv->io_timeout_ms = cfg->io_timeout_s ? (int64_t)cfg->io_timeout_s * 1000 : -1;
@@ -103,6 +104,8 @@ int file_server_create(const struct file_config *cfg, void **out, char *err, siz
     if (rc != SG_OK)
         goto out;
     rc = sg_wake_open(&srv->wake_fd, err, errlen);
+    if (rc == SG_OK)
+        rc = sg_wake_open(&srv->drain_fd, err, errlen);
 out:
     if (rc != SG_OK)
         file_destroy(srv);
@@ -228,6 +231,13 @@ static void file_stop(void *p)
     sg_wake_signal(((struct file_server *)p)->wake_fd);
 }
 
+/* Idle connections close now (they wait on drain_fd between requests), busy ones after their answer. */
+static void file_drain(void *p)
+{
+    atomic_store(&((struct file_server *)p)->is_draining, 1);
+    sg_wake_signal(((struct file_server *)p)->drain_fd);
+}
+
 static int file_listen_fd(void *p)
 {
     return ((struct file_server *)p)->listen_fd;
@@ -239,4 +249,5 @@ const struct sg_service_ops file_service_ops = {
     .stop = file_stop,
     .destroy = file_destroy,
     .listen_fd = file_listen_fd,
+    .drain = file_drain,
 };

@@ -148,6 +148,9 @@ static void main_stop(void *arg)
     if (drain_ms) {
         struct timespec ts = {.tv_sec = drain_ms / 1000, .tv_nsec = (long)(drain_ms % 1000) * 1000000L};
         sg_info("draining: still serving for %u ms before stopping", drain_ms);
+        /* Idle pooled connections of the gateways close now, so they move to other replicas without a failed call. */
+        if (m->ops->drain)
+            m->ops->drain(m->srv);
         while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
             ;
     }

@@ -20,6 +20,12 @@ struct sg_service_ops {
     void (*destroy)(void *srv);
     /* Returns the main listening descriptor (for its address and port). */
     int (*listen_fd)(void *srv);
+    /*
+     * Starts the drain (optional, NULL for none): idle connections close now,
+     * each busy one once its answer is out; new connections are still served
+     * (their first request at least). Async-signal-safe, any thread.
+     */
+    void (*drain)(void *srv);
 };
 
 /* A service running on its own thread (the gateway's embedded mode). */
@@ -47,7 +53,8 @@ int sg_service_main(const struct sg_service_ops *ops, void *srv);
 
 /*
  * Sets the drain of sg_service_main from a --drain value (NULL or "": none):
- * on SIGINT/SIGTERM the service keeps serving that long, then stops. Returns
+ * on SIGINT/SIGTERM the service starts its drain (ops->drain: idle
+ * connections close at once), keeps serving that long, then stops. Returns
  * 0, or -1 after printing why (a usage error: exit 2).
  */
 int sg_service_set_drain(const char *prog, const char *text);

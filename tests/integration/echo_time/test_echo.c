@@ -3,10 +3,12 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -313,6 +315,36 @@ static void test_idle_timeout(void)
     CHECK_INT_EQ(sg_proc_stop(&p, 10000), 0);
 }
 
+/* Returns 1 while p has not exited (its drain is still on). */
+static int is_running(const struct sg_proc *p)
+{
+    return waitpid(p->pid, NULL, WNOHANG) == 0;
+}
+
+/*
+ * SIGTERM with --drain: an idle connection is closed at once (a gateway's pooled connection
+ * moves to another replica), while the server still answers new connections until the drain
+ * ends, closing each once it has answered. Every check happens while the 6 s drain lasts.
+ */
+static void test_drain_closes_idle(void)
+{
+    struct sg_proc p;
+    int idle, late;
+    start_echo(&p, "--drain", "6s");
+    idle = et_tcp_connect(p.port);
+    et_expect_reply(idle, "hi", "HI");
+    CHECK(kill(p.pid, SIGTERM) == 0);
+    CHECK_INT_EQ(et_wait_closed(idle, 5000), 1);
+    CHECK(is_running(&p));
+    late = et_tcp_connect(p.port);
+    et_expect_reply(late, "still served", "STILL SERVED");
+    CHECK_INT_EQ(et_wait_closed(late, 5000), 1);
+    CHECK(is_running(&p));
+    close(idle);
+    close(late);
+    CHECK_INT_EQ(sg_proc_stop(&p, 15000), 0);
+}
+
 /* Bad flags: a clear one-line error and exit status 2, nothing left running. */
 static void test_bad_flags(void)
 {
@@ -389,6 +421,7 @@ int main(void)
     RUN_TEST(test_plain_mode);
     RUN_TEST(test_max_conns);
     RUN_TEST(test_idle_timeout);
+    RUN_TEST(test_drain_closes_idle);
     RUN_TEST(test_bad_flags);
     /* SIGTERM: a clean stop with exit status 0. */
     CHECK_INT_EQ(sg_proc_stop(&echo, 10000), 0);

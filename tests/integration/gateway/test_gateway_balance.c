@@ -301,6 +301,154 @@ static void test_backend_drain_without_errors(void)
     CHECK_INT_EQ(sg_proc_stop(&e2, 10000), 0);
 }
 
+/* Returns the pid's exit status once it exited (0 while it runs); records it in *is_gone. */
+static void reap_if_gone(pid_t pid, int *is_gone)
+{
+    int status;
+    if (!*is_gone && waitpid(pid, &status, WNOHANG) == pid) {
+        *is_gone = 1;
+        sg_test_forget(pid);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+}
+
+/* Runs echo steady through g; on a failure shows the logs of the gateway and of the draining replica. */
+static json_t *steady_exec(struct gw *gx, const struct sg_proc *draining)
+{
+    struct http_resp *r = gw_do(gx, "POST", "/api/v1/exec", gw_json_headers, "{\"argv\": [\"echo\", \"steady\"]}");
+    json_t *j;
+    if (r->status != 200) {
+        char cmd[1200];
+        fprintf(stderr, "exec answered %ld: %s\n", r->status, r->body);
+        snprintf(cmd, sizeof cmd, "tail -n 20 %s; echo ===; tail -n 20 %s", gx->proc.log_path, draining->log_path);
+        CHECK(system(cmd) >= 0);
+        CHECK(0);
+    }
+    j = http_json(r);
+    http_free(r);
+    return j;
+}
+
+/*
+ * An exec replica and an echo replica stopped with a drain while exec and echo calls stream,
+ * their pooled connections idle in the gateway: the drain closes those at once, and no call fails,
+ * not even an exec (never repeated once it may have run, so it must never go out on a closed one).
+ */
+static void test_exec_drain_without_errors(void)
+{
+    struct sg_proc x1, x2, e1, e2;
+    struct gw ge;
+    char xlist[300], elist[300];
+    const char *xargv1[] = {"sockgate-exec", "--listen", "127.0.0.10:0", "--allow", "echo", "--workdir", workdir[0],
+                            "--sandbox", "off", "--drain", "400ms", NULL};
+    const char *xargv2[] = {"sockgate-exec", "--listen", "127.0.0.11:0", "--allow", "echo", "--workdir", workdir[2],
+                            "--sandbox", "off", NULL};
+    const char *eargv1[] = {"sockgate-echo", "--listen", "127.0.0.12:0", "--drain", "400ms", NULL};
+    const char *eargv2[] = {"sockgate-echo", "--listen", "127.0.0.13:0", NULL};
+    int x_gone = 0, e_gone = 0, after = 0;
+    CHECK(sg_proc_start(&x1, xargv1, 10000) == 0);
+    CHECK(sg_proc_start(&x2, xargv2, 10000) == 0);
+    CHECK(sg_proc_start(&e1, eargv1, 10000) == 0);
+    CHECK(sg_proc_start(&e2, eargv2, 10000) == 0);
+    snprintf(xlist, sizeof xlist, "%s,%s", x1.addr, x2.addr);
+    snprintf(elist, sizeof elist, "%s,%s", e1.addr, e2.addr);
+    {
+        const char *extra[] = {"--exec", xlist, "--echo", elist, NULL};
+        gw_start(&ge, extra);
+    }
+    /* Bounded: 2,000 rounds, or 40 rounds after both drained replicas exited. */
+    for (int k = 0; k < 2000 && after < 40; k++) {
+        json_t *j;
+        if (k == 40) { /* by now both replicas of each have pooled connections in the gateway */
+            CHECK(metric(&ge, "sockgate_backend_address_calls_total", "exec", x1.addr) > 0);
+            CHECK(metric(&ge, "sockgate_backend_address_calls_total", "echo", e1.addr) > 0);
+            kill(x1.pid, SIGTERM);
+            kill(e1.pid, SIGTERM);
+        }
+        if (k > 40) {
+            reap_if_gone(x1.pid, &x_gone);
+            reap_if_gone(e1.pid, &e_gone);
+            after += x_gone && e_gone;
+        }
+        j = steady_exec(&ge, &x1);
+        CHECK_STR_EQ(json_string_value(json_object_get(j, "stdout")), "steady\n");
+        json_decref(j);
+        j = gw_expect_json(&ge, "POST", "/api/v1/echo", gw_json_headers, "{\"message\": \"steady\"}", 200);
+        CHECK_STR_EQ(json_string_value(json_object_get(j, "reply")), "STEADY");
+        json_decref(j);
+    }
+    CHECK(x_gone && e_gone);
+    x1.pid = e1.pid = 0;
+    gw_stop(&ge);
+    CHECK_INT_EQ(sg_proc_stop(&x2, 10000), 0);
+    CHECK_INT_EQ(sg_proc_stop(&e2, 10000), 0);
+}
+
+/* Returns 1 after a 200 from GET /api/v1/time with a "time" field, else 0 (logged). */
+static int time_ok(struct gw *gx)
+{
+    struct http_resp *r = gw_do(gx, "GET", "/api/v1/time", NULL, NULL);
+    int ok = 0;
+    if (r->status == 200) {
+        json_t *j = http_json(r);
+        ok = json_string_value(json_object_get(j, "time")) != NULL;
+        json_decref(j);
+    }
+    if (!ok)
+        fprintf(stderr, "time answered %ld: %s\n", r->status, r->body);
+    http_free(r);
+    return ok;
+}
+
+/*
+ * A time call (a datagram: it only reads) moves to the other address within the same call, when
+ * its address is stopped (no answer within its share of --timeout) and when it is gone (ICMP
+ * port unreachable): every call is answered, and the bad address shows failures.
+ */
+static void test_time_moves_to_another_address(void)
+{
+    struct sg_proc t1, t2;
+    struct gw gt;
+    char list[300];
+    const char *argv1[] = {"sockgate-time", "--listen", "127.0.0.14:0", NULL};
+    const char *argv2[] = {"sockgate-time", "--listen", "127.0.0.15:0", NULL};
+    CHECK(sg_proc_start(&t1, argv1, 10000) == 0);
+    CHECK(sg_proc_start(&t2, argv2, 10000) == 0);
+    snprintf(list, sizeof list, "%s,%s", t1.addr, t2.addr);
+    {
+        /* A long ejection: an address stays out once ejected, so the calls that meet it come first. */
+        const char *extra[] = {"--time", list, "--timeout", "4s", "--eject", "30s", NULL};
+        gw_start(&gt, extra);
+    }
+    for (int k = 0; k < 10; k++)
+        CHECK(time_ok(&gt));
+    CHECK(metric(&gt, "sockgate_backend_address_calls_total", "time", t1.addr) > 0);
+
+    /* Stopped: silent. Calls that go to it move on after its share of the deadline. */
+    CHECK(kill(t1.pid, SIGSTOP) == 0);
+    for (int k = 0; k < 200 && metric(&gt, "sockgate_backend_address_failures_total", "time", t1.addr) < 1; k++)
+        CHECK(time_ok(&gt));
+    CHECK(metric(&gt, "sockgate_backend_address_failures_total", "time", t1.addr) >= 1);
+    CHECK(kill(t1.pid, SIGKILL) == 0);
+    waitpid(t1.pid, NULL, 0);
+    sg_test_forget(t1.pid);
+    t1.pid = 0;
+    gw_stop(&gt);
+
+    /* Gone: refused at once (ICMP). A fresh gateway, so the address is not already ejected. */
+    {
+        const char *extra[] = {"--time", list, "--timeout", "4s", "--eject", "30s", NULL};
+        gw_start(&gt, extra);
+    }
+    for (int k = 0; k < 200 && metric(&gt, "sockgate_backend_address_failures_total", "time", t1.addr) < 1; k++)
+        CHECK(time_ok(&gt));
+    CHECK(metric(&gt, "sockgate_backend_address_failures_total", "time", t1.addr) >= 1);
+    for (int k = 0; k < 10; k++)
+        CHECK(time_ok(&gt));
+    gw_stop(&gt);
+    CHECK_INT_EQ(sg_proc_stop(&t2, 10000), 0);
+}
+
 /* SIGTERM: /readyz is 503 at once while the API still serves for --drain, then a clean exit. */
 static void test_gateway_drain(void)
 {
@@ -365,6 +513,8 @@ int main(void)
     RUN_TEST(test_exec_at_most_once);
     RUN_TEST(test_read_retried_elsewhere);
     RUN_TEST(test_backend_drain_without_errors);
+    RUN_TEST(test_exec_drain_without_errors);
+    RUN_TEST(test_time_moves_to_another_address);
     RUN_TEST(test_gateway_drain);
     gw_stop(&g);
     for (int i = 0; i < N_REPLICAS; i++)
