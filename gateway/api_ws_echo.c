@@ -1,6 +1,7 @@
 /* api_ws_echo.c - GET /api/v1/ws/echo: a WebSocket bridged to a TCP connection of its own to the echo backend. */
 #include <errno.h>
-#include <fcntl.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -11,7 +12,10 @@
 #include <wslay/wslay.h>
 
 #include "api.h"
+#include "balancer.h"
 #include "server.h"
+#include "upcall.h"
+#include "upstream.h"
 #include "worker.h"
 #include "ws.h"
 #include "sockgate/error.h"
@@ -33,6 +37,14 @@ struct echo_bridge {
     struct ws *ws;
     struct wk_watch watch; /* the backend connection */
     struct worker *wk;
+    /* Before the 101: the connect, on the loop, with the request deferred until it ends. */
+    struct request *rq;
+    struct upstream *up;
+    const char *protocol;
+    struct bal_pick pick;
+    struct wk_timer connect_timer;
+    int is_connecting, connect_rc;
+    char connect_err[384];
     enum echo_mode mode;
     int can_read, can_write, is_watched, is_backend_gone;
     int is_out_watched, saw_hup; /* as in ws.c: EPOLLOUT only while blocked; a FIN was announced */
@@ -235,37 +247,116 @@ static void on_end(struct ws *ws, void *arg)
 
 static const struct ws_bridge echo_bridge = {on_start, on_message, on_room, on_end};
 
+/* Ends the connect: reports it to the balancer and wakes the request, whose answer() goes on. */
+static void connect_end(struct echo_bridge *b, int rc, const char *why)
+{
+    worker_timer_cancel(b->wk, &b->connect_timer);
+    worker_unwatch(b->wk, &b->watch); /* on_start watches it again, for the bridge */
+    b->is_connecting = 0;
+    balancer_done(b->up->bal, &b->pick, rc == SG_OK ? BAL_OK : BAL_CONNECT_FAIL);
+    b->connect_rc = rc;
+    if (rc != SG_OK) {
+        snprintf(b->connect_err, sizeof b->connect_err, "%s backend at %.100s (%.60s): %.200s", backend_name(b->up->id),
+                 b->up->name, b->pick.text, why);
+        upstream_failed(b->up, rc);
+    }
+    request_wake(b->rq);
+}
+
+static void on_connected(struct wk_watch *w, uint32_t events)
+{
+    struct echo_bridge *b = (struct echo_bridge *)((char *)w - offsetof(struct echo_bridge, watch));
+    int soerr = 0;
+    socklen_t len = sizeof soerr;
+    if (!b->is_connecting || !(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+        return;
+    if (getsockopt(w->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0)
+        soerr = errno;
+    if (!soerr && upcall_is_self_connected(w->fd))
+        soerr = ECONNREFUSED;
+    connect_end(b, soerr ? SG_ERR_REFUSED : SG_OK, soerr ? strerror(soerr) : NULL);
+}
+
+static void on_connect_timeout(struct wk_timer *t)
+{
+    struct echo_bridge *b = (struct echo_bridge *)((char *)t - offsetof(struct echo_bridge, connect_timer));
+    if (b->is_connecting)
+        connect_end(b, SG_ERR_TIMEOUT, "connect timed out");
+}
+
+/* The request ended before the socket opened (the client left, or the connect failed). */
+static void bridge_state_free(struct request *rq, int is_complete)
+{
+    struct echo_bridge *b = rq->state;
+    (void)is_complete;
+    rq->state = NULL;
+    if (b->is_connecting) {
+        worker_timer_cancel(b->wk, &b->connect_timer);
+        worker_unwatch(b->wk, &b->watch);
+        balancer_done(b->up->bal, &b->pick, BAL_NEUTRAL);
+    }
+    if (b->watch.fd >= 0)
+        close(b->watch.fd);
+    worker_free_later(b->wk, b); /* this round may still hold an event of its watch */
+}
+
+/* The connect ended: the 101 and the bridge, or an HTTP error the client can read. */
+static int answer(struct request *rq)
+{
+    struct echo_bridge *b = rq->state;
+    if (b->connect_rc != SG_OK)
+        return request_fail(rq, b->connect_rc, "%s", b->connect_err); /* bridge_state_free closes and frees */
+    rq->state = NULL;
+    rq->state_free = NULL;
+    return ws_upgrade(rq, b->protocol, &echo_bridge, b); /* on_end frees b, whatever happens */
+}
+
 int api_ws_echo(struct request *rq)
 {
-    struct upstream *up = &rq->gw->backends[BACKEND_ECHO];
-    struct upstream_conn *c = NULL;
     struct echo_bridge *b = NULL;
     const char *protocol = NULL;
     char err[384] = "";
-    int rc = ws_handshake_check(rq, protocols, &protocol), fl;
+    int rc = ws_handshake_check(rq, protocols, &protocol), is_pending = 0;
+    int64_t connect_by;
 
     if (rc != SG_OK)
         return rc;
     b = calloc(1, sizeof *b);
     if (!b)
         return request_fail(rq, SG_ERR_NOMEM, "out of memory");
+    b->rq = rq;
+    b->wk = worker_self();
+    b->up = &rq->gw->backends[BACKEND_ECHO];
+    b->protocol = protocol;
+    b->watch.fd = -1;
     b->mode = !protocol || strcmp(protocol, "binary") == 0 ? MODE_BINARY
               : strcmp(protocol, "base64") == 0            ? MODE_BASE64
                                                            : MODE_TEXT;
-    /* Connected before the 101, so a down echo backend is an HTTP error the client can read. */
-    rc = upstream_acquire(up, &c, request_deadline(rq), err, sizeof err);
-    if (rc != SG_OK) {
-        free(b);
+    rq->state = b;
+    rq->state_free = bridge_state_free;
+    /*
+     * Connected before the 101, so a down echo backend is an HTTP error the
+     * client can read; on the loop, so a backend that drops SYNs holds this
+     * request only, never the worker.
+     */
+    rc = upcall_connect(b->up, &b->pick, &b->watch.fd, &is_pending, err, sizeof err);
+    if (rc != SG_OK)
         return request_fail(rq, rc, "%s", err);
+    if (!is_pending) {
+        balancer_done(b->up->bal, &b->pick, BAL_OK);
+        return answer(rq);
     }
-    b->watch.fd = c->fd; /* the connection is the socket's own: never pooled again */
-    c->fd = -1;
-    upstream_release(c, 0);
-    fl = fcntl(b->watch.fd, F_GETFL);
-    if (fl < 0 || fcntl(b->watch.fd, F_SETFL, fl | O_NONBLOCK) != 0) {
-        close(b->watch.fd);
-        free(b);
-        return request_fail(rq, SG_ERR_SYS, "echo connection: %s", strerror(errno));
+    b->is_connecting = 1;
+    b->watch.ready = on_connected;
+    b->connect_timer.fire = on_connect_timeout;
+    if (worker_watch(b->wk, &b->watch, EPOLLOUT | EPOLLET) != 0) {
+        b->is_connecting = 0;
+        balancer_done(b->up->bal, &b->pick, BAL_NEUTRAL);
+        return request_fail(rq, SG_ERR_SYS, "cannot watch the echo connection: %s", strerror(errno));
     }
-    return ws_upgrade(rq, protocol, &echo_bridge, b);
+    connect_by = sg_now_ms() + UPCALL_CONNECT_MAX_MS;
+    worker_timer_arm(b->wk, &b->connect_timer,
+                     connect_by < request_deadline(rq) ? connect_by : request_deadline(rq));
+    request_defer(rq, answer);
+    return SG_OK;
 }

@@ -35,8 +35,6 @@ static const unsigned pool_max[BACKEND__COUNT] = {
 };
 /* A pooled connection unused this long is closed rather than trusted. */
 #define POOL_MAX_IDLE_MS 30000
-/* A connect never waits longer than this, whatever the call's deadline. */
-#define CONNECT_MAX_MS 3000
 /* One read from a backend socket, on the loop's stack. */
 #define READ_CHUNK 16384u
 
@@ -256,12 +254,17 @@ int upcall_connect(struct upstream *up, struct bal_pick *pick, int *fd, int *is_
 {
     uint64_t avoid = 0;
     int rc = SG_ERR_REFUSED, n = balancer_count(up->bal);
-    snprintf(err, errlen, "no address known");
+    char why[256] = "no address known";
+    if (!up->is_configured) {
+        snprintf(err, errlen, "the %s backend is not configured: it is not built into this gateway and no address was given",
+                 backend_name(up->id));
+        return SG_ERR_REFUSED;
+    }
     /* An address that refuses at once is reported and the next one tried: the request has not left. */
     for (int i = 0; i < (n > 0 ? n : 1) && i < 64; i++) {
         if (balancer_pick(up->bal, avoid, pick) != SG_OK)
             break;
-        rc = connect_start(pick, SOCK_STREAM, fd, is_pending, err, errlen);
+        rc = connect_start(pick, SOCK_STREAM, fd, is_pending, why, sizeof why);
         if (rc == SG_OK) {
             atomic_fetch_add_explicit(&up->n_connects, 1, memory_order_relaxed);
             return SG_OK;
@@ -269,6 +272,8 @@ int upcall_connect(struct upstream *up, struct bal_pick *pick, int *fd, int *is_
         balancer_done(up->bal, pick, rc == SG_ERR_REFUSED ? BAL_CONNECT_FAIL : BAL_NEUTRAL);
         avoid |= UINT64_C(1) << pick->slot;
     }
+    snprintf(err, errlen, "%s backend at %s: %s", backend_name(up->id), up->name, why);
+    upstream_failed(up, rc);
     return rc;
 }
 
@@ -414,7 +419,7 @@ static int attach(struct upcall *c, int fresh_only, char *err, size_t errlen)
     b->owner = c;
     c->bc = b;
     c->state = is_pending ? ST_CONNECTING : ST_EXCHANGING;
-    c->connect_by = sg_now_ms() + CONNECT_MAX_MS;
+    c->connect_by = sg_now_ms() + UPCALL_CONNECT_MAX_MS;
     if (is_pending && c->connect_by < c->deadline_ms)
         worker_timer_arm(c->wk, &c->deadline, c->connect_by);
     else

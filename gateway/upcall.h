@@ -115,13 +115,17 @@ const struct upcall_result *upcall_result(const struct upcall *c);
 /* Ends c: cancels it when it is still running (done() never runs), closes or pools its connection, frees it. */
 void upcall_free(struct upcall *c);
 
+/* A connect never waits longer than this, whatever the call's deadline. */
+#define UPCALL_CONNECT_MAX_MS 3000
+
 /*
  * Starts a non-blocking TCP connect to one of up's addresses (the balancer's
  * pick; one that refuses at once is reported and the next tried): SG_OK with
  * *fd, *pick (report its end with balancer_done) and *is_pending when the
  * connect is still in progress (wait for EPOLLOUT, then check SO_ERROR and
- * upcall_is_self_connected), or why in err. For exchanges that keep a
- * connection of their own (upcall_stream.c).
+ * upcall_is_self_connected), or why in err ("BACKEND backend at NAME: ...",
+ * counted as the backend's failure). For exchanges that keep a connection of
+ * their own (upcall_stream.c, the WebSocket echo bridge).
  */
 int upcall_connect(struct upstream *up, struct bal_pick *pick, int *fd, int *is_pending, char *err, size_t errlen);
 

@@ -18,8 +18,6 @@
 
 /* One read from the backend: the most that waits undecoded while the stream is paused. */
 #define IN_CAP 16384u
-/* A connect never waits longer than this, whatever the stream's deadline (as upcall.c). */
-#define CONNECT_MAX_MS 3000
 
 enum state { ST_CONNECTING, ST_OPEN, ST_ENDED };
 
@@ -233,7 +231,7 @@ static void on_ready(struct wk_watch *w, uint32_t events)
             soerr = ECONNREFUSED;
         if (soerr) {
             char why[200];
-            snprintf(why, sizeof why, "connect %s: %s", s->up->addr_text, strerror(soerr));
+            snprintf(why, sizeof why, "connect %s: %s", s->pick.text, strerror(soerr));
             end(s, SG_ERR_REFUSED, why);
             return;
         }
@@ -331,11 +329,6 @@ int upcall_stream_open(struct upstream *up, const json_t *header, const void *bo
         snprintf(err, errlen, "no event loop on this thread");
         return SG_ERR_SYS;
     }
-    if (!up->is_configured) {
-        snprintf(err, errlen, "the %s backend is not configured: it is not built into this gateway and no address was given",
-                 backend_name(up->id));
-        return SG_ERR_REFUSED;
-    }
     s = calloc(1, sizeof *s);
     if (s) {
         s->wk = wk;
@@ -365,13 +358,8 @@ int upcall_stream_open(struct upstream *up, const json_t *header, const void *bo
     s->out_len = hdr_len + body_len;
 
     rc = upcall_connect(up, &s->pick, &fd, &is_pending, err, errlen);
-    if (rc != SG_OK) {
-        char why[256];
-        snprintf(why, sizeof why, "%s", err);
-        snprintf(err, errlen, "%s backend at %s: %s", backend_name(up->id), up->name, why);
-        upstream_failed(up, rc);
+    if (rc != SG_OK)
         goto out;
-    }
     s->has_pick = 1;
     s->watch.fd = fd;
     if (worker_watch(wk, &s->watch, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET) != 0) {
@@ -383,7 +371,7 @@ int upcall_stream_open(struct upstream *up, const json_t *header, const void *bo
     }
     s->state = is_pending ? ST_CONNECTING : ST_OPEN;
     {
-        int64_t connect_by = sg_now_ms() + CONNECT_MAX_MS;
+        int64_t connect_by = sg_now_ms() + UPCALL_CONNECT_MAX_MS;
         worker_timer_arm(wk, &s->deadline, is_pending && connect_by < deadline_ms ? connect_by : deadline_ms);
     }
     /* The first EPOLLOUT edge (connected, or writable at once) sends the request. */

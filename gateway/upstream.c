@@ -1,4 +1,4 @@
-/* upstream.c - the backends as the gateway knows them: addresses (the balancer), counters, and a bounded connect. */
+/* upstream.c - the backends as the gateway knows them: addresses (the balancer), counters, errors. */
 #include "upstream.h"
 
 #include <stdio.h>
@@ -10,9 +10,6 @@
 #include "sockgate/log.h"
 #include "sockgate/frame.h"
 #include "balancer.h"
-
-/* A connect never waits longer than this, whatever the call's deadline. */
-#define CONNECT_MAX_MS 3000
 
 static const char *const names[BACKEND__COUNT] = {"echo", "time", "exec", "file", "chat"};
 
@@ -67,12 +64,6 @@ void upstream_addr(struct upstream *up, struct sg_addr *addr, char *text, size_t
     pthread_mutex_unlock(&up->lock);
 }
 
-int upstream_reresolve(struct upstream *up)
-{
-    (void)up; /* the balancer's resolver thread looks names up, on a schedule and at once after a failure */
-    return 0;
-}
-
 void upstream_free(struct upstream *up)
 {
     balancer_free(up->bal);
@@ -102,74 +93,4 @@ int upstream_answer_error(struct upstream *up, const json_t *resp, char *err, si
     default:
         return rc; /* SG_OK, or the client's own mistake the backend refused (bad name, not found) */
     }
-}
-
-/* Writes "<name> backend at <addr>: <what>" into err and returns rc (counted as a backend failure). */
-static int fail(struct upstream *up, int rc, char *err, size_t errlen, const char *what)
-{
-    char detail[256];
-    snprintf(detail, sizeof detail, "%s", what && *what ? what : sg_strerror(rc));
-    snprintf(err, errlen, "%s backend at %s: %s", backend_name(up->id), up->name, detail);
-    return upstream_failed(up, rc);
-}
-
-int upstream_acquire(struct upstream *up, struct upstream_conn **out, int64_t deadline_ms, char *err,
-                     size_t errlen)
-{
-    struct upstream_conn *c = NULL;
-    struct bal_pick pick;
-    char why[200] = "";
-    int64_t left;
-    int rc, fd = -1;
-
-    *out = NULL;
-    if (!up->is_configured) {
-        snprintf(err, errlen, "the %s backend is not configured: it is not built into this gateway and no address was given",
-                 backend_name(up->id));
-        return SG_ERR_REFUSED;
-    }
-    left = deadline_ms < 0 ? CONNECT_MAX_MS : deadline_ms - sg_now_ms();
-    if (left <= 0)
-        return fail(up, SG_ERR_TIMEOUT, err, errlen, "no time left to connect");
-    /* The balancer picks the address; one refused at once moves the connect to another (nothing was sent). */
-    for (uint64_t avoid = 0;;) {
-        if (balancer_pick(up->bal, avoid, &pick) != SG_OK) {
-            rc = SG_ERR_REFUSED;
-            if (!why[0])
-                snprintf(why, sizeof why, "no address left to try");
-            break;
-        }
-        rc = sg_connect(&pick.addr, up->type, left > CONNECT_MAX_MS ? CONNECT_MAX_MS : (int)left, &fd, why,
-                        sizeof why);
-        balancer_done(up->bal, &pick, rc == SG_OK ? BAL_OK : rc == SG_ERR_SYS ? BAL_NEUTRAL : BAL_CONNECT_FAIL);
-        if (rc == SG_OK || rc == SG_ERR_SYS)
-            break;
-        avoid |= UINT64_C(1) << pick.slot;
-        left = deadline_ms < 0 ? CONNECT_MAX_MS : deadline_ms - sg_now_ms();
-        if (left <= 0)
-            break;
-    }
-    if (rc != SG_OK)
-        return fail(up, rc == SG_ERR_SYS ? SG_ERR_REFUSED : rc, err, errlen, why);
-    atomic_fetch_add_explicit(&up->n_connects, 1, memory_order_relaxed);
-    c = calloc(1, sizeof *c);
-    if (!c) {
-        close(fd);
-        snprintf(err, errlen, "out of memory");
-        return SG_ERR_NOMEM;
-    }
-    c->up = up;
-    c->fd = fd;
-    *out = c;
-    return SG_OK;
-}
-
-void upstream_release(struct upstream_conn *c, int is_reusable)
-{
-    (void)is_reusable; /* nothing is pooled here any more: upcall.c keeps the pools, per worker */
-    if (!c)
-        return;
-    if (c->fd >= 0)
-        close(c->fd);
-    free(c);
 }

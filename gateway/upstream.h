@@ -1,4 +1,4 @@
-/* upstream.h - the backends: their addresses (the balancer), counters, errors, and one bounded blocking connect. */
+/* upstream.h - the backends: their addresses (the balancer), counters and errors. */
 #ifndef SOCKGATE_GATEWAY_UPSTREAM_H
 #define SOCKGATE_GATEWAY_UPSTREAM_H
 
@@ -15,12 +15,6 @@ enum backend_id { BACKEND_ECHO, BACKEND_TIME, BACKEND_EXEC, BACKEND_FILE, BACKEN
 
 /* Returns "echo", "time", ... for id. */
 const char *backend_name(enum backend_id id);
-
-/* One connection to a stream backend, owned by whoever acquired it until released. */
-struct upstream_conn {
-    struct upstream *up;
-    int fd; /* blocking; the owner may take it (set -1) before releasing */
-};
 
 struct balancer;
 
@@ -50,28 +44,8 @@ int upstream_set_addr(struct upstream *up, const char *addr_text, int is_embedde
 /* Copies an address of the backend the balancer would pick now (and its text, when text is not NULL). */
 void upstream_addr(struct upstream *up, struct sg_addr *addr, char *text, size_t textlen);
 
-/*
- * Kept for callers of old: returns 0. The balancer's resolver thread looks
- * the name up every --resolve-interval-ms and at once after a connect fails
- * (balancer.h), so nothing on a worker's loop blocks in getaddrinfo.
- */
-int upstream_reresolve(struct upstream *up);
-
 /* Frees what up holds. */
 void upstream_free(struct upstream *up);
-
-/*
- * Connects to one of up's addresses (the balancer's pick), blocking for at
- * most 3 s and never past the deadline. Only the WebSocket echo bridge still
- * uses it, for a connection it then owns (see docs/internals/gateway.md);
- * every other exchange connects on its worker's loop (upcall.c).
- * *out is the caller's until upstream_release().
- */
-int upstream_acquire(struct upstream *up, struct upstream_conn **out, int64_t deadline_ms, char *err,
-                     size_t errlen);
-
-/* Closes c (its descriptor, unless the caller took it) and frees it; is_reusable is ignored. c may be NULL. */
-void upstream_release(struct upstream_conn *c, int is_reusable);
 
 /*
  * Returns the error a backend's answer resp carries (sg_frame_header_error,

@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
+#include <arpa/inet.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -810,6 +812,82 @@ static void test_stalled_uploads_hold_no_backend(void)
     CHECK_INT_EQ(sg_proc_stop(&small, 10000), 0);
 }
 
+/*
+ * A listener that never accepts, its one-place accept queue full: a connect
+ * to it is neither accepted nor refused (Linux drops the SYN), the way a
+ * backend behind a dead route or a full host looks. Returns the listener;
+ * the filling connections go to fill[0..1].
+ */
+static int unanswering_listener(char *addr, size_t addrlen, int fill[2])
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(l >= 0);
+    CHECK(bind(l, (struct sockaddr *)&a, sizeof a) == 0);
+    CHECK(listen(l, 0) == 0);
+    CHECK(getsockname(l, (struct sockaddr *)&a, &len) == 0);
+    snprintf(addr, addrlen, "127.0.0.1:%u", ntohs(a.sin_port));
+    for (int i = 0; i < 2; i++) {
+        fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        CHECK(fill[i] >= 0);
+        CHECK(connect(fill[i], (struct sockaddr *)&a, sizeof a) == 0 || errno == EINPROGRESS);
+    }
+    usleep(100 * 1000); /* the handshakes that fit are done */
+    return l;
+}
+
+/*
+ * The WebSocket echo bridge connects to the echo backend before its 101. On
+ * a one-worker gateway whose echo backend never answers a connect, /healthz
+ * is answered while that connect is pending (the socket has had no answer
+ * yet), and the WebSocket request then gets its HTTP error (504, the connect
+ * timed out) instead of a socket. A blocking connect held the worker until
+ * it gave up, and answered the WebSocket first.
+ */
+static void test_ws_echo_connect_blocks_nothing(void)
+{
+    char addr[64], req[512];
+    int fill[2], l = unanswering_listener(addr, sizeof addr, fill), fd;
+    struct gw one;
+    struct http_resp *r;
+    struct pollfd p;
+    char buf[4096];
+    size_t got = 0;
+    const char *args[] = {"--threads", "1", "--echo", addr, "--timeout-ms", "10000", NULL};
+
+    gw_start(&one, args);
+    fd = gw_connect_raw(&one);
+    snprintf(req, sizeof req,
+             "GET /api/v1/ws/echo HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+             "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n");
+    send_all(fd, req, strlen(req));
+    usleep(200 * 1000); /* the head is in: the connect has started */
+    r = gw_do(&one, "GET", "/healthz", NULL, NULL);
+    CHECK_INT_EQ(r->status, 200);
+    http_free(r);
+    p = (struct pollfd){.fd = fd, .events = POLLIN};
+    CHECK_INT_EQ(poll(&p, 1, 0), 0); /* /healthz went first: the WebSocket request is still waiting */
+    for (;;) {
+        ssize_t n = recv(fd, buf + got, sizeof buf - 1 - got, 0);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+        buf[got] = '\0';
+        if (strstr(buf, "}"))
+            break;
+    }
+    buf[got] = '\0';
+    CHECK(strncmp(buf, "HTTP/1.1 504", 12) == 0);
+    CHECK(strstr(buf, "\"timeout\"") != NULL);
+    CHECK(strstr(buf, "connect timed out") != NULL);
+    close(fd);
+    gw_stop(&one);
+    close(fill[0]);
+    close(fill[1]);
+    close(l);
+}
+
 int main(void)
 {
     const char *echo_argv[] = {"sockgate-echo", "--listen", "127.0.0.1:0", NULL};
@@ -841,6 +919,7 @@ int main(void)
     RUN_TEST(test_foreign_id_is_not_believed);
     RUN_TEST(test_stalled_download_blocks_nothing);
     RUN_TEST(test_stalled_uploads_hold_no_backend);
+    RUN_TEST(test_ws_echo_connect_blocks_nothing);
     gw_stop(&g);
     stop_backend(&echo_p);
     stop_backend(&time_p);
