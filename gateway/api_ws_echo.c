@@ -266,14 +266,10 @@ static void connect_end(struct echo_bridge *b, int rc, const char *why)
 static void on_connected(struct wk_watch *w, uint32_t events)
 {
     struct echo_bridge *b = (struct echo_bridge *)((char *)w - offsetof(struct echo_bridge, watch));
-    int soerr = 0;
-    socklen_t len = sizeof soerr;
+    int soerr;
     if (!b->is_connecting || !(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
         return;
-    if (getsockopt(w->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0)
-        soerr = errno;
-    if (!soerr && upcall_is_self_connected(w->fd))
-        soerr = ECONNREFUSED;
+    soerr = upcall_connect_error(w->fd);
     connect_end(b, soerr ? SG_ERR_REFUSED : SG_OK, soerr ? strerror(soerr) : NULL);
 }
 

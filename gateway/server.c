@@ -206,18 +206,14 @@ int respond(struct request *rq, unsigned status, struct MHD_Response *resp)
     return SG_OK;
 }
 
-int respond_json(struct request *rq, unsigned status, json_t *body)
+/* Answers with the JSON text, handed to libmicrohttpd as mode says (a MUST_FREE text is freed on failure too). */
+static int respond_json_buffer(struct request *rq, unsigned status, char *text, enum MHD_ResponseMemoryMode mode)
 {
-    struct MHD_Response *resp;
-    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    size_t len;
-    json_decref(body);
-    if (!text)
-        return SG_ERR_NOMEM;
-    len = strlen(text);
-    resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+    size_t len = strlen(text);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, text, mode);
     if (!resp) {
-        free(text);
+        if (mode == MHD_RESPMEM_MUST_FREE)
+            free(text);
         return SG_ERR_NOMEM;
     }
     MHD_add_response_header(resp, "Content-Type", "application/json");
@@ -226,16 +222,18 @@ int respond_json(struct request *rq, unsigned status, json_t *body)
     return respond(rq, status, resp);
 }
 
+int respond_json(struct request *rq, unsigned status, json_t *body)
+{
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (!text)
+        return SG_ERR_NOMEM;
+    return respond_json_buffer(rq, status, text, MHD_RESPMEM_MUST_FREE);
+}
+
 int respond_json_text(struct request *rq, unsigned status, const char *text)
 {
-    size_t len = strlen(text);
-    struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)text, MHD_RESPMEM_PERSISTENT);
-    if (!resp)
-        return SG_ERR_NOMEM;
-    MHD_add_response_header(resp, "Content-Type", "application/json");
-    MHD_add_response_header(resp, "Cache-Control", "no-store");
-    rq->bytes_out += len;
-    return respond(rq, status, resp);
+    return respond_json_buffer(rq, status, (char *)text, MHD_RESPMEM_PERSISTENT);
 }
 
 int respond_error_with(struct request *rq, int err, const char *message, const char *const *headers)

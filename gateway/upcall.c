@@ -250,6 +250,17 @@ static int connect_start(const struct bal_pick *p, int type, int *fd, int *is_pe
     return SG_OK;
 }
 
+int upcall_connect_error(int fd)
+{
+    int soerr = 0;
+    socklen_t len = sizeof soerr;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0)
+        soerr = errno;
+    if (!soerr && upcall_is_self_connected(fd))
+        soerr = ECONNREFUSED;
+    return soerr;
+}
+
 int upcall_connect(struct upstream *up, struct bal_pick *pick, int *fd, int *is_pending, char *err, size_t errlen)
 {
     uint64_t avoid = 0;
@@ -676,14 +687,10 @@ static void on_owned(struct upcall *c, uint32_t events)
         return; /* the answer is in; the connection waits for upcall_free */
     }
     if (c->state == ST_CONNECTING) {
-        int soerr = 0;
-        socklen_t len = sizeof soerr;
+        int soerr;
         if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
             return;
-        if (getsockopt(w->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0)
-            soerr = errno;
-        if (!soerr && upcall_is_self_connected(w->fd))
-            soerr = ECONNREFUSED;
+        soerr = upcall_connect_error(w->fd);
         if (soerr) {
             char why[200];
             if (move_on(c, SG_ERR_REFUSED)) /* never reached: another address, whatever the request */

@@ -137,6 +137,13 @@ int upcall_connect(struct upstream *up, struct bal_pick *pick, int *fd, int *is_
  */
 int upcall_send_some(int fd, const uint8_t *buf, size_t len, size_t *off);
 
+/*
+ * Once a pending connect's socket is writable (or in error): 0 when it is
+ * connected, else the errno why not (ECONNREFUSED for a socket connected to
+ * itself, see upcall_is_self_connected).
+ */
+int upcall_connect_error(int fd);
+
 /* Returns 1 when fd is connected to itself (a loopback port picked as its own source; see sg_connect). */
 int upcall_is_self_connected(int fd);
 

@@ -221,14 +221,10 @@ static void on_ready(struct wk_watch *w, uint32_t events)
     if (s->state == ST_ENDED)
         return;
     if (s->state == ST_CONNECTING) {
-        int soerr = 0;
-        socklen_t len = sizeof soerr;
+        int soerr;
         if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
             return;
-        if (getsockopt(w->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0)
-            soerr = errno;
-        if (!soerr && upcall_is_self_connected(w->fd))
-            soerr = ECONNREFUSED;
+        soerr = upcall_connect_error(w->fd);
         if (soerr) {
             char why[200];
             snprintf(why, sizeof why, "connect %s: %s", s->pick.text, strerror(soerr));
