@@ -8,12 +8,6 @@
 #include "sockgate/error.h"
 #include "validate.h"
 
-/*
- * The echo protocol holds at most 16 KiB of replies per connection while the
- * client is not reading (docs/protocol.md), so longer messages go in pieces.
- */
-#define ECHO_PIECE 16384u
-
 static void echo_free(struct request *rq, int is_complete)
 {
     (void)is_complete;
@@ -65,7 +59,7 @@ int api_echo(struct request *rq)
         goto out;
     }
     /* The echo protocol is the tutorial's raw bytes: no frame, so no room for the request id. */
-    rc = upcall_raw(up, msg, len, ECHO_PIECE, request_deadline(rq), echo_done, rq, &call, err, sizeof err);
+    rc = upcall_raw(up, msg, len, request_deadline(rq), echo_done, rq, &call, err, sizeof err);
     if (rc != SG_OK) {
         request_fail(rq, rc, "%s", err);
         goto out;

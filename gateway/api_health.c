@@ -91,7 +91,7 @@ static void probe_start(struct readyz *r, struct probe *p, struct upstream *up)
     p->t0_us = now_us();
     switch (up->id) {
     case BACKEND_ECHO:
-        rc = upcall_raw(up, "ping", 4, 4, deadline, probe_done, p, &p->call, err, sizeof err);
+        rc = upcall_raw(up, "ping", 4, deadline, probe_done, p, &p->call, err, sizeof err);
         break;
     case BACKEND_TIME:
         rc = upcall_datagram(up, "", 0, PROBE_REPLY_MAX, PROBE_RETRY_MS, deadline, probe_done, p, &p->call, err,

@@ -18,30 +18,25 @@
 #include "sockgate/log.h"
 #include "balancer.h"
 #include "reply_check.h"
+#include "upcall_impl.h"
 #include "worker.h"
 
 /*
- * Idle connections kept per backend per worker. A call in flight holds a
- * connection of its own, so under load a worker needs about as many as it has
- * calls in flight, and a pool smaller than that closes and reopens
- * connections on every call (at 1,000 clients and 32 a worker, REST echo ran
- * at a third of its 64-client rate). But idle connections count against the
+ * Idle connections kept per backend per worker. A framed call in flight holds
+ * a connection of its own, so under load a worker needs about as many as it
+ * has calls in flight, and a pool smaller than that closes and reopens
+ * connections on every call. But idle connections count against the
  * backend's own --max-conns, shared by every worker and every other client:
- * echo's is 16,384, exec's 256 (8 workers x 16 leaves it half), chat's 1,024,
- * file's 128.
+ * exec's is 256 (8 workers x 16 leaves it half), chat's 1,024, file's 128.
+ * Echo calls share one pipelined connection instead (upcall_pipe.c), and
+ * time is a datagram.
  */
 static const unsigned pool_max[BACKEND__COUNT] = {
-    [BACKEND_ECHO] = 256, [BACKEND_TIME] = 0, [BACKEND_EXEC] = 16, [BACKEND_FILE] = 4, [BACKEND_CHAT] = 32,
+    [BACKEND_ECHO] = 0, [BACKEND_TIME] = 0, [BACKEND_EXEC] = 16, [BACKEND_FILE] = 4, [BACKEND_CHAT] = 32,
 };
 /* A pooled connection unused this long is closed rather than trusted. */
 #define POOL_MAX_IDLE_MS 30000
-/* One read from a backend socket, on the loop's stack. */
-#define READ_CHUNK 16384u
 
-enum kind { KIND_FRAME, KIND_RAW, KIND_DGRAM };
-enum state { ST_CONNECTING, ST_EXCHANGING, ST_DONE };
-
-struct upcall;
 
 /*
  * One TCP connection to a backend, watched by the worker's epoll set from its
@@ -66,49 +61,6 @@ static _Thread_local struct {
     struct bconn *head;
     unsigned n;
 } pool[BACKEND__COUNT][BAL_MAX_ADDRS];
-
-/* Other addresses one call may move to after failures (beyond a stale pooled connection's replacement). */
-#define MAX_MOVES 3
-
-struct upcall {
-    struct upstream *up;
-    struct worker *wk;
-    enum kind kind;
-    enum state state;
-    struct wk_watch watch; /* datagrams: the call's own socket */
-    struct bconn *bc;      /* streams: the connection, from the pool or fresh */
-    struct wk_timer deadline, retry;
-    int64_t deadline_ms, connect_by;
-    int is_watched;
-    int is_reused;      /* the connection came from the pool */
-    int is_replayable;  /* a failure before any answer byte may be retried on a fresh connection */
-    int has_retried;
-    int is_reusable;    /* the exchange ended exactly on a frame boundary */
-    int is_closing;     /* the answer said "close": the backend (draining) closes the connection after it */
-    struct bal_pick pick; /* the address this attempt went to */
-    int has_pick;       /* pick is outstanding at the balancer */
-    uint64_t avoid;     /* slots this call already failed on */
-    int moves;          /* times it moved to another address */
-    uint8_t *out;       /* the request as sent: frame header and body, or raw bytes */
-    size_t out_len, out_off;
-    size_t piece;       /* raw: how far writing may run ahead of what came back */
-    int retry_ms;       /* datagram: resend interval */
-    uint64_t got;       /* answer bytes received */
-    size_t max_body, body_cap;
-    char req_op[32], req_id[80]; /* framed: what the answer must answer (reply_check) */
-    struct sg_frame_decoder dec;
-    upcall_done_fn done;
-    void *arg;
-    struct upcall_result res;
-    int is_head_only;       /* upcall_frame_head: end at the answer's header */
-    upcall_ready_fn ready;  /* after a head-only call: who reads the body */
-    void *ready_arg;
-    int is_body_fed;        /* upcall_frame_feed: the caller sends the body */
-    uint64_t body_owed;     /* body bytes the header announced and the caller has not sent yet */
-    int64_t step_ms;        /* how long one body write may wait for the backend, and the answer after the body */
-    upcall_writable_fn writable; /* the caller's body may go on */
-    void *writable_arg;
-};
 
 /* ---- the per-worker pool ---- */
 
@@ -200,6 +152,7 @@ void upcall_pool_drain(void)
             pool[i][s].head = NULL;
             pool[i][s].n = 0;
         }
+    upcall_pipes_close_all();
 }
 
 /* ---- connecting ---- */
@@ -214,7 +167,7 @@ int upcall_is_self_connected(int fd)
 }
 
 /* Starts a non-blocking connect to the picked address; SG_OK with *fd (connected or in progress), or why in err. */
-static int connect_start(const struct bal_pick *p, int type, int *fd, int *is_pending, char *err, size_t errlen)
+int upcall_connect_start(const struct bal_pick *p, int type, int *fd, int *is_pending, char *err, size_t errlen)
 {
     const struct sg_addr addr = p->addr;
     const char *text = p->text;
@@ -275,7 +228,7 @@ int upcall_connect(struct upstream *up, struct bal_pick *pick, int *fd, int *is_
     for (int i = 0; i < (n > 0 ? n : 1) && i < 64; i++) {
         if (balancer_pick(up->bal, avoid, pick) != SG_OK)
             break;
-        rc = connect_start(pick, SOCK_STREAM, fd, is_pending, why, sizeof why);
+        rc = upcall_connect_start(pick, SOCK_STREAM, fd, is_pending, why, sizeof why);
         if (rc == SG_OK) {
             atomic_fetch_add_explicit(&up->n_connects, 1, memory_order_relaxed);
             return SG_OK;
@@ -290,7 +243,7 @@ int upcall_connect(struct upstream *up, struct bal_pick *pick, int *fd, int *is_
 
 /* ---- ending ---- */
 
-static void detach(struct upcall *c)
+void upcall_detach(struct upcall *c)
 {
     worker_timer_cancel(c->wk, &c->deadline);
     worker_timer_cancel(c->wk, &c->retry);
@@ -301,7 +254,7 @@ static void detach(struct upcall *c)
 }
 
 /* What a transport error rc says about the address the attempt went to (for outlier detection). */
-static enum bal_outcome outcome_of(const struct upcall *c, int rc)
+enum bal_outcome upcall_outcome_of(const struct upcall *c, int rc)
 {
     switch (rc) {
     case SG_OK: return BAL_OK;
@@ -316,7 +269,7 @@ static enum bal_outcome outcome_of(const struct upcall *c, int rc)
 }
 
 /* Ends the attempt's claim on its address, telling the balancer how it went. */
-static void release_pick(struct upcall *c, enum bal_outcome how)
+void upcall_release_pick(struct upcall *c, enum bal_outcome how)
 {
     if (c->has_pick) {
         balancer_done(c->up->bal, &c->pick, how);
@@ -325,14 +278,14 @@ static void release_pick(struct upcall *c, enum bal_outcome how)
 }
 
 /* Ends the exchange with rc (why in what, counted as a backend failure unless rc is a backend's own error). */
-static void finish(struct upcall *c, int rc, const char *what)
+void upcall_finish(struct upcall *c, int rc, const char *what)
 {
     if (c->state == ST_DONE)
         return;
     /* An answer (what NULL), error frames included, shows the address works. */
-    release_pick(c, what ? outcome_of(c, rc) : c->is_closing ? BAL_DRAINING : BAL_OK);
+    upcall_release_pick(c, what ? upcall_outcome_of(c, rc) : c->is_closing ? BAL_DRAINING : BAL_OK);
     c->state = ST_DONE;
-    detach(c);
+    upcall_detach(c);
     c->res.rc = rc;
     if (rc != SG_OK && what)
         snprintf(c->res.err, sizeof c->res.err, "%s backend at %.100s (%.60s): %.200s", backend_name(c->up->id), c->up->name,
@@ -340,10 +293,10 @@ static void finish(struct upcall *c, int rc, const char *what)
     c->done(c, &c->res, c->arg);
 }
 
-static void fail(struct upcall *c, int rc, const char *what)
+void upcall_fail(struct upcall *c, int rc, const char *what)
 {
     upstream_failed(c->up, rc);
-    finish(c, rc, what);
+    upcall_finish(c, rc, what);
 }
 
 const struct upcall_result *upcall_result(const struct upcall *c)
@@ -351,19 +304,8 @@ const struct upcall_result *upcall_result(const struct upcall *c)
     return &c->res;
 }
 
-void upcall_free(struct upcall *c)
+void upcall_free_memory(struct upcall *c)
 {
-    if (!c)
-        return;
-    detach(c);
-    release_pick(c, BAL_NEUTRAL); /* cancelled: says nothing about the address */
-    if (c->bc) {
-        if (c->state == ST_DONE && c->is_reusable && !c->is_closing)
-            pool_put(c->up, c->bc);
-        else
-            bconn_close(c->bc); /* mid-exchange: the backend sees the hang-up and drops the work */
-        c->bc = NULL;
-    }
     if (c->watch.fd >= 0)
         close(c->watch.fd);
     sg_frame_decoder_free(&c->dec);
@@ -373,16 +315,33 @@ void upcall_free(struct upcall *c)
     free(c);
 }
 
+void upcall_free(struct upcall *c)
+{
+    if (!c)
+        return;
+    if (c->pipe) {
+        upcall_pipe_leave(c);
+        return;
+    }
+    upcall_detach(c);
+    upcall_release_pick(c, BAL_NEUTRAL); /* cancelled: says nothing about the address */
+    if (c->bc) {
+        if (c->state == ST_DONE && c->is_reusable && !c->is_closing)
+            pool_put(c->up, c->bc);
+        else
+            bconn_close(c->bc); /* mid-exchange: the backend sees the hang-up and drops the work */
+        c->bc = NULL;
+    }
+    upcall_free_memory(c);
+}
+
 /* ---- the exchange ---- */
 
 /* Sends what may go now, once, ignoring failures: the edge that reports them is already queued. */
 static void send_eagerly(struct upcall *c)
 {
     size_t n = c->out_len - c->out_off;
-    ssize_t w;
-    if (c->kind == KIND_RAW && n > c->piece)
-        n = c->piece;
-    w = send(c->bc->watch.fd, c->out + c->out_off, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t w = send(c->bc->watch.fd, c->out + c->out_off, n, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (w > 0)
         c->out_off += (size_t)w;
 }
@@ -406,10 +365,10 @@ static int attach(struct upcall *c, int fresh_only, char *err, size_t errlen)
         b = fresh_only ? NULL : pool_take(c->up, &c->pick, !c->is_replayable);
         if (b)
             break;
-        rc = connect_start(&c->pick, SOCK_STREAM, &fd, &is_pending, err, errlen);
+        rc = upcall_connect_start(&c->pick, SOCK_STREAM, &fd, &is_pending, err, errlen);
         if (rc == SG_OK)
             break;
-        release_pick(c, rc == SG_ERR_REFUSED ? BAL_CONNECT_FAIL : BAL_NEUTRAL);
+        upcall_release_pick(c, rc == SG_ERR_REFUSED ? BAL_CONNECT_FAIL : BAL_NEUTRAL);
         if (rc != SG_ERR_REFUSED || c->moves >= MAX_MOVES)
             return rc;
         c->avoid |= UINT64_C(1) << c->pick.slot; /* never reached it: another address, whatever the request */
@@ -420,7 +379,7 @@ static int attach(struct upcall *c, int fresh_only, char *err, size_t errlen)
         atomic_fetch_add_explicit(&c->up->n_connects, 1, memory_order_relaxed);
         b = bconn_new(c->wk, fd);
         if (!b) {
-            release_pick(c, BAL_NEUTRAL);
+            upcall_release_pick(c, BAL_NEUTRAL);
             snprintf(err, errlen, "cannot watch a backend connection: %s", strerror(errno));
             return SG_ERR_SYS;
         }
@@ -447,7 +406,7 @@ static int attach(struct upcall *c, int fresh_only, char *err, size_t errlen)
 /* Forgets what the failed attempt sent and received, so the request goes again from its first byte. */
 static void reset_attempt(struct upcall *c)
 {
-    detach(c);
+    upcall_detach(c);
     if (c->bc) {
         bconn_close(c->bc);
         c->bc = NULL;
@@ -477,14 +436,14 @@ static int move_on(struct upcall *c, int rc)
     char err[256] = "";
     if (c->moves >= MAX_MOVES || sg_now_ms() >= c->deadline_ms)
         return 0;
-    release_pick(c, outcome_of(c, rc));
+    upcall_release_pick(c, upcall_outcome_of(c, rc));
     c->avoid |= UINT64_C(1) << c->pick.slot;
     c->moves++;
     reset_attempt(c);
     if (attach(c, 0, err, sizeof err) == SG_OK)
         return 1;
     c->state = ST_EXCHANGING; /* not connecting any more: the failure below is the last attempt's */
-    fail(c, SG_ERR_REFUSED, err);
+    upcall_fail(c, SG_ERR_REFUSED, err);
     return 1;
 }
 
@@ -500,18 +459,18 @@ static void broke(struct upcall *c, int rc, const char *what)
     int never_arrived = c->got == 0 && c->out_off < c->out_len; /* the backend cannot have acted on half a request */
     if (c->is_reused && !c->has_retried && c->got == 0 && (c->is_replayable || never_arrived)) {
         /* Most likely closed while idle (a restart, a drain): says nothing bad about the address. */
-        release_pick(c, BAL_NEUTRAL);
+        upcall_release_pick(c, BAL_NEUTRAL);
         reset_attempt(c);
         c->has_retried = 1;
         if (attach(c, 1, err, sizeof err) == SG_OK)
             return;
-        fail(c, SG_ERR_REFUSED, err);
+        upcall_fail(c, SG_ERR_REFUSED, err);
         return;
     }
     /* Another address when repeating cannot do anything twice: nothing arrived whole, or the request only reads. */
     if ((never_arrived || c->is_replayable) && move_on(c, rc))
         return;
-    fail(c, rc, what);
+    upcall_fail(c, rc, what);
 }
 
 /* Writes what may go now; returns 0, or -1 when c ended. */
@@ -533,14 +492,10 @@ int upcall_send_some(int fd, const uint8_t *buf, size_t len, size_t *off)
 
 static int pump_out(struct upcall *c)
 {
-    size_t end = c->out_len;
     int err;
-    /* Raw: the backend holds only so much unread reply, so never more than a piece ahead of what came back. */
-    if (c->kind == KIND_RAW && end > c->got + c->piece)
-        end = (size_t)(c->got + c->piece);
-    if (c->out_off >= end)
+    if (c->out_off >= c->out_len)
         return 0;
-    err = upcall_send_some(c->bc->watch.fd, c->out, end, &c->out_off);
+    err = upcall_send_some(c->bc->watch.fd, c->out, c->out_len, &c->out_off);
     if (err) {
         broke(c, SG_ERR_CLOSED, strerror(err));
         return -1;
@@ -561,7 +516,7 @@ static int take_frame(struct upcall *c, const uint8_t *buf, size_t len)
         case SG_FRAME_NEED_MORE:
             return 0;
         case SG_FRAME_ERROR:
-            fail(c, SG_ERR_PROTO, sg_frame_decoder_error(&c->dec));
+            upcall_fail(c, SG_ERR_PROTO, sg_frame_decoder_error(&c->dec));
             return -1;
         case SG_FRAME_HEADER: {
             uint64_t size = sg_frame_decoder_body_size(&c->dec);
@@ -572,7 +527,7 @@ static int take_frame(struct upcall *c, const uint8_t *buf, size_t len)
             /* Believed only when it answers this request, with the fields its op promises. */
             if (reply_check(backend_name(c->up->id), c->req_op[0] ? c->req_op : NULL, c->req_id[0] ? c->req_id : NULL,
                             c->res.header, size, why, sizeof why) != SG_OK) {
-                fail(c, SG_ERR_PROTO, why);
+                upcall_fail(c, SG_ERR_PROTO, why);
                 return -1;
             }
             if (c->is_head_only) {
@@ -581,7 +536,7 @@ static int take_frame(struct upcall *c, const uint8_t *buf, size_t len)
                 free(c->res.body);
                 c->res.body = malloc(len + 1); /* body bytes that came with the header */
                 if (!c->res.body) {
-                    finish(c, SG_ERR_NOMEM, "out of memory");
+                    upcall_finish(c, SG_ERR_NOMEM, "out of memory");
                     return -1;
                 }
                 memcpy(c->res.body, buf, len);
@@ -590,20 +545,20 @@ static int take_frame(struct upcall *c, const uint8_t *buf, size_t len)
                 c->res.body_size = size;
                 if (rc != SG_OK)
                     snprintf(c->res.err, sizeof c->res.err, "%s", msg);
-                finish(c, rc, NULL);
+                upcall_finish(c, rc, NULL);
                 return -1;
             }
             if (size > c->max_body) {
                 snprintf(why, sizeof why, "answered with a %llu-byte body, over the gateway's limit of %zu bytes",
                          (unsigned long long)size, c->max_body);
-                fail(c, SG_ERR_PROTO, why);
+                upcall_fail(c, SG_ERR_PROTO, why);
                 return -1;
             }
             /* Always a buffer, so an empty body is "" rather than NULL. */
             free(c->res.body);
             c->res.body = malloc((size_t)size + 1);
             if (!c->res.body) {
-                finish(c, SG_ERR_NOMEM, "out of memory");
+                upcall_finish(c, SG_ERR_NOMEM, "out of memory");
                 return -1;
             }
             c->res.body_len = 0;
@@ -624,7 +579,7 @@ static int take_frame(struct upcall *c, const uint8_t *buf, size_t len)
             rc = upstream_answer_error(c->up, c->res.header, msg, sizeof msg);
             if (rc != SG_OK)
                 snprintf(c->res.err, sizeof c->res.err, "%s", msg);
-            finish(c, rc, NULL);
+            upcall_finish(c, rc, NULL);
             return -1;
         }
         }
@@ -637,16 +592,7 @@ static int pump_in(struct upcall *c)
 {
     uint8_t buf[READ_CHUNK];
     for (;;) {
-        uint8_t *dst = buf;
-        size_t cap = sizeof buf;
-        ssize_t n;
-        if (c->kind == KIND_RAW) {
-            dst = (uint8_t *)c->res.body + c->got;
-            cap = c->out_len - c->got;
-            if (cap == 0)
-                return 0;
-        }
-        n = recv(c->bc->watch.fd, dst, cap, 0);
+        ssize_t n = recv(c->bc->watch.fd, buf, sizeof buf, 0);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 return 0;
@@ -661,18 +607,6 @@ static int pump_in(struct upcall *c)
             return -1;
         }
         c->got += (uint64_t)n;
-        if (c->kind == KIND_RAW) {
-            if (c->got == c->out_len) {
-                c->res.body[c->got] = '\0';
-                c->res.body_len = c->got;
-                c->is_reusable = 1;
-                finish(c, SG_OK, NULL);
-                return -1;
-            }
-            if (pump_out(c) < 0) /* room again on the backend's side */
-                return -1;
-            continue;
-        }
         if (take_frame(c, buf, (size_t)n) < 0)
             return -1;
     }
@@ -696,7 +630,7 @@ static void on_owned(struct upcall *c, uint32_t events)
             if (move_on(c, SG_ERR_REFUSED)) /* never reached: another address, whatever the request */
                 return;
             snprintf(why, sizeof why, "connect %s: %s", c->pick.text, strerror(soerr));
-            fail(c, SG_ERR_REFUSED, why);
+            upcall_fail(c, SG_ERR_REFUSED, why);
             return;
         }
         c->state = ST_EXCHANGING;
@@ -721,15 +655,19 @@ static void on_owned(struct upcall *c, uint32_t events)
 static void on_deadline(struct wk_timer *t)
 {
     struct upcall *c = (struct upcall *)((char *)t - offsetof(struct upcall, deadline));
+    if (c->pipe) {
+        upcall_pipe_deadline(c);
+        return;
+    }
     if (c->state == ST_CONNECTING) {
         if (move_on(c, SG_ERR_TIMEOUT))
             return;
-        fail(c, SG_ERR_TIMEOUT, "connect timed out");
+        upcall_fail(c, SG_ERR_TIMEOUT, "connect timed out");
     }
     else if (c->kind == KIND_DGRAM && sg_now_ms() < c->deadline_ms)
         dgram_move(c, SG_ERR_TIMEOUT, "no answer"); /* this address's share of the deadline is up */
     else
-        fail(c, SG_ERR_TIMEOUT, c->got == 0 ? "no answer before the deadline" : "stalled in the middle of an answer");
+        upcall_fail(c, SG_ERR_TIMEOUT, c->got == 0 ? "no answer before the deadline" : "stalled in the middle of an answer");
 }
 
 /* ---- datagrams ---- */
@@ -747,7 +685,7 @@ static void on_retry(struct wk_timer *t)
     struct upcall *c = (struct upcall *)((char *)t - offsetof(struct upcall, retry));
     int e = dgram_send(c); /* the datagram or its reply was lost: send again */
     if (e) {
-        fail(c, SG_ERR_CLOSED, strerror(e));
+        upcall_fail(c, SG_ERR_CLOSED, strerror(e));
         return;
     }
     worker_timer_arm(c->wk, &c->retry, sg_now_ms() + c->retry_ms);
@@ -762,7 +700,7 @@ static void on_dgram(struct wk_watch *w, uint32_t events)
         if (n >= 0) {
             c->res.body_len = (size_t)n;
             c->res.body[n] = '\0';
-            finish(c, SG_OK, NULL);
+            upcall_finish(c, SG_OK, NULL);
             return;
         }
         if (errno == ECONNREFUSED) {
@@ -772,7 +710,7 @@ static void on_dgram(struct wk_watch *w, uint32_t events)
         if (errno == EAGAIN || errno == EWOULDBLOCK)
             return;
         if (errno != EINTR) {
-            fail(c, SG_ERR_CLOSED, strerror(errno));
+            upcall_fail(c, SG_ERR_CLOSED, strerror(errno));
             return;
         }
     }
@@ -805,7 +743,7 @@ static int dgram_attach(struct upcall *c, char *err, size_t errlen)
         return SG_ERR_REFUSED;
     }
     c->has_pick = 1;
-    rc = connect_start(&c->pick, SOCK_DGRAM, &c->watch.fd, &is_pending, err, errlen);
+    rc = upcall_connect_start(&c->pick, SOCK_DGRAM, &c->watch.fd, &is_pending, err, errlen);
     if (rc != SG_OK)
         return rc;
     if (worker_watch(c->wk, &c->watch, EPOLLIN | EPOLLET) != 0) {
@@ -834,21 +772,21 @@ static void dgram_move(struct upcall *c, int rc, const char *what)
     char err[256] = "";
     int others = balancer_count(c->up->bal) - 1 - __builtin_popcountll(c->avoid);
     if (c->moves >= MAX_MOVES || others <= 0 || sg_now_ms() >= c->deadline_ms) {
-        fail(c, rc, what);
+        upcall_fail(c, rc, what);
         return;
     }
-    release_pick(c, outcome_of(c, rc));
+    upcall_release_pick(c, upcall_outcome_of(c, rc));
     c->avoid |= UINT64_C(1) << c->pick.slot;
     c->moves++;
-    detach(c);
+    upcall_detach(c);
     if (c->watch.fd >= 0)
         close(c->watch.fd);
     c->watch.fd = -1;
     if (dgram_attach(c, err, sizeof err) == SG_OK)
         return;
-    release_pick(c, BAL_NEUTRAL);
+    upcall_release_pick(c, BAL_NEUTRAL);
     c->state = ST_EXCHANGING;
-    fail(c, rc, what);
+    upcall_fail(c, rc, what);
 }
 
 /* ---- starting ---- */
@@ -894,7 +832,7 @@ static int start_failed(struct upcall *c, struct upstream *up, int rc, char *err
         snprintf(why, sizeof why, "%s", err);
         snprintf(err, errlen, "%s backend at %s: %s", backend_name(up->id), up->name, why);
         upstream_failed(up, rc);
-        release_pick(c, rc == SG_ERR_REFUSED ? BAL_CONNECT_FAIL : BAL_NEUTRAL);
+        upcall_release_pick(c, rc == SG_ERR_REFUSED ? BAL_CONNECT_FAIL : BAL_NEUTRAL);
         upcall_free(c);
     }
     return rc;
@@ -940,15 +878,20 @@ int upcall_frame(struct upstream *up, const json_t *header, const void *body, si
     return SG_OK;
 }
 
-int upcall_raw(struct upstream *up, const void *req, size_t len, size_t piece, int64_t deadline_ms,
+int upcall_raw(struct upstream *up, const void *req, size_t len, int64_t deadline_ms,
                upcall_done_fn done, void *arg, struct upcall **out, char *err, size_t errlen)
 {
-    struct upcall *c = upcall_new(up, KIND_RAW, deadline_ms, done, arg, err, errlen);
+    struct upcall *c;
     int rc;
     *out = NULL;
+    if (len == 0) { /* nothing would ever come back */
+        snprintf(err, errlen, "an echo of nothing is nothing: no call needed");
+        return SG_ERR_INVALID;
+    }
+    c = upcall_new(up, KIND_RAW, deadline_ms, done, arg, err, errlen);
     if (!c)
         return up->is_configured ? SG_ERR_NOMEM : SG_ERR_REFUSED;
-    c->out = malloc(len ? len : 1);
+    c->out = malloc(len);
     c->res.body = malloc(len + 1);
     if (!c->out || !c->res.body) {
         upcall_free(c);
@@ -957,9 +900,9 @@ int upcall_raw(struct upstream *up, const void *req, size_t len, size_t piece, i
     }
     memcpy(c->out, req, len);
     c->out_len = len;
-    c->piece = piece ? piece : len;
     c->is_replayable = 1; /* an echo does nothing but answer */
-    rc = attach(c, 0, err, errlen);
+    err[0] = '\0';
+    rc = upcall_pipe_join(c, err, errlen);
     if (rc != SG_OK)
         return start_failed(c, up, rc, err, errlen);
     *out = c;
@@ -1083,7 +1026,7 @@ ssize_t upcall_send(struct upcall *c, const void *buf, size_t len)
         }
         /* The answer (an error frame the backend sent before closing) may be there to read. */
         if (pump_in(c) == 0 && c->state != ST_DONE)
-            fail(c, SG_ERR_CLOSED, "closed the connection in the middle of the body");
+            upcall_fail(c, SG_ERR_CLOSED, "closed the connection in the middle of the body");
         return -1;
     }
     body_wrote(c, w);
@@ -1111,15 +1054,15 @@ ssize_t upcall_sendfile(struct upcall *c, int fd, uint64_t *off, size_t len)
         if (errno != EPIPE && errno != ECONNRESET) {
             char why[200];
             snprintf(why, sizeof why, "sendfile: %s", strerror(errno));
-            fail(c, SG_ERR_SYS, why);
+            upcall_fail(c, SG_ERR_SYS, why);
             return -1;
         }
         if (pump_in(c) == 0 && c->state != ST_DONE)
-            fail(c, SG_ERR_CLOSED, "closed the connection in the middle of the body");
+            upcall_fail(c, SG_ERR_CLOSED, "closed the connection in the middle of the body");
         return -1;
     }
     if (w == 0) { /* the file is shorter than said: the frame can never be completed */
-        fail(c, SG_ERR_SYS, "the spool file ended before the body did");
+        upcall_fail(c, SG_ERR_SYS, "the spool file ended before the body did");
         return -1;
     }
     *off = (uint64_t)o;

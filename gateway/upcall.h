@@ -38,12 +38,18 @@ int upcall_frame(struct upstream *up, const json_t *header, const void *body, si
                  char *err, size_t errlen);
 
 /*
- * Starts a raw exchange (the echo protocol): writes len bytes and reads len
- * bytes back, never more than piece bytes ahead of what came back, so the
- * backend's bounded output buffer never stalls. Like upcall_frame otherwise.
+ * Starts a raw exchange (the echo protocol): writes len bytes (len > 0) and
+ * reads len bytes back. The worker's raw calls to one address share one
+ * connection, pipelined (upcall_pipe.c): what a loop round queued leaves at
+ * the end of the round (upcall_pipes_flush), never more than 64 KiB ahead of
+ * what came back. A call whose connection breaks before any answer byte goes
+ * again, as on a pooled connection. Like upcall_frame otherwise.
  */
-int upcall_raw(struct upstream *up, const void *req, size_t len, size_t piece, int64_t deadline_ms,
-               upcall_done_fn done, void *arg, struct upcall **out, char *err, size_t errlen);
+int upcall_raw(struct upstream *up, const void *req, size_t len, int64_t deadline_ms, upcall_done_fn done,
+               void *arg, struct upcall **out, char *err, size_t errlen);
+
+/* Sends what the worker's raw calls queued in this loop round; on the worker's thread, once a round. */
+void upcall_pipes_flush(void);
 
 /*
  * Starts one datagram request (the time protocol): sends req, again every

@@ -563,6 +563,7 @@ static void *loop(void *arg)
         wk->needs_run = 0;
         MHD_run(wk->daemon);
         check_hups(wk);
+        upcall_pipes_flush(); /* the echo calls this round queued, together; before their pipes may be freed */
         free_later_now(wk); /* no event of this round points at them any more */
         if (atomic_load(&wk->want_quiesce) && !wk->is_quiesced) {
             /* The listener is shared by every worker: quiescing leaves it open for the others. */
