@@ -123,6 +123,28 @@ def rest_64_sg(ctx):
     return _wrk(ctx, "rest_echo_1000", "peer", "http://127.0.0.1:%d/api/v1/echo" % gw.port, [gw.pid], lua)
 
 
+def _nginx_wide(ctx):
+    # At 1,000 clients a proxied call holds three connections (client, and both ends of the
+    # upstream one), past the shared instance's 1,024 a worker: its own instance, so the
+    # shared one keeps the small connection table the memory rows compare against.
+    return peers.ensure_nginx(ctx, "nginx-wide", conns=4096)
+
+
+def rest_proxy_1000_nginx(ctx):
+    # Context for rest_echo_1000: how much the honest peer itself keeps at 1,000 connections on this machine.
+    ng = _nginx_wide(ctx)
+    lua = os.path.join(ctx.bench_dir, "wrk", "echo.lua")
+    return _wrk(ctx, "rest_proxy_1000_nginx", "sg", "http://127.0.0.1:%d/proxy" % ng.port,
+                peers.nginx_workers(ctx, "nginx-wide"), lua, 1000)
+
+
+def rest_proxy_64_nginx(ctx):
+    ng = _nginx_wide(ctx)
+    lua = os.path.join(ctx.bench_dir, "wrk", "echo.lua")
+    return _wrk(ctx, "rest_proxy_1000_nginx", "peer", "http://127.0.0.1:%d/proxy" % ng.port,
+                peers.nginx_workers(ctx, "nginx-wide"), lua)
+
+
 def rest_floor_sg(ctx):
     # The same gateway answering from memory, with no backend behind the route: what
     # libmicrohttpd and the gateway's request handling cost on their own, the ceiling of rest_echo.
@@ -240,6 +262,9 @@ GROUPS = [
         Figure("rest_echo_1000", "REST echo at 1,000 keep-alive conns against 64, wrk", "req/s",
                "POST /api/v1/echo, 1,000 conns", "the same at 64 conns", "ratio", 0.9,
                rest_1000_sg, rest_64_sg, source="issue 15"),
+        Figure("rest_proxy_1000_nginx", "context for the row above: nginx `proxy_pass` at 1,000 keep-alive conns "
+               "against 64, wrk", "req/s", "nginx `proxy_pass`, 1,000 conns", "the same at 64 conns", "shown", None,
+               rest_proxy_1000_nginx, rest_proxy_64_nginx),
         Figure("rest_floor", "gateway floor: a static answer, no backend, wrk 64 conns", "req/s",
                "GET /favicon.svg (gateway, from memory)", "nginx `return 200`", "ratio", 0.8,
                rest_floor_sg, rest_floor_peer, source="issue 15"),
