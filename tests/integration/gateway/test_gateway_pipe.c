@@ -7,13 +7,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
 
 #include "check.h"
 #include "gwtest.h"
+#include "harness.h"
 #include "sockgate/error.h"
 #include "sockgate/net.h"
 
@@ -59,7 +63,7 @@ static char *make_message(int k, size_t len)
     int head = snprintf(m, len + 1, "call %d ", k);
     CHECK(m != NULL);
     for (size_t i = (size_t)head; i < len; i++)
-        m[i] = (char)('a' + (i * 7 + (size_t)k * 13) % 26);
+        m[i] = (char)('a' + (i * 7 + (size_t)k * 13) % 16); /* a to p: never a lone "q", the tutorial server's quit */
     m[len] = '\0';
     return m;
 }
@@ -313,12 +317,80 @@ static void test_stalled_connection_is_replaced(void)
     slow_stop(&s);
 }
 
+/* Starts the tutorial's echo server (python3) on a free port; returns its pid and the port in *port. */
+static pid_t tutorial_server_start(const char *dir, int *port)
+{
+    char out[400], script[400];
+    pid_t pid;
+    snprintf(out, sizeof out, "%s/tutorial-server.out", dir);
+    snprintf(script, sizeof script, "%s/tutorial_echo_server.py", SG_TEST_SOURCE_DIR);
+    pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fd < 0 || dup2(fd, 1) < 0)
+            _exit(126);
+        execlp("python3", "python3", "-u", script, "0", (char *)NULL);
+        _exit(127);
+    }
+    sg_test_kill_at_exit(pid);
+    *port = 0;
+    for (int i = 0; i < 100 && *port == 0; i++) { /* the port is the first line it prints */
+        FILE *f = fopen(out, "r");
+        if (f) {
+            if (fscanf(f, "%d", port) != 1)
+                *port = 0;
+            fclose(f);
+        }
+        if (*port == 0)
+            usleep(50000);
+    }
+    CHECK(*port > 0);
+    return pid;
+}
+
+/*
+ * The tutorial's own echo server as the echo backend: it serves one
+ * connection at a time, reads 1,024 bytes at a time and answers each read
+ * upper-cased. 50 calls at once through one worker go down one connection
+ * and each gets its own message back. (With a connection per call, the
+ * 49 others waited behind the first for a server that never accepts them.)
+ */
+static void test_tutorial_server_behind_the_pipe(void)
+{
+    enum { N = 50 };
+    char dir[300], addr[64], url[200];
+    const char *extra[] = {"--echo", addr, "--threads", "1", "--timeout-ms", "10000", NULL};
+    struct call calls[N];
+    struct gw g;
+    int port, status;
+    pid_t pid;
+    CHECK(sg_test_tmpdir(dir, sizeof dir) == 0);
+    pid = tutorial_server_start(dir, &port);
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    gw_start(&g, extra);
+    snprintf(url, sizeof url, "%s/api/v1/echo", g.base);
+    for (int k = 0; k < N; k++)
+        call_init(&calls[k], url, make_message(k, 10 + (size_t)(k * 61) % 3000), 20000);
+    run_all(calls, N);
+    for (int k = 0; k < N; k++) {
+        check_own_reply(&calls[k]);
+        call_free(&calls[k]);
+    }
+    gw_stop(&g);
+    kill(pid, SIGTERM);
+    waitpid(pid, &status, 0);
+    sg_test_forget(pid);
+    sg_test_rmtree(dir);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     RUN_TEST(test_concurrent_calls_share_a_connection);
     RUN_TEST(test_left_call_does_not_shift_answers);
     RUN_TEST(test_stalled_connection_is_replaced);
+    RUN_TEST(test_tutorial_server_behind_the_pipe);
     curl_global_cleanup();
     return TESTS_DONE();
 }
