@@ -53,8 +53,12 @@ def _record_peak(ctx, fid, side, kib):
         ctx.record(fid, side, Result(mib))
 
 
-def _transfer(ctx, fid, side, argv, pids_fn, mem_fid, check, stdout=None):
-    """Runs one client transfer while sampling the server's memory and CPU; returns the Result in MiB/s."""
+def _transfer(ctx, fid, side, argv, pids_fn, mem_fid, check, stdout=None, mem_side=None):
+    """Runs one client transfer while sampling the server's memory and CPU; returns the Result in MiB/s.
+
+    The peak goes to mem_fid's mem_side (default: side): a row whose two sides are both sockgate
+    (tus against PUT, both via the gateway) must not feed the memory row's nginx column.
+    """
     ctx.command(fid, side, " ".join(shlex.quote(a) for a in argv) + (" > /dev/null" if stdout else ""))
     pids = pids_fn()
     before = cpu_seconds(pids)
@@ -68,7 +72,7 @@ def _transfer(ctx, fid, side, argv, pids_fn, mem_fid, check, stdout=None):
     if rc != 0:
         raise BenchError("%s exited with %d: %s" % (os.path.basename(argv[0]), rc, (err or out).strip()[-300:]))
     nbytes, seconds = check(out, elapsed)
-    _record_peak(ctx, mem_fid, side, peak.peak_kib)
+    _record_peak(ctx, mem_fid, mem_side or side, peak.peak_kib)
     return Result(nbytes / seconds / MIB, ops=nbytes, cpu=(after[0] - before[0], after[1] - before[1]),
                   client_cpu=client[0])
 
@@ -142,7 +146,7 @@ def _tus_client(ctx, fid, side, mode, name):
         if nbytes != size or stored != sha:
             raise BenchError("%s stored sha256 %s for %d bytes, not %s" % (mode, stored, nbytes, sha))
         return nbytes, seconds
-    return _transfer(ctx, fid, side, argv, lambda: [gw.pid], "mem_gw", check)
+    return _transfer(ctx, fid, side, argv, lambda: [gw.pid], "mem_gw", check, mem_side="sg")
 
 
 def upload_tus(ctx):
